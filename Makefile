@@ -1,0 +1,32 @@
+# Two entry points for a newcomer: `make demo` and `make test`.
+# Both create .venv with Python 3.10 when it is absent and install the pinned
+# requirements (a no-op when they are already installed).
+PYTHON ?= python3.10
+VENV   := .venv
+VPY    := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+OUT    ?= output/demo
+
+.PHONY: demo test lint bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VPY) train_infl_eval.py --preset demo -o $(OUT)
+
+test: $(STAMP)
+	$(VPY) -m pytest -q
+
+lint: $(STAMP)
+	$(VPY) -m ruff check .
+
+bench: $(STAMP)
+	$(VPY) -m pip install -q --disable-pip-version-check -r requirements-bench.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache
