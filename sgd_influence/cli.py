@@ -1,0 +1,40 @@
+"""Shared command-line plumbing: logging, configuration, context, one-line errors."""
+
+from __future__ import annotations
+
+import logging
+
+from . import config as C
+
+logger = logging.getLogger("sgd_influence")
+
+
+def setup_logging(level=logging.INFO) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                            datefmt="%H:%M:%S")
+    logging.getLogger("sgd_influence").setLevel(level)
+    logging.getLogger("nnabla").setLevel(logging.WARNING)
+
+
+def run_cli(parser, argv, body) -> int:
+    """Parse, build the configuration, set the nnabla context and run ``body(cfg, ns)``.
+
+    Bad input (ValueError, including the data layer's DataError and a configuration
+    mismatch) and missing files end with one error line and exit status 2.
+    """
+    ns = parser.parse_args(argv)
+    setup_logging()
+    try:
+        cfg = C.from_args(ns)
+        from .context import set_context
+
+        set_context(cfg.context, cfg.device_id)
+        body(cfg, ns)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        logger.error("%s", msg)
+        return 2
+    return 0
+

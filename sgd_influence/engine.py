@@ -1,0 +1,162 @@
+"""Run state of one trial: the prepared data, the network, and its cached graphs.
+
+Training, replay (retraining) and influence all go through :class:`Engine`, so the
+same SGD step is computed the same way everywhere; that is what makes a replay with
+nothing removed reproduce the trained parameters bit for bit.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import nnabla.functions as F
+import nnabla.solvers as S
+import numpy as np
+
+from . import preprocess
+from .models import ModelSpec, Network, input_variables
+
+logger = logging.getLogger(__name__)
+
+EVAL_BATCH = 250
+
+
+@dataclass
+class Prepared:
+    """One trial's data, resized once; labels possibly noised (``flipped`` marks those)."""
+
+    name: str
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    train_rows: np.ndarray
+    train_paths: tuple
+    num_classes: int
+    flipped: np.ndarray  # bool (N_train,), all False without label noise
+    original_y: np.ndarray  # training labels before any noise
+
+    @property
+    def in_shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.train_x.shape[1:])
+
+    @property
+    def n_train(self) -> int:
+        return int(len(self.train_y))
+
+
+def load_prepared(cfg, seed: int) -> Prepared:
+    """Load the trial's data set through the data layer, resize, inject label noise."""
+    from . import data
+
+    if cfg.is_csv:
+        ds = data.load_csv_dataset(cfg.train_csv, cfg.test_csv, cfg.val_csv, seed=seed)
+    else:
+        ds = data.load_dataset(cfg.dataset, seed, cfg.data_dir)
+    return prepare(ds, seed, cfg.label_noise)
+
+
+def prepare(ds, seed: int, label_noise: float = 0.0) -> Prepared:
+    from . import noise
+
+    y = np.asarray(ds.train.labels, np.int64)
+    if label_noise > 0:
+        noisy, flipped = noise.flip_labels(y, label_noise, ds.num_classes, seed)
+    else:
+        noisy, flipped = y, np.zeros(len(y), bool)
+    return Prepared(
+        name=ds.name,
+        train_x=preprocess.resize_images(ds.train.images),
+        train_y=noisy,
+        val_x=preprocess.resize_images(ds.val.images),
+        val_y=np.asarray(ds.val.labels, np.int64),
+        test_x=preprocess.resize_images(ds.test.images),
+        test_y=np.asarray(ds.test.labels, np.int64),
+        train_rows=np.asarray(ds.train.rows, np.int64),
+        train_paths=tuple(ds.train.paths),
+        num_classes=int(ds.num_classes),
+        flipped=flipped,
+        original_y=y,
+    )
+
+
+class Engine:
+    """Network + solver + graphs (one per batch size) for one trial."""
+
+    def __init__(self, spec: ModelSpec, seed: int, data: Prepared, augment: bool = True):
+        self.spec = spec
+        self.seed = seed
+        self.data = data
+        self.augment = augment
+        self.net = Network(spec, seed)
+        self.solver = S.Sgd(lr=1.0)
+        self.solver.set_parameters(self.net.trainable)
+        self._train_graphs: dict[int, tuple] = {}
+        self._eval_graphs: dict[int, tuple] = {}
+
+    # ---------------------------------------------------------------- inputs
+    def train_inputs(self, idx: np.ndarray, seeds: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Network input (augmented with the recorded seeds) and labels of training samples."""
+        images = self.data.train_x[idx]
+        x = preprocess.batch_inputs(images, seeds if self.augment else None)
+        return x, self.data.train_y[idx][:, None]
+
+    # ---------------------------------------------------------------- training
+    def _train_graph(self, bs: int):
+        g = self._train_graphs.get(bs)
+        if g is None:
+            x, t = input_variables(bs, self.data.in_shape)
+            logits = self.net.logits(x, bn="train")
+            logits.persistent = True
+            loss = F.mean(F.softmax_cross_entropy(logits, t))
+            g = self._train_graphs[bs] = (x, t, logits, loss)
+        return g
+
+    def step(self, idx: np.ndarray, seeds: np.ndarray, lr: float, full_size: int) -> tuple[float, int]:
+        """One SGD step on the samples ``idx``; the gradient of their mean loss is scaled
+        by len(idx)/full_size (so a replay without some samples keeps every kept
+        sample's weight). Returns (mean loss, number correct)."""
+        x, t, logits, loss = self._train_graph(len(idx))
+        x.d, t.d = self.train_inputs(idx, seeds)
+        loss.forward(clear_no_need_grad=True)
+        self.solver.zero_grad()
+        loss.backward(clear_buffer=True)
+        self.solver.set_learning_rate(lr * len(idx) / full_size)
+        self.solver.update()
+        correct = int((logits.d.argmax(axis=1) == t.d[:, 0]).sum())
+        return float(loss.d), correct
+
+    # ---------------------------------------------------------------- evaluation
+    def _eval_graph(self, bs: int):
+        g = self._eval_graphs.get(bs)
+        if g is None:
+            x, t = input_variables(bs, self.data.in_shape)
+            logits = self.net.logits(x, bn="eval")
+            logits.persistent = True
+            losses = F.softmax_cross_entropy(logits, t)
+            g = self._eval_graphs[bs] = (x, t, logits, losses)
+        return g
+
+    def evaluate(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+        """Mean loss and accuracy in inference mode (running BN statistics)."""
+        total_loss, correct = 0.0, 0
+        for start in range(0, len(labels), EVAL_BATCH):
+            xb = images[start : start + EVAL_BATCH]
+            yb = labels[start : start + EVAL_BATCH]
+            x, t, logits, losses = self._eval_graph(len(yb))
+            x.d = preprocess.normalize(xb)
+            t.d = yb[:, None]
+            losses.forward(clear_buffer=True)
+            total_loss += float(losses.d.astype(np.float64).sum())
+            correct += int((logits.d.argmax(axis=1) == yb).sum())
+        n = max(len(labels), 1)
+        return total_loss / n, correct / n
+
+    def evaluate_split(self, split: str) -> tuple[float, float]:
+        d = self.data
+        images, labels = {"val": (d.val_x, d.val_y), "test": (d.test_x, d.test_y),
+                          "train": (d.train_x, d.train_y)}[split]
+        return self.evaluate(images, labels)

@@ -1,0 +1,204 @@
+"""Networks: cifarnet (the paper's six-conv net), logreg and mlp (small validation models).
+
+A :class:`Network` owns its parameters: they are created under ``nn.parameter_scope``
+after ``nn.clear_parameters()`` and then held as explicit variables, so nothing leaks
+from one trial to the next in one process. Graphs are built functionally from those
+variables; the caller builds one graph per batch size and reuses it.
+
+Batch-normalisation modes of :meth:`Network.logits`:
+
+``train``
+    batch statistics; the running mean/var are updated in place (training, replay).
+``batch``
+    batch statistics; the running mean/var are NOT touched (Hessian-vector products;
+    at batch size one this is the per-sample statistics of the reference's
+    one-sample-at-a-time gradients).
+``eval``
+    running statistics (validation loss and its gradient, test accuracy).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import nnabla as nn
+import nnabla.functions as F
+import numpy as np
+
+MODELS = ("cifarnet", "logreg", "mlp")
+BN_MODES = ("train", "batch", "eval")
+BN_DECAY = 0.9
+BN_EPS = 1e-5
+MLP_HIDDEN = 64
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a network is: architecture name, input shape (C, H, W), classes, width."""
+
+    arch: str
+    in_shape: tuple[int, int, int]
+    num_classes: int
+    width: int = 32  # channels of cifarnet's first block (32 in the paper)
+
+    def __post_init__(self):
+        if self.arch not in MODELS:
+            raise ValueError(f"--model: expected one of {', '.join(MODELS)}, got {self.arch!r}")
+        if self.width < 1:
+            raise ValueError(f"--width: expected a positive integer, got {self.width}")
+
+
+def _glorot(rng, fan_in, fan_out, shape):
+    lim = math.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-lim, lim, size=shape).astype(np.float32)
+
+
+def _initial_values(spec: ModelSpec, seed: int) -> "OrderedDict[str, tuple[np.ndarray, bool]]":
+    """Name -> (initial array, trainable), in a fixed order; seeded from the trial seed."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x1A17]))
+    c, h, w = spec.in_shape
+    out: OrderedDict[str, tuple[np.ndarray, bool]] = OrderedDict()
+    if spec.arch == "cifarnet":
+        chans = [c]
+        for block in range(3):
+            width = spec.width * (2**block)
+            for k in range(2):
+                i = 2 * block + k + 1
+                cin = chans[-1]
+                out[f"conv{i}/W"] = (_glorot(rng, cin * 9, width * 9, (width, cin, 3, 3)), True)
+                out[f"conv{i}/b"] = (np.zeros(width, np.float32), True)
+                chans.append(width)
+                if k == 0:
+                    shape = (1, width, 1, 1)
+                    out[f"bn{block + 1}/beta"] = (np.zeros(shape, np.float32), True)
+                    out[f"bn{block + 1}/gamma"] = (np.ones(shape, np.float32), True)
+                    out[f"bn{block + 1}/mean"] = (np.zeros(shape, np.float32), False)
+                    out[f"bn{block + 1}/var"] = (np.ones(shape, np.float32), False)
+        feat = chans[-1] * (h // 8) * (w // 8)
+        out["fc/W"] = (_glorot(rng, feat, spec.num_classes, (feat, spec.num_classes)), True)
+        out["fc/b"] = (np.zeros(spec.num_classes, np.float32), True)
+    elif spec.arch == "logreg":
+        feat = c * h * w
+        out["fc/W"] = (np.zeros((feat, spec.num_classes), np.float32), True)
+        out["fc/b"] = (np.zeros(spec.num_classes, np.float32), True)
+    else:  # mlp: one tanh hidden layer (smooth, so finite differences of gradients work)
+        feat = c * h * w
+        out["fc1/W"] = (_glorot(rng, feat, MLP_HIDDEN, (feat, MLP_HIDDEN)), True)
+        out["fc1/b"] = (np.zeros(MLP_HIDDEN, np.float32), True)
+        out["fc2/W"] = (_glorot(rng, MLP_HIDDEN, spec.num_classes, (MLP_HIDDEN, spec.num_classes)), True)
+        out["fc2/b"] = (np.zeros(spec.num_classes, np.float32), True)
+    return out
+
+
+class Network:
+    """Parameters of one model plus graph construction on them."""
+
+    def __init__(self, spec: ModelSpec, seed: int, scope: str = "net"):
+        self.spec = spec
+        nn.clear_parameters()
+        self.variables: OrderedDict[str, nn.Variable] = OrderedDict()
+        self.trainable: OrderedDict[str, nn.Variable] = OrderedDict()
+        with nn.parameter_scope(scope):
+            for name, (value, trainable) in _initial_values(spec, seed).items():
+                var = nn.parameter.get_parameter_or_create(
+                    name, value.shape, value, need_grad=trainable
+                )
+                self.variables[name] = var
+                if trainable:
+                    self.trainable[name] = var
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+        """Copies of every array (trainable parameters and BN running statistics)."""
+        return OrderedDict((k, v.d.copy()) for k, v in self.variables.items())
+
+    def load_state_dict(self, state) -> None:
+        for k, v in self.variables.items():
+            if k not in state:
+                raise KeyError(f"snapshot has no array {k!r}")
+            arr = np.asarray(state[k])
+            if arr.shape != v.shape:
+                raise ValueError(f"snapshot array {k!r} has shape {arr.shape}, expected {v.shape}")
+            v.d = arr
+
+    def num_trainable(self) -> int:
+        return int(sum(v.size for v in self.trainable.values()))
+
+    def get_flat(self) -> np.ndarray:
+        return np.concatenate([v.d.ravel() for v in self.trainable.values()]).astype(np.float32)
+
+    def set_flat(self, flat: np.ndarray) -> None:
+        off = 0
+        for v in self.trainable.values():
+            v.d = flat[off : off + v.size].reshape(v.shape)
+            off += v.size
+
+    def zero_grad(self) -> None:
+        for v in self.trainable.values():
+            v.grad.zero()
+
+    def flat_grad(self) -> np.ndarray:
+        return np.concatenate([v.g.ravel() for v in self.trainable.values()]).astype(np.float32)
+
+    # ----------------------------------------------------------------- graphs
+    def _bn(self, x, block: int, mode: str):
+        beta = self.variables[f"bn{block}/beta"]
+        gamma = self.variables[f"bn{block}/gamma"]
+        if mode == "eval":
+            return F.batch_normalization(
+                x, beta, gamma, self.variables[f"bn{block}/mean"], self.variables[f"bn{block}/var"],
+                axes=[1], decay_rate=BN_DECAY, eps=BN_EPS, batch_stat=False,
+            )
+        if mode == "train":
+            mean, var = self.variables[f"bn{block}/mean"], self.variables[f"bn{block}/var"]
+        else:  # 'batch': throw-away running statistics, the saved ones stay untouched
+            mean = nn.Variable(beta.shape, need_grad=False)
+            var = nn.Variable(beta.shape, need_grad=False)
+            mean.data.zero()
+            var.d = np.ones(beta.shape, np.float32)
+        return F.batch_normalization(
+            x, beta, gamma, mean, var, axes=[1], decay_rate=BN_DECAY, eps=BN_EPS, batch_stat=True
+        )
+
+    def logits(self, x: nn.Variable, bn: str = "train") -> nn.Variable:
+        if bn not in BN_MODES:
+            raise ValueError(f"bn mode: expected one of {BN_MODES}, got {bn!r}")
+        v = self.variables
+        if self.spec.arch == "cifarnet":
+            h = x
+            for block in range(1, 4):
+                i = 2 * block - 1
+                h = F.convolution(h, v[f"conv{i}/W"], v[f"conv{i}/b"], pad=(1, 1))
+                h = F.relu(self._bn(h, block, bn))
+                h = F.convolution(h, v[f"conv{i + 1}/W"], v[f"conv{i + 1}/b"], pad=(1, 1))
+                h = F.max_pooling(F.relu(h), (2, 2))
+            return F.affine(h, v["fc/W"], v["fc/b"])
+        if self.spec.arch == "logreg":
+            return F.affine(x, v["fc/W"], v["fc/b"])
+        h = F.tanh(F.affine(x, v["fc1/W"], v["fc1/b"]))
+        return F.affine(h, v["fc2/W"], v["fc2/b"])
+
+    def has_batchnorm(self) -> bool:
+        return self.spec.arch == "cifarnet"
+
+
+def input_variables(batch_size: int, in_shape) -> tuple[nn.Variable, nn.Variable]:
+    """Image and label input variables for one batch size."""
+    x = nn.Variable((batch_size, *in_shape))
+    t = nn.Variable((batch_size, 1))
+    return x, t
+
+
+def per_sample_losses(logits: nn.Variable, t: nn.Variable) -> nn.Variable:
+    return F.softmax_cross_entropy(logits, t)
+
+
+def mean_loss(logits: nn.Variable, t: nn.Variable) -> nn.Variable:
+    return F.mean(F.softmax_cross_entropy(logits, t))
+
+
+def snapshot_nbytes(state) -> int:
+    """Raw bytes of a parameter snapshot (float32 arrays)."""
+    return int(sum(np.asarray(a).nbytes for a in state.values()))
