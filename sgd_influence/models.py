@@ -15,6 +15,9 @@ Batch-normalisation modes of :meth:`Network.logits`:
     one-sample-at-a-time gradients).
 ``eval``
     running statistics (validation loss and its gradient, test accuracy).
+``instance``
+    per-sample statistics over each sample's H x W (instance normalisation with BN's
+    gamma/beta): a batched equal of ``batch`` at batch size one.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import nnabla.functions as F
 import numpy as np
 
 MODELS = ("cifarnet", "logreg", "mlp")
-BN_MODES = ("train", "batch", "eval")
+BN_MODES = ("train", "batch", "eval", "instance")
 BN_DECAY = 0.9
 BN_EPS = 1e-5
 MLP_HIDDEN = 64
@@ -151,6 +154,8 @@ class Network:
                 x, beta, gamma, self.variables[f"bn{block}/mean"], self.variables[f"bn{block}/var"],
                 axes=[1], decay_rate=BN_DECAY, eps=BN_EPS, batch_stat=False,
             )
+        if mode == "instance":
+            return F.instance_normalization(x, beta, gamma, channel_axis=1, batch_axis=0, eps=BN_EPS)
         if mode == "train":
             mean, var = self.variables[f"bn{block}/mean"], self.variables[f"bn{block}/var"]
         else:  # 'batch': throw-away running statistics, the saved ones stay untouched
