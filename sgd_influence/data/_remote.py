@@ -9,6 +9,10 @@ from pathlib import Path
 from ._core import DataError, log
 
 
+class Offline(DataError):
+    """No mirror of a file could be reached (the message says where to put it by hand)."""
+
+
 @dataclass(frozen=True)
 class Remote:
     """One file of a built-in data set: its name in the cache, where to get it, its MD5."""
@@ -107,7 +111,7 @@ def fetch(remote: Remote, folder: Path) -> Path:
     present = ""
     if target.exists():
         present = f" (the file there now has md5 {pooch.file_hash(str(target), alg='md5')})"
-    raise DataError(
+    raise Offline(
         f"cannot download {remote.filename}: tried {', '.join(network)}; without network, put "
         f"the file by hand at {target} (md5 {remote.md5}){present}"
     )

@@ -1,0 +1,323 @@
+"""Neural Network Console CSV data sets: reading (with a decode cache) and exporting."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from ._core import (
+    DataError,
+    DataSet,
+    Split,
+    atomic_write,
+    check_seed,
+    complement,
+    log,
+    stratified_pick,
+    take,
+)
+
+CACHE_SUFFIX = ".cache.npz"
+_CACHE_FORMAT = "sgd_influence.data csv v1"
+_MARKER = ".sgd_influence_dataset"
+
+
+def _progress(total: int, desc: str, unit: str):
+    from tqdm import tqdm
+
+    # disable=None: shown on a terminal, silent in logs and pipes.
+    return tqdm(total=total, desc=desc, unit=unit, disable=None, leave=False)
+
+
+# ------------------------------------------------------------------------------ reading
+
+
+def _parse_csv(csv_path: Path, raw: bytes) -> tuple[list[str], list[int], list[int]]:
+    """Image paths, labels and line numbers of the data rows of an NNC CSV."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"{csv_path}: not a UTF-8 text file; expected a CSV with header 'x:image,y:label'") from None
+    reader = csv.reader(io.StringIO(text))
+    header = None
+    paths: list[str] = []
+    labels: list[int] = []
+    lines: list[int] = []
+    xi = yi = -1
+    for row in reader:
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if header is None:
+            header = [cell.strip() for cell in row]
+            xi = _column(header, "x")
+            yi = _column(header, "y")
+            if xi < 0 or yi < 0:
+                raise DataError(
+                    f"{csv_path}: header {','.join(header)!r} lacks an 'x:' image column or a "
+                    f"'y:' label column; expected a header like 'x:image,y:label'"
+                )
+            continue
+        line = reader.line_num
+        if len(row) <= max(xi, yi):
+            raise DataError(f"{csv_path} line {line}: {len(row)} columns, expected {len(header)}")
+        path = row[xi].strip()
+        if not path:
+            raise DataError(f"{csv_path} line {line}: empty image path in column {header[xi]!r}")
+        paths.append(path)
+        labels.append(_label(row[yi], csv_path, line))
+        lines.append(line)
+    if header is None:
+        raise DataError(f"{csv_path}: empty CSV; expected a header 'x:image,y:label' and one row per image")
+    if not paths:
+        raise DataError(f"{csv_path}: no data rows below the header; expected one row per image")
+    return paths, labels, lines
+
+
+def _column(header: list[str], var: str) -> int:
+    for i, name in enumerate(header):
+        if name == var or name.startswith(var + ":"):
+            return i
+    return -1
+
+
+def _label(cell: str, csv_path: Path, line: int) -> int:
+    text = cell.strip()
+    try:
+        value = int(text)
+    except ValueError:
+        try:
+            as_float = float(text)
+        except ValueError:
+            as_float = float("nan")
+        if not (np.isfinite(as_float) and as_float.is_integer()):
+            raise DataError(
+                f"{csv_path} line {line}: label {text!r} is not an integer; expected a class index 0, 1, 2, ..."
+            ) from None
+        value = int(as_float)
+    if value < 0:
+        raise DataError(f"{csv_path} line {line}: label {value} is negative; expected a class index 0, 1, 2, ...")
+    return value
+
+
+def _to_array(image) -> np.ndarray:
+    """A PIL image as uint8 (C, H, W): grayscale stays 1 channel, the rest becomes RGB.
+
+    Transparent images (RGBA, LA, palette with transparency) are composited over
+    black, which for a fully opaque image is the same as dropping the alpha channel.
+    """
+    mode = image.mode
+    if mode == "P" and "transparency" in image.info:
+        image, mode = image.convert("RGBA"), "RGBA"
+    if mode in ("L", "RGB"):
+        arr = np.asarray(image, dtype=np.uint8)
+    elif mode == "1":
+        arr = np.asarray(image.convert("L"), dtype=np.uint8)
+    elif mode in ("LA", "La", "PA", "RGBA", "RGBa"):
+        target = "LA" if mode in ("LA", "La") else "RGBA"
+        arr = np.asarray(image.convert(target), dtype=np.uint16)
+        color, alpha = arr[..., :-1], arr[..., -1:]
+        arr = ((color * alpha + 127) // 255).astype(np.uint8)
+    elif mode.startswith("I"):  # 16-bit (or 32-bit) grayscale: scale 0..65535 to 0..255
+        wide = np.clip(np.asarray(image, dtype=np.int64), 0, 65535)
+        arr = ((wide * 255 + 32767) // 65535).astype(np.uint8)
+    elif mode in ("P", "CMYK", "YCbCr", "LAB", "HSV"):
+        arr = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    else:
+        raise ValueError(f"image mode {mode} is not supported (expected grayscale or color)")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def read_csv_split(csv_path: str | os.PathLike) -> Split:
+    """The images and labels listed by an NNC CSV ('x:' image column, 'y:' label column).
+
+    Image paths are relative to the CSV's folder (absolute paths are allowed). The
+    decoded images are cached in '<csv name>.cache.npz' beside the CSV, keyed by a
+    hash of the CSV's bytes and of the sizes and modification times of the images;
+    when that folder is not writable the cache is skipped with a warning.
+    """
+    csv_path = Path(csv_path)
+    try:
+        raw = csv_path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{csv_path}: CSV file not found") from None
+    except OSError as exc:
+        raise DataError(f"{csv_path}: cannot read the CSV ({exc.strerror or exc})") from None
+    paths, labels, lines = _parse_csv(csv_path, raw)
+    base = csv_path.parent
+    files = [base / p for p in paths]
+    digest = hashlib.sha256(f"{_CACHE_FORMAT}\n".encode() + raw)
+    for file, path, line in zip(files, paths, lines, strict=True):
+        try:
+            st = os.stat(file)
+        except OSError:
+            raise DataError(f"{csv_path} line {line}: image file {path!r} not found (looked for {file})") from None
+        digest.update(f"\n{st.st_size} {st.st_mtime_ns}".encode())
+    key = digest.hexdigest()
+    cache = csv_path.with_name(csv_path.name + CACHE_SUFFIX)
+    images = _cached_images(cache, key, len(paths))
+    if images is None:
+        images = _decode_all(csv_path, files, paths, lines)
+        try:
+            with atomic_write(cache) as f:
+                np.savez(f, key=np.array(key), images=images)
+        except OSError as exc:
+            log.warning("cannot write the decode cache %s (%s); continuing without it", cache, exc)
+    return Split(
+        images=images,
+        labels=np.asarray(labels, dtype=np.int64),
+        rows=np.arange(len(paths), dtype=np.int64),
+        paths=tuple(paths),
+    )
+
+
+def _cached_images(cache: Path, key: str, n: int) -> np.ndarray | None:
+    if not cache.is_file():
+        return None
+    try:
+        with np.load(cache, allow_pickle=False) as z:
+            if str(z["key"]) != key:
+                log.info("decode cache %s is stale; decoding again", cache)
+                return None
+            images = z["images"]
+    except Exception as exc:
+        log.warning("ignoring unreadable decode cache %s (%s)", cache, exc)
+        return None
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[0] != n:
+        return None
+    return images
+
+
+def _decode_all(csv_path: Path, files: list[Path], paths: list[str], lines: list[int]) -> np.ndarray:
+    from PIL import Image
+
+    log.info("decoding %d images listed in %s", len(files), csv_path)
+    images = None
+    with _progress(len(files), f"decoding {csv_path.name}", "img") as bar:
+        for i, (file, path, line) in enumerate(zip(files, paths, lines, strict=True)):
+            try:
+                with Image.open(file) as img:
+                    arr = _to_array(img)
+            except (OSError, ValueError, SyntaxError) as exc:
+                raise DataError(f"{csv_path} line {line}: cannot read image {path!r} ({exc})") from None
+            if images is None:
+                images = np.empty((len(files),) + arr.shape, dtype=np.uint8)
+            elif arr.shape != images.shape[1:]:
+                raise DataError(
+                    f"{csv_path} line {line}: image {path!r} is {_shape(arr.shape)} but the first "
+                    f"image is {_shape(images.shape[1:])}; all images must have one size and channel count"
+                )
+            images[i] = arr
+            bar.update()
+    return images
+
+
+def _shape(chw: tuple[int, ...]) -> str:
+    c, h, w = chw
+    return f"{h}x{w} with {c} channel{'s' if c > 1 else ''}"
+
+
+def load_csv_dataset(
+    train_csv: str | os.PathLike,
+    test_csv: str | os.PathLike,
+    val_csv: str | os.PathLike | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+) -> DataSet:
+    """The user's own data set from NNC CSVs.
+
+    Without `val_csv`, a stratified share `val_fraction` of train_csv, chosen by
+    `seed`, becomes the validation split; both splits keep the row numbers and
+    paths of train_csv, so the influence file's datasource_index refers to its rows.
+    """
+    seed = check_seed(seed)
+    full = read_csv_split(train_csv)
+    test = read_csv_split(test_csv)
+    if val_csv is not None:
+        train, val = full, read_csv_split(val_csv)
+    else:
+        if not isinstance(val_fraction, (int, float)) or not 0.0 < val_fraction < 1.0:
+            raise DataError(f"--val-fraction/val_fraction must be between 0 and 1 (exclusive), got {val_fraction!r}")
+        n = len(full)
+        if n < 2:
+            raise DataError(f"{train_csv}: {n} row cannot be split into train and validation; give a validation CSV")
+        n_val = min(max(int(round(val_fraction * n)), 1), n - 1)
+        val_idx = stratified_pick(full.labels, n_val, np.random.default_rng(seed))
+        train, val = take(full, complement(n, val_idx)), take(full, val_idx)
+    for where, split in ((val_csv, val), (test_csv, test)):
+        if where is not None and split.images.shape[1:] != train.images.shape[1:]:
+            raise DataError(
+                f"{where}: images are {_shape(split.images.shape[1:])} but those of {train_csv} are "
+                f"{_shape(train.images.shape[1:])}; all splits must have one size and channel count"
+            )
+    num_classes = int(max(s.labels.max() for s in (train, val, test) if len(s)) + 1)
+    return DataSet(name="csv", train=train, val=val, test=test, num_classes=num_classes)
+
+
+# ---------------------------------------------------------------------------- exporting
+
+
+def export_csv(ds: DataSet, out_dir: str | os.PathLike, seed: int) -> dict[str, Path]:
+    """Write `ds` as PNG files plus train_{seed}.csv, val_{seed}.csv and test.csv.
+
+    Every image goes to out_dir/<its path in the Split>, so the CSVs list the very
+    paths the Split carries; an image file already there is not written again
+    (which makes a second export, or the export of another seed, cheap). Each file
+    is written under a temporary name and renamed. Returns the CSV paths under the
+    keys 'train', 'val' and 'test'. The CSV rows are numbered 0..N-1 in split order.
+    """
+    seed = check_seed(seed)
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        _claim(out, ds.name)
+    except OSError as exc:
+        raise DataError(f"--export-csv: cannot write to {out} ({exc.strerror or exc})") from None
+    from PIL import Image
+
+    splits = {"train": ds.train, "val": ds.val, "test": ds.test}
+    todo: dict[str, np.ndarray] = {}
+    for split in splits.values():
+        for path, image in zip(split.paths, split.images, strict=True):
+            pure = PurePosixPath(path.replace("\\", "/"))
+            if pure.is_absolute() or ".." in pure.parts:
+                raise DataError(f"cannot export image path {path!r}: expected a relative path below the export folder")
+            if path not in todo and not (out / pure).exists():
+                todo[path] = image
+    if todo:
+        log.info("writing %d PNG files to %s", len(todo), out)
+    with _progress(len(todo), f"writing {ds.name} PNGs", "img") as bar:
+        for path, image in todo.items():
+            target = out / PurePosixPath(path.replace("\\", "/"))
+            pixels = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
+            pil = Image.fromarray(np.ascontiguousarray(pixels))  # uint8: mode L or RGB
+            with atomic_write(target) as f:
+                pil.save(f, format="PNG")
+            bar.update()
+    result = {}
+    for part, split in splits.items():
+        csv_path = out / (f"{part}_{seed}.csv" if part != "test" else "test.csv")
+        with atomic_write(csv_path, "w") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(["x:image", "y:label"])
+            writer.writerows(zip(split.paths, split.labels.tolist(), strict=True))
+        result[part] = csv_path
+    return result
+
+
+def _claim(out: Path, name: str) -> None:
+    """Mark `out` as holding data set `name`; refuse a folder that holds another one."""
+    marker = out / _MARKER
+    if marker.is_file():
+        held = marker.read_text(encoding="utf-8").strip()
+        if held and held != name:
+            raise DataError(f"--export-csv: {out} already holds the data set {held!r}, not {name!r}; choose another folder")
+        return
+    with atomic_write(marker, "w") as f:
+        f.write(name + "\n")
