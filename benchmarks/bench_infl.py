@@ -1,0 +1,105 @@
+"""Influence step cost, side by side in one run, on the same recorded steps.
+
+Prints seconds per step of: one Hessian-vector product alone; our influence step
+(Ours: final weights held in memory, per-sample terms by the context's cheapest exact
+path); Hara's step (parameters read from the every-step cache); and the reference-style
+procedure (a batch-one loop for the per-sample terms, a separate HVP, and the parameters
+reloaded from a snapshot file on disk every step). Ratios are what to compare: the
+machine is shared and noisy.
+
+    python benchmarks/bench_infl.py [--width 32] [--batch 64] [--steps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import numpy as np
+from _common import synthetic
+
+from sgd_influence import config as C
+from sgd_influence import paths
+from sgd_influence.engine import Engine
+from sgd_influence.infl import InfluenceComputer
+from sgd_influence.train import Record, load_snapshot, model_spec, run_training, save_snapshot
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--channels", type=int, default=1)
+    a = ap.parse_args()
+
+    out = tempfile.mkdtemp(prefix="bench_infl_")
+    data = synthetic(a.batch * a.steps, channels=a.channels)
+    cfg = C.Config(output=out, model="cifarnet", width=a.width, batch_size=a.batch, n_epochs=1)
+    run_training(cfg, 0, data)
+    rec = Record.load(paths.record(out, 0))
+    eng = Engine(model_spec(cfg, data), 0, data)
+    final = load_snapshot(paths.snapshot(out, 0, "final"))
+    eng.net.load_state_dict(final)
+    comp = InfluenceComputer(eng, context="cpu")
+    u = comp.val_gradient()
+    steps = list(rec.window_steps())
+    cache = np.load(paths.window_params(out, 0), mmap_mode="r")
+    snap_file = paths.train_dir(out, 0) / "bench_step.npz"
+    save_snapshot(snap_file, final)
+
+    def batch(s):
+        idx, seeds = rec.batch(s)
+        return eng.train_inputs(idx, seeds)
+
+    for s in steps[:1]:  # build every graph once before timing
+        x, y = batch(s)
+        comp.hvp(x, y, u)
+        comp.per_sample_dots(x, y, u, mode="loop")
+
+    def timed(fn):
+        t0 = time.perf_counter()
+        for s in steps:
+            fn(s)
+        return (time.perf_counter() - t0) / len(steps)
+
+    def fwd_bwd(s):
+        idx, seeds = rec.batch(s)
+        eng.step(idx, seeds, 0.0, len(idx))
+
+    def hvp_only(s):
+        x, y = batch(s)
+        comp.hvp(x, y, u)
+
+    def ours(s):
+        x, y = batch(s)
+        comp.step_terms(x, y, u)
+
+    def hara(s):
+        eng.net.set_flat(np.array(cache[s - rec.window_start]))
+        x, y = batch(s)
+        comp.step_terms(x, y, u)
+
+    def reference_style(s):
+        eng.net.load_state_dict(load_snapshot(snap_file))
+        x, y = batch(s)
+        comp.per_sample_dots(x, y, u, mode="loop")
+        comp.hvp(x, y, u)
+
+    rows = {}
+    for name, fn in (("forward+backward", fwd_bwd), ("one HVP", hvp_only), ("Ours step", ours),
+                     ("Hara step", hara), ("reference-style step", reference_style)):
+        rows[name] = timed(fn)
+        eng.net.load_state_dict(final)
+    hvp = rows["one HVP"]
+    print(f"cifarnet width {a.width}, batch {a.batch}, {a.channels} channel(s), {len(steps)} steps, "
+          f"per-sample path '{comp.per_sample}'")
+    print(f"{'':24s} {'s/step':>8s} {'x HVP':>7s} {'x fwd+bwd':>10s}")
+    for name, sec in rows.items():
+        print(f"{name:24s} {sec:8.3f} {sec / hvp:7.2f} {sec / rows['forward+backward']:10.2f}")
+    print(f"goal: Ours step <= 1.3 x one HVP -> {rows['Ours step'] / hvp:.2f}")
+
+
+if __name__ == "__main__":
+    main()
