@@ -57,6 +57,7 @@ def main() -> None:
         x, y = batch(s)
         comp.hvp(x, y, u)
         comp.per_sample_dots(x, y, u, mode="loop")
+        comp.per_sample_dots(x, y, u, mode="weighted")
 
     def timed(fn):
         t0 = time.perf_counter()
@@ -81,6 +82,14 @@ def main() -> None:
         x, y = batch(s)
         comp.step_terms(x, y, u)
 
+    def loop_only(s):
+        x, y = batch(s)
+        comp.per_sample_dots(x, y, u, mode="loop")
+
+    def weighted_only(s):
+        x, y = batch(s)
+        comp.per_sample_dots(x, y, u, mode="weighted")
+
     def reference_style(s):
         eng.net.load_state_dict(load_snapshot(snap_file))
         x, y = batch(s)
@@ -89,7 +98,8 @@ def main() -> None:
 
     rows = {}
     for name, fn in (("forward+backward", fwd_bwd), ("one HVP", hvp_only), ("Ours step", ours),
-                     ("Hara step", hara), ("reference-style step", reference_style)):
+                     ("Hara step", hara), ("reference-style step", reference_style),
+                     ("per-sample: loop", loop_only), ("per-sample: weighted", weighted_only)):
         rows[name] = timed(fn)
         eng.net.load_state_dict(final)
     hvp = rows["one HVP"]

@@ -10,10 +10,9 @@ logger = logging.getLogger("sgd_influence")
 
 
 def setup_logging(level=logging.INFO) -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                            datefmt="%H:%M:%S")
+    # nnabla puts its own handler on the root logger at import; replace it with ours.
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S", force=True)
     logging.getLogger("sgd_influence").setLevel(level)
     logging.getLogger("nnabla").setLevel(logging.WARNING)
 
