@@ -1,0 +1,97 @@
+"""Context selection (CPU here, cuDNN when the CUDA extension is installed) and the
+configuration: presets, validation, saved-configuration checks."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import pytest
+
+from sgd_influence import config as C
+from sgd_influence import context
+
+
+def test_auto_picks_cudnn_only_when_installed():
+    assert context.resolve_context_name("auto", cudnn_present=True) == "cudnn"
+    assert context.resolve_context_name("auto", cudnn_present=False) == "cpu"
+    assert context.resolve_context_name("cpu", cudnn_present=True) == "cpu"
+    assert context.resolve_context_name("cudnn", cudnn_present=True) == "cudnn"
+
+
+def test_cudnn_without_extension_is_one_clear_error():
+    with pytest.raises(ValueError, match="--context cudnn: the nnabla CUDA extension is not installed"):
+        context.resolve_context_name("cudnn", cudnn_present=False)
+    with pytest.raises(ValueError, match="--context"):
+        context.resolve_context_name("tpu")
+
+
+def test_cudnn_context_is_requested_deterministic(monkeypatch):
+    calls = {}
+
+    def fake_get_extension_context(ext, **kw):
+        calls["ext"], calls["kw"] = ext, kw
+        import nnabla as nn
+
+        return nn.Context()
+
+    import nnabla.ext_utils
+
+    monkeypatch.setattr(nnabla.ext_utils, "get_extension_context", fake_get_extension_context)
+    monkeypatch.setattr(context, "cudnn_available", lambda: True)
+    monkeypatch.delenv("NNABLA_CUDNN_DETERMINISTIC", raising=False)
+    context.set_context("auto", device_id=1)
+    assert calls["ext"] == "cudnn" and calls["kw"]["device_id"] == "1"
+    assert calls["kw"]["type_config"] == "float"
+    assert os.environ["NNABLA_CUDNN_DETERMINISTIC"] == "1"
+    context.set_context("cpu")  # back to the CPU for the rest of the session
+
+
+def test_cpu_context_here():
+    ctx = context.set_context("auto")
+    assert "cpu" in ctx.backend[0] and not context.cudnn_available()
+
+
+def _parse(argv):
+    p = argparse.ArgumentParser()
+    C.add_arguments(p)
+    return C.from_args(p.parse_args(argv))
+
+
+def test_defaults_match_the_reference():
+    cfg = _parse([])
+    assert (cfg.lr, cfg.batch_size, cfg.n_epochs, cfg.n_trials, cfg.infl_epochs) == (0.05, 64, 20, 6, 1)
+    assert cfg.remove_n_list == (0, 1, 10, 40, 100, 200, 600, 1000, 3000, 5000, 10000, 30000)
+    assert cfg.hvp_scaling == "correct" and cfg.methods == ("Hara", "Ours", "Random")
+
+
+def test_preset_then_flags_override():
+    cfg = _parse(["--preset", "demo", "-e", "3", "-r", "0", "5"])
+    assert cfg.dataset == "mnist5k" and cfg.width == 8 and cfg.n_epochs == 3
+    assert cfg.remove_n_list == (0, 5)
+    assert _parse(["--train-csv", "a.csv", "--test-csv", "b.csv"]).dataset == "csv"
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--infl-epochs", "4", "-e", "3"], "--infl-epochs"),
+    (["--lr", "-1"], "--lr"),
+    (["-ds", "csv"], "-ds csv"),
+    (["--label-noise", "1.5"], "--label-noise"),
+    (["-nt", "0"], "--n_trials"),
+])
+def test_bad_values_name_the_flag(argv, flag):
+    with pytest.raises(ValueError, match=flag):
+        _parse(argv)
+
+
+def test_saved_configuration_check(tmp_path):
+    path = tmp_path / "config.json"
+    ident = C.Config().train_identity()
+    assert C.check_saved(path, ident, False, "run") is False
+    C.fileio.write_json(path, ident)
+    assert C.check_saved(path, ident, False, "run") is True
+    other = C.Config(lr=0.1).train_identity()
+    with pytest.raises(C.ConfigMismatch, match=r"lr: 0.05 -> 0.1"):
+        C.check_saved(path, other, False, "run")
+    assert C.check_saved(path, other, True, "run") is False
+    assert C.Config.from_dict(C.Config(methods=("Ours",)).to_dict()).methods == ("Ours",)
