@@ -9,6 +9,13 @@ def run_config(out) -> Path:
     return Path(out) / "config.json"
 
 
+def phase_root(out, phase: str) -> Path:
+    """The folder of one phase: 'train', 'influence', 'score', 'summary' or 'fig'."""
+    if phase not in ("train", "influence", "score", "summary", "fig"):
+        raise ValueError(f"unknown phase folder {phase!r}")
+    return Path(out) / phase
+
+
 # --- training (one folder per trial seed)
 def train_dir(out, seed: int) -> Path:
     return Path(out) / "train" / f"seed_{seed}"
@@ -56,6 +63,11 @@ def influence_identity(out) -> Path:
 # --- evaluation
 def score(out, method: str, n: int, seed: int) -> Path:
     return Path(out) / "score" / method / f"score_delete_worst_{n}_seed_{seed}.csv"
+
+
+def score_glob() -> str:
+    """Glob pattern (relative to the output folder) matching every score file."""
+    return "score/*/score_delete_worst_*_seed_*.csv"
 
 
 def score_identity(out) -> Path:

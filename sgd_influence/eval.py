@@ -1,0 +1,234 @@
+"""Evaluation phase: retrain without the worst n samples and score every epoch.
+
+For each method (Hara, Ours, Random), each n of ``-r/--remove_n_list`` and each trial
+seed, the recorded training steps of the influence window are replayed from the
+window-start snapshot with the first n rows of ``influence/{method}/influence_{seed}.csv``
+left out (``-ra/--retrain_all``: every epoch from the initial parameters). After each
+replayed epoch the validation and test loss and accuracy are written to
+
+    score/{method}/score_delete_worst_{n}_seed_{seed}.csv
+
+with the columns method, n, seed, epoch (1-based epoch of the training run), val_loss,
+val_acc, test_loss, test_acc and n_train. n = 0 ("No Removal") is the same for every
+method: it is computed once per seed and written into each method's folder. An n not
+smaller than the training set is skipped with one warning.
+
+Run alone on an output folder whose training and influence phases are finished:
+``python -m sgd_influence.eval -o OUT``. When ``OUT/config.json`` exists (written by
+train_infl_eval.py) it supplies the settings; flags given here override them. Finished
+score files are reused; retrains run in ``--jobs`` worker processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import config as C
+from . import fileio, paths
+
+logger = logging.getLogger(__name__)
+
+SCORE_COLUMNS = ("method", "n", "seed", "epoch", "val_loss", "val_acc", "test_loss", "test_acc",
+                 "n_train")
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """One retrain: trial ``seed`` without the worst ``n`` samples.
+
+    For n > 0 ``methods`` holds the one method whose influence file ranks the samples;
+    for n = 0 (No Removal) it holds every method, and one retrain writes all their files.
+    """
+
+    seed: int
+    n: int
+    methods: tuple[str, ...]
+
+    def __post_init__(self):
+        if self.n < 0:
+            raise ValueError(f"-r/--remove_n_list: expected non-negative integers, got {self.n}")
+        if self.n > 0 and len(self.methods) != 1:
+            raise ValueError("an evaluation with n > 0 belongs to exactly one method")
+
+    def targets(self, out) -> list[Path]:
+        return [paths.score(out, m, self.n, self.seed) for m in self.methods]
+
+    def done(self, out) -> bool:
+        return all(p.exists() for p in self.targets(out))
+
+    @property
+    def label(self) -> str:
+        who = "No Removal" if self.n == 0 else f"{self.methods[0]} n={self.n}"
+        return f"retrain {who} seed {self.seed}"
+
+
+def plan_jobs(cfg: C.Config, seed: int, n_train: int) -> tuple[list[EvalJob], list[int]]:
+    """The evaluation jobs of one seed (finished ones included) and the skipped n values."""
+    ns = sorted(set(int(n) for n in cfg.remove_n_list))
+    skipped = [n for n in ns if n >= n_train]
+    jobs = []
+    for n in ns:
+        if n >= n_train:
+            continue
+        if n == 0:
+            jobs.append(EvalJob(seed, 0, tuple(cfg.methods)))
+        else:
+            jobs.extend(EvalJob(seed, n, (m,)) for m in cfg.methods)
+    return jobs, skipped
+
+
+def warn_skipped(skipped: list[int], n_train: int) -> None:
+    if skipped:
+        logger.warning("-r/--remove_n_list: skipping %s: not smaller than the training set (%d samples)",
+                       " ".join(str(n) for n in skipped), n_train)
+
+
+# --------------------------------------------------------------------------- one retrain
+def removal_mask(cfg: C.Config, seed: int, method: str, n: int, data) -> np.ndarray:
+    """Boolean mask over training positions: the first ``n`` rows of the influence file."""
+    from .infl import read_influence
+
+    path = paths.influence(cfg.output, method, seed)
+    df = read_influence(path)
+    if len(df) != data.n_train:
+        raise ValueError(
+            f"{path}: {len(df)} rows but the training set of seed {seed} has {data.n_train} samples; "
+            "it belongs to other data (use --overwrite to recompute it)")
+    rows = df["datasource_index"].to_numpy(np.int64)[:n]
+    pos = pd.Index(data.train_rows).get_indexer(rows)
+    if (pos < 0).any():
+        bad = rows[pos < 0][0]
+        raise ValueError(f"{path}: datasource_index {bad} is not a training row of seed {seed}")
+    removed = np.zeros(data.n_train, bool)
+    removed[pos] = True
+    return removed
+
+
+def retrain_scores(cfg: C.Config, seed: int, data, removed: np.ndarray | None,
+                   progress: str | None = None) -> pd.DataFrame:
+    """Replay the window (or every epoch) without ``removed``; one row per replayed epoch."""
+    from .engine import Engine
+    from .train import Record, load_snapshot, model_spec, replay
+
+    out = Path(cfg.output)
+    record = Record.load(paths.record(out, seed))
+    if record.n_train != data.n_train:
+        raise ValueError(f"{paths.record(out, seed)}: recorded for {record.n_train} training samples, "
+                         f"the data of seed {seed} has {data.n_train}")
+    engine = Engine(model_spec(cfg, data), seed, data, augment=cfg.augment)
+    start = "initial" if cfg.retrain_all else "window_start"
+    engine.net.load_state_dict(load_snapshot(paths.snapshot(out, seed, start)))
+    steps = range(record.n_steps) if cfg.retrain_all else record.window_steps()
+    rows = []
+
+    def on_epoch_end(epoch: int) -> None:
+        val_loss, val_acc = engine.evaluate_split("val")
+        test_loss, test_acc = engine.evaluate_split("test")
+        rows.append(dict(epoch=epoch + 1, val_loss=val_loss, val_acc=val_acc,
+                         test_loss=test_loss, test_acc=test_acc))
+
+    replay(engine, record, steps, removed=removed, on_epoch_end=on_epoch_end, progress=progress)
+    return pd.DataFrame(rows)
+
+
+def score_frame(epochs: pd.DataFrame, method: str, n: int, seed: int, n_train: int) -> pd.DataFrame:
+    df = epochs.copy()
+    df.insert(0, "method", method)
+    df.insert(1, "n", n)
+    df.insert(2, "seed", seed)
+    df["n_train"] = n_train
+    return df[list(SCORE_COLUMNS)]
+
+
+def run_eval_job(cfg: C.Config, job: EvalJob, data=None, progress: bool = False) -> list[Path]:
+    """Write (or reuse) the score file(s) of ``job``; returns their paths."""
+    from .engine import load_prepared
+
+    out = Path(cfg.output)
+    targets = job.targets(out)
+    missing = [(m, p) for m, p in zip(job.methods, targets) if not p.exists()]
+    if not missing:
+        logger.info("%s: already scored, reused", job.label)
+        return targets
+    if job.n == 0:
+        have = [p for p in targets if p.exists()]
+        if have:  # No Removal is the same for every method: copy it
+            base = pd.read_csv(have[0])
+            for m, p in missing:
+                fileio.write_csv(p, base.assign(method=m))
+            return targets
+    if data is None:
+        data = load_prepared(cfg, job.seed)
+    if job.n >= data.n_train:
+        raise ValueError(f"-r/--remove_n_list: {job.n} is not smaller than the training set "
+                         f"({data.n_train} samples)")
+    removed = None if job.n == 0 else removal_mask(cfg, job.seed, job.methods[0], job.n, data)
+    epochs = retrain_scores(cfg, job.seed, data, removed, progress=job.label if progress else None)
+    for m, p in missing:
+        fileio.write_csv(p, score_frame(epochs, m, job.n, job.seed, data.n_train))
+    last = epochs.iloc[-1]
+    logger.info("%s: epoch %d test acc %.4f (val %.4f)", job.label, last["epoch"], last["test_acc"],
+                last["val_acc"])
+    return targets
+
+
+# --------------------------------------------------------------------------- identity
+def prepare_score_folder(cfg: C.Config) -> None:
+    """Refuse (or with --overwrite clear) scores of another configuration; save ours."""
+    out = Path(cfg.output)
+    ident = paths.score_identity(out)
+    same = C.check_saved(ident, cfg.eval_identity(), cfg.overwrite, "evaluation")
+    if same:
+        return
+    root = paths.phase_root(out, "score")
+    if root.exists():
+        logger.warning("--overwrite: removing the scores of another configuration in %s", root)
+        shutil.rmtree(root)
+    fileio.write_json(ident, cfg.eval_identity())
+
+
+def read_scores(out) -> pd.DataFrame:
+    """Every score file under ``out`` (empty frame with the score columns when none)."""
+    files = sorted(Path(out).glob(paths.score_glob()))
+    frames = [pd.read_csv(f) for f in files]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=list(SCORE_COLUMNS))
+    return pd.concat(frames, ignore_index=True)
+
+
+# --------------------------------------------------------------------------- CLI
+PHASE_FLAGS = (
+    "output", "n_trials", "dataset", "train_csv", "val_csv", "test_csv", "data_dir", "label_noise",
+    "model", "width", "lr", "batch_size", "n_epochs", "augment", "infl_epochs", "methods",
+    "hvp_scaling", "remove_n_list", "retrain_all", "context", "device_id", "jobs", "overwrite",
+    "preset",
+)
+
+
+def main(argv=None) -> int:
+    from . import pipeline
+
+    p = pipeline.OneLineParser(prog="python -m sgd_influence.eval", description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    C.add_arguments(p, PHASE_FLAGS)
+    p.add_argument("--seed", type=int, nargs="+", default=None,
+                   help="trial seed(s) to evaluate (default: 0 .. n_trials-1)")
+
+    def body(cfg: C.Config, ns) -> None:
+        seeds = list(range(cfg.n_trials)) if ns.seed is None else list(ns.seed)
+        pipeline.run_pipeline(cfg, phases=("eval",), seeds=seeds)
+
+    return pipeline.cli_main(p, argv, body, saved_defaults=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

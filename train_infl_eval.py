@@ -1,0 +1,46 @@
+"""SGD-influence data cleansing, end to end: train, compute influence, retrain, analyse.
+
+For each trial seed s = 0 .. n_trials-1: train the network with plain SGD while
+recording every step (Hara and Ours share this one run), score every training sample
+with each method (Hara: SGD-influence with the parameters of every step of the window;
+Ours: the last-weight approximation; Random: a seeded random order), retrain without
+the n most harmful samples for each n of -r, and summarise test accuracy over seeds.
+
+Everything is written under -o:
+  train/seed_{s}/...                          record, snapshots, history, cache size
+  influence/{method}/influence_{s}.csv        x:image,y:label,influence,datasource_index
+  score/{method}/score_delete_worst_{n}_seed_{s}.csv
+  summary/summary.csv, summary/cache_size.csv, fig/result.png
+
+A second run in the same folder reuses every finished file (more seeds or more n
+just add files); a different configuration is refused unless --overwrite.
+Work is spread over --jobs worker processes (nnabla uses one core per process).
+
+Examples:
+  python train_infl_eval.py --preset demo -o output/demo
+  python train_infl_eval.py -ds mnist -nt 6 -e 20 -o output/mnist
+  python train_infl_eval.py --train-csv my/train.csv --test-csv my/test.csv -o output/mine
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sgd_influence import config as C
+from sgd_influence import pipeline
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = pipeline.OneLineParser(prog="train_infl_eval.py", description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    C.add_arguments(p)
+    return p
+
+
+def main(argv=None) -> int:
+    return pipeline.cli_main(build_parser(), argv, lambda cfg, ns: pipeline.run_all(cfg))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
