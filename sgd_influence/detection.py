@@ -298,7 +298,8 @@ def worst_samples_figure(out, cfg: C.Config | None = None, seed: int = 0, k: int
     One block of rows per method and end of the ranking; each image is titled with its
     given label (and the true one when it was flipped, framed in red) and its influence.
     Pixels come from the data layer (``engine.load_prepared``), or ``data`` when given.
-    Written to ``fig/worst_samples.png``; returns its path (None without influence files).
+    Written to ``fig/worst_samples.png``; returns its path (None, with a warning, without
+    influence files of that seed or without a configuration to load the images with).
     """
     from . import engine
 
@@ -310,7 +311,9 @@ def worst_samples_figure(out, cfg: C.Config | None = None, seed: int = 0, k: int
         return None
     if data is None:
         if cfg is None:
-            raise FileNotFoundError(f"{paths.run_config(out)}: no run configuration to load the data")
+            logger.warning("%s: no run configuration to load the images from; no worst-samples "
+                           "figure", paths.run_config(out))
+            return None
         data = engine.load_prepared(cfg, seed)
     pos = pd.Series(np.arange(data.n_train), index=np.asarray(data.train_rows))
     noisy = bool(np.any(data.flipped))
