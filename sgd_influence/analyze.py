@@ -163,7 +163,8 @@ def plot(summary: pd.DataFrame, path, title: str | None = None) -> None:
             if not np.isnan(sd):
                 ax.axhspan(mu - sd, mu + sd, color="0.5", alpha=0.12, lw=0)
         ax.set_xscale("symlog", linthresh=1.0, linscale=0.5)
-        ax.set_xlim(left=-0.2)
+        max_n = max((n for _, n in st.index), default=0)
+        ax.set_xlim(-0.2, max(max_n, 1) * 1.6)
         ax.set_xlabel("number of samples removed (symmetric log scale; 0 = No Removal)")
         ax.set_ylabel("test accuracy")
         seeds = int(st["n_seeds"].max()) if len(st) else 0
@@ -204,9 +205,15 @@ def analyze(out, methods=None, ns=None, seeds=None, title: str | None = None,
     cache = cache_table(out, seeds)
     fileio.write_csv(paths.cache_table(out), cache)
     logger.info("wrote %s, %s and %s", paths.summary(out), paths.figure(out), paths.cache_table(out))
+    from .detection import analyze_detection, format_table, worst_samples_figure
+
+    detection = analyze_detection(out, methods, seeds)  # None unless --label-noise
+    worst_samples_figure(out, seed=seeds[0] if seeds else 0, methods=methods)
     if show:
         print(accuracy_table(summary))
         print(cache_line(cache))
+        if detection is not None:
+            print(format_table(detection, "Flipped labels found in the first k % of each ranking"))
     return summary
 
 
