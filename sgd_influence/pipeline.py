@@ -31,6 +31,7 @@ import os
 import pickle
 import re
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -120,6 +121,9 @@ def cli_main(parser: argparse.ArgumentParser, argv, body, *, saved_defaults: boo
     except PipelineError as exc:
         logger.error("%s", exc)
         return 1
+    except KeyboardInterrupt:
+        logger.error("interrupted: finished files are kept; the same command resumes the run")
+        return 130
     return 0
 
 
@@ -225,10 +229,23 @@ def raise_failure(outcome: Outcome) -> None:
 # --------------------------------------------------------------------------- workers
 def _worker_main(conn, cfg_dict: dict, parent_pid: int, level: int, name: str) -> None:
     """Entry point of a worker process: receive tasks, send outcomes, until told to stop."""
+    # Ctrl-C reaches the whole process group: the scheduling process handles it and
+    # stops the workers (their unfinished temporary files are removed on the next run).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     logging.getLogger("sgd_influence").setLevel(level)
     logging.getLogger("nnabla").setLevel(logging.WARNING)
+    logging.captureWarnings(True)
+    if not sys.stderr.isatty():
+        # Progress bars of parallel workers interleave into an unreadable log: off the
+        # terminal only log lines are kept (the handler above holds the real stderr).
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (lives as long as the process)
+    from tqdm import tqdm
+
+    # a thread lock instead of tqdm's default multiprocessing one, whose semaphore a
+    # stopped worker would leave to the resource tracker (a warning at exit)
+    tqdm.set_lock(threading.RLock())
     _watch_parent(parent_pid)
     cfg = C.Config.from_dict(cfg_dict)
     from .context import set_context
