@@ -1,9 +1,9 @@
 """Label-noise benchmark: do Hara, Ours and cleanlab find the labels we flipped?
 
-Runs the whole pipeline with ``--label-noise`` (by default the demo preset: mnist5k,
-cifarnet width 8, 4 epochs, 2 trial seeds, 10 % of the 3,000 training labels flipped,
-``-r 0`` so the evaluation phase only retrains No Removal), then puts cleanlab beside it
-on the same noisy training set of each seed: out-of-sample predicted probabilities from
+Runs the whole pipeline with ``--label-noise`` (by default on the demo preset: mnist5k,
+cifarnet width 8, 2 trial seeds, see ``config.PRESETS``; 10 % of the 3,000 training labels
+flipped; ``-r 0`` so the evaluation phase only retrains No Removal), then puts cleanlab
+beside it on the same noisy training set of each seed: out-of-sample predicted probabilities from
 K-fold cross-validation (default 4 folds) with the same model family and settings
 (the project's cifarnet of the run's width, epochs, learning rate, batch size and
 augmentation, trained with the project's Engine on K-1 folds and predicting the held-out
@@ -14,16 +14,18 @@ Prints one table, mean ± std over seeds: recall of the flipped samples within t
 the best possible recall; and how many samples cleanlab's ``find_label_issues`` flags.
 
     make bench   # installs requirements-bench.txt (cleanlab, scikit-learn)
-    python benchmarks/bench_label_noise.py -o output/bench_label_noise [--noise 0.1]
-        [--folds 4] [--jobs 2] [any train_infl_eval.py flag, e.g. -e 8 -nt 3]
+    python benchmarks/bench_label_noise.py -o output/bench_label_noise -e 4 [--noise 0.1]
+        [--folds 4] [--jobs 2] [any train_infl_eval.py flag, e.g. -nt 3 --infl-epochs 0]
 
 Extra flags go to ``train_infl_eval.py`` after ``--preset demo --label-noise NOISE -r 0``
 (so they override the preset). Finished pipeline files and cross-validated probabilities
-(``OUT/bench/cleanlab_probs_{seed}.npz``) are reused by a second run.
+(``OUT/bench/cleanlab_probs_{seed}.npz``, kept with the configuration that made them)
+are reused by a second run.
 
-Run time on 2 CPU cores with the defaults: about 8 minutes (pipeline ~6.5 min, of which
-training ~1 min, Hara's influence ~3 min, Ours' ~2 min; cross-validation ~1.5 min).
-Influence time grows with the window: ``--infl-epochs 0`` (all epochs) costs about
+Run time on 2 CPU cores (cifarnet width 8, window = last epoch): ``-e 4`` about 8 minutes
+(pipeline ~6.5 min, of which training ~1 min, Hara's influence ~3 min, Ours' ~2 min;
+cross-validation ~1.5 min); ``-e 12`` about 12 minutes (pipeline ~7 min, cross-validation
+~5 min). Influence time grows with the window: ``--infl-epochs 0`` (all epochs) costs about
 n_epochs times more. The table is also saved to ``OUT/bench/label_noise.csv`` and the
 curves (cleanlab included) to ``OUT/bench/detection.png``.
 """
@@ -98,17 +100,18 @@ def cross_val_fold(cfg_dict: dict, seed: int, fold: int, folds: int) -> tuple[np
 def cross_val_probs(cfg: C.Config, seed: int, folds: int, pool) -> np.ndarray:
     """Out-of-sample predicted probabilities of every training sample (cached)."""
     cache = Path(cfg.output) / "bench" / f"cleanlab_probs_{seed}.npz"
-    if cache.exists():
-        z = fileio.load_npz(cache)
-        if int(z["folds"]) == folds:
-            return z["probs"]
+    ident_path = cache.with_suffix(".json")
+    ident = {**cfg.train_identity(), "folds": folds}
+    if cache.exists() and ident_path.exists() and fileio.read_json(ident_path) == ident:
+        return fileio.load_npz(cache)["probs"]
     jobs = [pool.submit(cross_val_fold, cfg.to_dict(), seed, k, folds) for k in range(folds)]
     parts = [j.result() for j in jobs]
     n = sum(len(h) for h, _p in parts)
     probs = np.zeros((n, parts[0][1].shape[1]))
     for held, p in parts:
         probs[held] = p
-    fileio.save_npz(cache, probs=probs, folds=np.int64(folds))
+    fileio.save_npz(cache, probs=probs)
+    fileio.write_json(ident_path, ident)  # written last: marks the cache as finished
     return probs
 
 
@@ -127,14 +130,18 @@ def cleanlab_rows(cfg: C.Config, seeds, folds: int, jobs: int):
             flipped = noise["flipped"].to_numpy(bool)
             quality = get_label_quality_scores(labels, probs)  # low = likely mislabelled
             issues = find_label_issues(labels, probs)
-            acc = float((probs.argmax(1) == labels).mean())
+            pred, which = probs.argmax(1), fold_of(len(labels), folds, seed)
+            acc = float((pred == labels).mean())
+            true_acc = [float((pred == noise["original_label"].to_numpy())[which == k].mean())
+                        for k in range(folds)]
             rows.append({"method": "cleanlab", "seed": seed, "n_train": len(labels),
                          "n_flipped": int(flipped.sum()), **D.ranking_metrics(quality, flipped)})
             curves.append(D.detection_curve(quality, flipped))
             flagged.append((int(issues.sum()), int((issues & flipped).sum()), int(flipped.sum()), acc))
             print(f"seed {seed}: cross-validated probabilities ({folds} folds) in "
-                  f"{time.perf_counter() - t0:.0f} s; agreement with the given labels {acc:.3f}",
-                  flush=True)
+                  f"{time.perf_counter() - t0:.0f} s; agreement with the given labels {acc:.3f}; "
+                  "held-out accuracy on the true labels per fold "
+                  + " ".join(f"{a:.3f}" for a in true_acc), flush=True)
     return pd.DataFrame(rows), curves, flagged
 
 
