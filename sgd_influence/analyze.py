@@ -152,9 +152,14 @@ def plot(summary: pd.DataFrame, path, title: str | None = None) -> None:
     colors = {"Hara": "tab:blue", "Ours": "tab:red", "Random": "tab:green"}
     fig, ax = plt.subplots(figsize=(7.0, 4.5))
     try:
-        for m in methods:
+        for k, m in enumerate(methods):
             s = st.loc[m].sort_index()
-            ax.errorbar(s.index.to_numpy(), s["mean"].to_numpy(), yerr=s["std"].fillna(0).to_numpy(),
+            x = s.index.to_numpy(float)
+            # a small sideways shift per method keeps overlapping error bars apart
+            # (multiplicative on the log part of the axis, additive around n = 0)
+            shift = 0.07 * (k - (len(methods) - 1) / 2)
+            x = np.where(x > 1, x * (1 + shift), x + shift)
+            ax.errorbar(x, s["mean"].to_numpy(), yerr=s["std"].fillna(0).to_numpy(),
                         marker="o", ms=4, capsize=3, label=m, color=colors.get(m))
         base = no_removal(summary)
         if base is not None:
@@ -164,7 +169,7 @@ def plot(summary: pd.DataFrame, path, title: str | None = None) -> None:
                 ax.axhspan(mu - sd, mu + sd, color="0.5", alpha=0.12, lw=0)
         ax.set_xscale("symlog", linthresh=1.0, linscale=0.5)
         max_n = max((n for _, n in st.index), default=0)
-        ax.set_xlim(-0.2, max(max_n, 1) * 1.6)
+        ax.set_xlim(-0.3, max(max_n, 1) * 1.6)
         ax.set_xlabel("number of samples removed (symmetric log scale; 0 = No Removal)")
         ax.set_ylabel("test accuracy")
         seeds = int(st["n_seeds"].max()) if len(st) else 0

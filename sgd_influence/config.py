@@ -154,7 +154,7 @@ def _flag(name: str) -> str:
 # minutes on a 2-core laptop; 'paper' is the paper's setting on MNIST.
 PRESETS: dict[str, dict] = {
     "demo": dict(
-        dataset="mnist5k", model="cifarnet", width=8, n_epochs=4, n_trials=2,
+        dataset="mnist5k", model="cifarnet", width=8, n_epochs=10, n_trials=2,
         remove_n_list=(0, 10, 30, 100, 300, 1000),
     ),
     "paper": dict(dataset="mnist", model="cifarnet", width=32, n_epochs=20, n_trials=6,

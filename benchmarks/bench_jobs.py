@@ -1,0 +1,113 @@
+"""Speed-up of --jobs 2 over --jobs 1 on the demo preset's evaluation phase.
+
+The training and influence phases of the demo preset are run once (or taken from a
+finished demo folder, --from, by default output/demo when it holds one); then the
+evaluation phase (every retrain: methods x n x seeds) runs on two fresh copies, first
+with --jobs 1, then with --jobs 2, in this one process, and the wall times, the
+speed-up and whether both gave byte-identical score files are printed.
+
+    python benchmarks/bench_jobs.py [--from output/demo] [--work output/bench_jobs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sgd_influence import config as C  # noqa: E402
+from sgd_influence import fileio, paths, pipeline  # noqa: E402
+from sgd_influence.cli import setup_logging  # noqa: E402
+from sgd_influence.context import set_context  # noqa: E402
+
+
+def demo_config(out: Path, jobs: int = 0) -> C.Config:
+    return C.replace(C.Config(output=str(out), **C.PRESETS["demo"], preset="demo"), jobs=jobs)
+
+
+def holds_demo(folder: Path) -> bool:
+    """True when ``folder`` has finished training and influence files of the demo preset."""
+    cfg = demo_config(folder)
+    ident = paths.influence_identity(folder)
+    if not ident.exists() or fileio.read_json(ident) != cfg.infl_identity():
+        return False
+    return all(paths.influence(folder, m, s).exists() and paths.record(folder, s).exists()
+               for m in cfg.methods for s in range(cfg.n_trials))
+
+
+def timed_eval(base: Path, target: Path, jobs: int) -> float:
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for part in ("train", "influence"):
+        shutil.copytree(base / part, target / part)
+    cfg = demo_config(target, jobs)
+    t0 = time.perf_counter()
+    pipeline.run_pipeline(cfg, phases=("eval",))
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--from", dest="source", default=str(ROOT / "output" / "demo"),
+                    help="a finished demo folder to take training and influence from")
+    ap.add_argument("--work", default=str(ROOT / "output" / "bench_jobs"), help="scratch folder")
+    ap.add_argument("--verbose", action="store_true", help="log every task")
+    a = ap.parse_args()
+    setup_logging(logging.INFO if a.verbose else logging.WARNING)
+    set_context("cpu")
+    work = Path(a.work)
+    base = Path(a.source)
+    if not holds_demo(base):
+        base = work / "base"
+        print(f"no finished demo in {a.source}: training and influence of the demo preset in {base} "
+              "(a few minutes, once)", flush=True)
+        pipeline.run_pipeline(demo_config(base), phases=("train", "infl"))
+    cfg = demo_config(base)
+    n_retrains = cfg.n_trials * (1 + len(cfg.methods) * (len([n for n in cfg.remove_n_list if n > 0])))
+    print(f"evaluation phase of the demo preset: {n_retrains} retrains "
+          f"({cfg.n_trials} seeds, methods {' '.join(cfg.methods)}, n {' '.join(map(str, cfg.remove_n_list))}); "
+          f"{os.cpu_count()} cores", flush=True)
+    times = {}
+    busy = False
+    for jobs in (1, 2):
+        busy0, own0 = machine_cpu_seconds(), own_cpu_seconds()
+        times[jobs] = timed_eval(base, work / f"jobs{jobs}", jobs)
+        others = (machine_cpu_seconds() - busy0 - (own_cpu_seconds() - own0)) / times[jobs]
+        busy |= others > 0.2
+        print(f"--jobs {jobs}: {times[jobs]:7.1f} s   (other processes used {max(others, 0):.2f} "
+              "cores meanwhile)", flush=True)
+    same = _scores(work / "jobs1") == _scores(work / "jobs2")
+    print(f"speed-up of --jobs 2 over --jobs 1: {times[1] / times[2]:.2f}x "
+          f"(score files identical: {'yes' if same else 'NO'})")
+    if busy:
+        print("other work ran on the machine during the measurement: the ratio is not reliable")
+
+
+def machine_cpu_seconds() -> float:
+    """CPU time all cores spent busy since boot (Linux /proc/stat)."""
+    with open("/proc/stat") as fh:
+        v = [int(x) for x in fh.readline().split()[1:9]]
+    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU time of this process and its finished (joined) worker processes."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _scores(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.glob(paths.score_glob()))}
+
+
+if __name__ == "__main__":
+    main()
