@@ -316,6 +316,7 @@ class Scheduler:
         self.n_jobs = max(1, n_jobs)
         self.workers: list[_Worker] = []
         self.done = 0
+        self._started = 0
 
     def run(self, initial: list[Task], on_done) -> None:
         ready = _Ready()
@@ -350,7 +351,8 @@ class Scheduler:
 
     def _start_worker(self) -> _Worker:
         ctx = mp.get_context("spawn")
-        name = f"w{len(self.workers) + 1}"
+        self._started += 1
+        name = f"w{self._started}"
         here, there = ctx.Pipe()
         level = logging.getLogger("sgd_influence").getEffectiveLevel()
         proc = ctx.Process(target=_worker_main, name=f"sgd-influence-{name}", daemon=True,
@@ -363,6 +365,11 @@ class Scheduler:
 
     def _run_pool(self, ready: _Ready, on_done) -> None:
         while True:
+            for w in [w for w in self.workers if w.task is None and not w.process.is_alive()]:
+                logger.warning("worker %s ended (exit code %s); starting another", w.name,
+                               w.process.exitcode)
+                w.conn.close()
+                self.workers.remove(w)
             idle = [w for w in self.workers if w.task is None]
             while len(ready) and (idle or len(self.workers) < self.n_jobs):
                 w = idle.pop(0) if idle else self._start_worker()
