@@ -573,7 +573,11 @@ def run_pipeline(cfg: C.Config, phases=PHASES, seeds=None) -> None:
 
 # --------------------------------------------------------------------------- whole run
 def check_run_config(cfg: C.Config) -> None:
-    """Refuse a folder holding another configuration (or clear it with --overwrite); save cfg."""
+    """Refuse a folder holding another configuration (or clear it with --overwrite); save cfg.
+
+    A folder whose earlier run made no result yet (it failed at the start, e.g. on bad
+    data) is taken over without --overwrite.
+    """
     out = Path(cfg.output)
     path = paths.run_config(out)
     if path.exists():
@@ -582,21 +586,30 @@ def check_run_config(cfg: C.Config) -> None:
             old, new = saved.eval_identity(), cfg.eval_identity()
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
-            if not cfg.overwrite:
+            results = _holds_results(out)
+            if results and not cfg.overwrite:
                 raise C.ConfigMismatch(
                     f"{out}: holds a run of a different configuration ({details}); "
                     "use another -o folder or --overwrite")
-            logger.warning("--overwrite: replacing the results of another configuration in %s (%s)",
-                           out, details)
             wipe = ["score", "summary", "fig"]
-            if saved.infl_identity() != cfg.infl_identity():
+            if saved.infl_identity() != cfg.infl_identity() or not results:
                 wipe.append("influence")
-            if saved.train_identity() != cfg.train_identity():
+            if saved.train_identity() != cfg.train_identity() or not results:
                 wipe.append("train")
+            if results:
+                logger.warning("--overwrite: replacing the results of another configuration in %s "
+                               "(%s)", out, details)
             for phase in wipe:
                 if paths.phase_root(out, phase).exists():
                     shutil.rmtree(paths.phase_root(out, phase))
     fileio.write_json(path, cfg.to_dict())
+
+
+def _holds_results(out: Path) -> bool:
+    """True when a phase folder holds any file besides the saved configurations."""
+    return any(f.is_file() and f.name != "config.json" and not f.name.startswith(".")
+               for phase in ("train", "influence", "score")
+               for f in paths.phase_root(out, phase).rglob("*"))
 
 
 def run_all(cfg: C.Config) -> None:

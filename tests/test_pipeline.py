@@ -310,3 +310,14 @@ def test_failing_worker_stops_the_run_with_one_line(reference, tmp_path, csv_dat
     errs = logs.errors()
     assert len(errs) == 1 and "seed 1 failed" in errs[0] and "\n" not in errs[0]
     assert paths.score(out, "Hara", 5, 0).exists()  # finished files stay
+
+
+def test_failed_start_does_not_lock_the_folder(csv_data, tmp_path, logs):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x:image,y:label\nnowhere/0.png,1\nnowhere/1.png,0\n")
+    out = tmp_path / "o"
+    argv = _tiny(csv_data, out)
+    i = argv.index("--train-csv")
+    assert train_infl_eval.main(argv[:i + 1] + [str(bad)] + argv[i + 2:]) == 2
+    assert len(logs.errors()) == 1 and "bad.csv" in logs.errors()[0]
+    assert train_infl_eval.main(argv) == 0  # another data set, no --overwrite needed: nothing was made
