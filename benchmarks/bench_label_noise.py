@@ -14,18 +14,17 @@ Prints one table, mean ± std over seeds: recall of the flipped samples within t
 the best possible recall; and how many samples cleanlab's ``find_label_issues`` flags.
 
     make bench   # installs requirements-bench.txt (cleanlab, scikit-learn)
-    python benchmarks/bench_label_noise.py -o output/bench_label_noise -e 4 [--noise 0.1]
-        [--folds 4] [--jobs 2] [any train_infl_eval.py flag, e.g. -nt 3 --infl-epochs 0]
+    python benchmarks/bench_label_noise.py -o output/bench_label_noise [--noise 0.1]
+        [--folds 4] [--jobs 2] [any train_infl_eval.py flag, e.g. -e 4 -nt 3 --infl-epochs 0]
 
 Extra flags go to ``train_infl_eval.py`` after ``--preset demo --label-noise NOISE -r 0``
 (so they override the preset). Finished pipeline files and cross-validated probabilities
 (``OUT/bench/cleanlab_probs_{seed}.npz``, kept with the configuration that made them)
 are reused by a second run.
 
-Run time on 2 CPU cores (cifarnet width 8, window = last epoch): ``-e 4`` about 8 minutes
-(pipeline ~6.5 min, of which training ~1 min, Hara's influence ~3 min, Ours' ~2 min;
-cross-validation ~1.5 min); ``-e 12`` about 12 minutes (pipeline ~7 min, cross-validation
-~5 min). Influence time grows with the window: ``--infl-epochs 0`` (all epochs) costs about
+Run time on 2 CPU cores (cifarnet width 8, window = last epoch), measured: the demo
+preset as it stands (10 epochs) about 9 minutes (pipeline ~5.5 min, cross-validation
+~2-3 min); ``-e 4`` about 8 minutes; ``-e 12`` about 12 minutes. Influence time grows with the window: ``--infl-epochs 0`` (all epochs) costs about
 n_epochs times more. The table is also saved to ``OUT/bench/label_noise.csv`` and the
 curves (cleanlab included) to ``OUT/bench/detection.png``.
 """
