@@ -24,9 +24,10 @@ are reused by a second run.
 
 Run time on 2 CPU cores (cifarnet width 8, window = last epoch), measured: the demo
 preset as it stands (10 epochs) about 9 minutes (pipeline ~5.5 min, cross-validation
-~2-3 min); ``-e 4`` about 8 minutes; ``-e 12`` about 12 minutes. Influence time grows with the window: ``--infl-epochs 0`` (all epochs) costs about
-n_epochs times more. The table is also saved to ``OUT/bench/label_noise.csv`` and the
-curves (cleanlab included) to ``OUT/bench/detection.png``.
+~2-3 min); ``-e 4`` about 8 minutes; ``-e 12`` about 12 minutes; the whole-run window
+``-e 4 --infl-epochs 0`` about 13 minutes. The table is also saved to
+``OUT/bench/label_noise.csv`` and the curves (cleanlab included) to
+``OUT/bench/detection.png``.
 """
 
 from __future__ import annotations
