@@ -56,7 +56,12 @@ from .train import Record, load_snapshot, model_spec
 logger = logging.getLogger(__name__)
 
 PER_SAMPLE_MODES = ("auto", "loop", "weighted", "fused")
+U_GROWTH_WARN = 100.0
 VAL_BATCH = 250
+
+
+def _norm(u: list[np.ndarray]) -> float:
+    return float(np.sqrt(sum(np.dot(a.ravel().astype(np.float64), a.ravel()) for a in u)))
 
 
 def choose_per_sample(has_bn: bool, context: str) -> str:
@@ -222,6 +227,7 @@ class InfluenceComputer:
         given, returns the flat trainable parameters before step s (Hara); without it the
         final parameters are used everywhere (Ours)."""
         u = self.val_gradient()
+        u_norm0 = _norm(u)
         final_flat = self.net.get_flat()
         infl = np.zeros(record.n_train, np.float64)
         steps = list(steps)
@@ -237,6 +243,13 @@ class InfluenceComputer:
             u = [a - np.float32(scale) * h for a, h in zip(u, hu)]
         if params_at is not None:
             self.net.set_flat(final_flat)
+        growth = _norm(u) / max(u_norm0, 1e-30)
+        self.last_u_growth = growth
+        log = logger.warning if growth > U_GROWTH_WARN else logger.info
+        log("%s|u| changed by a factor %.3g over %d steps%s", f"{progress}: " if progress else "",
+            growth, len(steps),
+            " (lr * H has eigenvalues beyond 2: the linearised walk amplifies; scores are "
+            "dominated by those directions)" if growth > U_GROWTH_WARN else "")
         return infl
 
 
