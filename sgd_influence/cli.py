@@ -10,9 +10,16 @@ logger = logging.getLogger("sgd_influence")
 
 
 def setup_logging(level=logging.INFO) -> None:
-    # nnabla puts its own handler on the root logger at import; replace it with ours.
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S", force=True)
+    root = logging.getLogger()
+    # nnabla puts a plain stream handler on the root logger at import: replace plain stream
+    # handlers with ours (on the current stderr); others (a user's file, pytest's) stay.
+    for h in [h for h in root.handlers if type(h) is logging.StreamHandler]:
+        root.removeHandler(h)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                           datefmt="%H:%M:%S"))
+    root.addHandler(handler)
+    root.setLevel(level)
     logging.getLogger("sgd_influence").setLevel(level)
     logging.getLogger("nnabla").setLevel(logging.WARNING)
 
@@ -31,7 +38,7 @@ def run_cli(parser, argv, body) -> int:
 
         set_context(cfg.context, cfg.device_id)
         body(cfg, ns)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, FileNotFoundError, KeyError, FloatingPointError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         logger.error("%s", msg)
         return 2

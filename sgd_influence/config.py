@@ -160,7 +160,7 @@ PRESETS: dict[str, dict] = {
     "paper": dict(dataset="mnist", model="cifarnet", width=32, n_epochs=20, n_trials=6,
                   lr=0.05, batch_size=64, infl_epochs=1, remove_n_list=DEFAULT_REMOVE),
     "tiny": dict(
-        dataset="mnist5k", model="logreg", n_epochs=2, n_trials=1, batch_size=32,
+        dataset="mnist5k", model="logreg", n_epochs=2, n_trials=1, batch_size=32, lr=0.005,
         remove_n_list=(0, 10, 100),
     ),
 }

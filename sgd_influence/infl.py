@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -324,12 +325,21 @@ def run_influence(cfg: C.Config, seed: int, method: str, data: Prepared | None =
         logger.info("seed %d %s: influence already computed, reused", seed, method)
         return target
     if not same:
+        root = paths.phase_root(out, "influence")
+        if root.exists() and cfg.overwrite:  # results of another configuration: all stale
+            logger.warning("--overwrite: removing the influence files of another configuration in %s", root)
+            shutil.rmtree(root)
         fileio.write_json(paths.influence_identity(out), cfg.infl_identity())
     if method != "Random" and not paths.record(out, seed).exists():
         raise FileNotFoundError(f"{paths.record(out, seed)}: no finished training run for seed {seed}")
     if data is None:
         data = load_prepared(cfg, seed)
     scores = compute_scores(cfg, seed, method, data, per_sample)
+    bad = int(np.count_nonzero(~np.isfinite(scores)))
+    if bad:
+        raise FloatingPointError(
+            f"{target}: {bad} of {len(scores)} {method} scores are not finite (the training run "
+            "diverged or the walk overflowed); lower --lr")
     fileio.write_csv(target, influence_frame(data, scores))
     logger.info("seed %d %s: influence written to %s", seed, method, target)
     return target

@@ -47,7 +47,7 @@ from .eval import EvalJob, plan_jobs, prepare_score_folder, run_eval_job, warn_s
 logger = logging.getLogger(__name__)
 
 PHASES = ("train", "infl", "eval")
-USER_ERRORS = (ValueError, FileNotFoundError, KeyError)
+USER_ERRORS = (ValueError, FileNotFoundError, KeyError, FloatingPointError)
 DATASETS = ("mnist5k", "mnist", "cifar10", "stl10", "csv")
 _RANK = {"train": 0, "infl": 1, "eval": 2}
 

@@ -288,3 +288,24 @@ def test_influence_file_format_and_order(tmp_path):
 def test_model_spec_rejects_unknown_model():
     with pytest.raises(ValueError, match="--model"):
         ModelSpec("resnet", (1, 32, 32), 10)
+
+
+def test_non_finite_scores_are_refused_and_not_written(tmp_path, monkeypatch):
+    cfg, data = _train(tmp_path, "logreg", n_epochs=1, lr=0.05, n=(30, 10, 10), batch_size=10)
+    import sgd_influence.infl as infl
+
+    monkeypatch.setattr(infl, "compute_scores", lambda *a, **k: np.full(30, np.nan))
+    with pytest.raises(FloatingPointError, match="not finite"):
+        run_influence(cfg, 0, "Ours", data)
+    assert not paths.influence(cfg.output, "Ours", 0).exists()
+
+
+def test_overwrite_with_other_settings_drops_stale_influence_files(tmp_path):
+    cfg, data = _train(tmp_path, "logreg", n_epochs=1, lr=0.05, n=(30, 10, 10), batch_size=10)
+    run_influence(cfg, 0, "Ours", data)
+    run_influence(cfg, 0, "Random", data)
+    other = C.replace(cfg, hvp_scaling="reference", overwrite=True)
+    run_influence(other, 0, "Ours", data)
+    assert not paths.influence(cfg.output, "Random", 0).exists()  # stale: removed
+    with pytest.raises(C.ConfigMismatch, match="hvp_scaling"):
+        run_influence(cfg, 0, "Ours", data)
