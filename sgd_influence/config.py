@@ -245,3 +245,23 @@ def check_saved(path: Path, identity: dict, overwrite: bool, what: str) -> bool:
         f"{path}: holds a {what} of a different configuration ({details}); "
         "use another -o folder or --overwrite"
     )
+
+
+def claim_folder(identity_path: Path, root: Path, identity: dict, overwrite: bool, what: str) -> bool:
+    """Make ``root`` hold results of ``identity``: True when it already does.
+
+    Results of another configuration are refused (ConfigMismatch) unless ``overwrite``,
+    in which case the whole ``root`` folder is removed. The identity is then saved.
+    """
+    import logging
+    import shutil
+
+    if check_saved(identity_path, identity, overwrite, what):
+        return True
+    root = Path(root)
+    if root.exists() and Path(identity_path).exists():
+        logging.getLogger(__name__).warning(
+            "--overwrite: removing the %ss of another configuration in %s", what, root)
+        shutil.rmtree(root)
+    fileio.write_json(identity_path, identity)
+    return False

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,15 +183,8 @@ def run_eval_job(cfg: C.Config, job: EvalJob, data=None, progress: bool = False)
 def prepare_score_folder(cfg: C.Config) -> None:
     """Refuse (or with --overwrite clear) scores of another configuration; save ours."""
     out = Path(cfg.output)
-    ident = paths.score_identity(out)
-    same = C.check_saved(ident, cfg.eval_identity(), cfg.overwrite, "evaluation")
-    if same:
-        return
-    root = paths.phase_root(out, "score")
-    if root.exists():
-        logger.warning("--overwrite: removing the scores of another configuration in %s", root)
-        shutil.rmtree(root)
-    fileio.write_json(ident, cfg.eval_identity())
+    C.claim_folder(paths.score_identity(out), paths.phase_root(out, "score"), cfg.eval_identity(),
+                   cfg.overwrite, "evaluation")
 
 
 def read_scores(out) -> pd.DataFrame:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
 from pathlib import Path
 
@@ -320,16 +319,11 @@ def run_influence(cfg: C.Config, seed: int, method: str, data: Prepared | None =
         raise ValueError(f"--methods: unknown method {method!r}")
     out = Path(cfg.output)
     target = paths.influence(out, method, seed)
-    same = C.check_saved(paths.influence_identity(out), cfg.infl_identity(), cfg.overwrite, "influence result")
+    same = C.claim_folder(paths.influence_identity(out), paths.phase_root(out, "influence"),
+                          cfg.infl_identity(), cfg.overwrite, "influence result")
     if same and target.exists():
         logger.info("seed %d %s: influence already computed, reused", seed, method)
         return target
-    if not same:
-        root = paths.phase_root(out, "influence")
-        if root.exists() and cfg.overwrite:  # results of another configuration: all stale
-            logger.warning("--overwrite: removing the influence files of another configuration in %s", root)
-            shutil.rmtree(root)
-        fileio.write_json(paths.influence_identity(out), cfg.infl_identity())
     if method != "Random" and not paths.record(out, seed).exists():
         raise FileNotFoundError(f"{paths.record(out, seed)}: no finished training run for seed {seed}")
     if data is None:

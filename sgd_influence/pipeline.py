@@ -506,15 +506,8 @@ class Plan:
 def prepare_influence_folder(cfg: C.Config) -> None:
     """Refuse (or with --overwrite clear) influence files of another configuration."""
     out = Path(cfg.output)
-    same = C.check_saved(paths.influence_identity(out), cfg.infl_identity(), cfg.overwrite,
-                         "influence result")
-    if same:
-        return
-    root = paths.phase_root(out, "influence")
-    if root.exists():
-        logger.warning("--overwrite: removing the influence files of another configuration in %s", root)
-        shutil.rmtree(root)
-    fileio.write_json(paths.influence_identity(out), cfg.infl_identity())
+    C.claim_folder(paths.influence_identity(out), paths.phase_root(out, "influence"),
+                   cfg.infl_identity(), cfg.overwrite, "influence result")
 
 
 _TMP = re.compile(r"^\..+\.tmp(\d+)$")
