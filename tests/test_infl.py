@@ -154,16 +154,21 @@ def test_hvp_matches_finite_differences_on_smooth_net(tmp_path):
     assert np.linalg.norm(gflat - fd) / np.linalg.norm(fd) < 1e-3
 
 
+def _first_batch_and_random_u(cfg, data, seed):
+    """The final-weights engine, the inputs of the first recorded batch and a random u."""
+    eng = _final_engine(cfg, data)
+    rec = Record.load(paths.record(cfg.output, 0))
+    x, y = eng.train_inputs(*rec.batch(0))
+    u = [np.random.default_rng(seed).standard_normal(p.shape).astype(np.float32)
+         for p in eng.net.trainable.values()]
+    return eng, x, y, u
+
+
 def test_fused_per_sample_terms_equal_batch_one_loop(tmp_path):
     cfg, data = _train(tmp_path, "mlp", n_epochs=1, lr=0.05)
-    eng = _final_engine(cfg, data)
+    eng, x, y, u = _first_batch_and_random_u(cfg, data, 3)
     comp = InfluenceComputer(eng)
     assert comp.per_sample == "fused"
-    rec = Record.load(paths.record(cfg.output, 0))
-    idx, seeds = rec.batch(0)
-    x, y = eng.train_inputs(idx, seeds)
-    u = [np.random.default_rng(3).standard_normal(p.shape).astype(np.float32)
-         for p in eng.net.trainable.values()]
     loop = comp.per_sample_dots(x, y, u, mode="loop")
     fused, hu = comp.step_terms(x, y, u)
     assert np.max(np.abs(fused - loop)) / np.max(np.abs(loop)) < 1e-4
@@ -173,14 +178,9 @@ def test_fused_per_sample_terms_equal_batch_one_loop(tmp_path):
 def test_bn_weighted_per_sample_terms_equal_batch_one_loop(tmp_path):
     """cifarnet: the GPU path (instance-normalised weighted loss) equals the CPU loop."""
     cfg, data = _train(tmp_path, "cifarnet", n_epochs=1, lr=0.05, n=(40, 20, 20), batch_size=8)
-    eng = _final_engine(cfg, data)
+    eng, x, y, u = _first_batch_and_random_u(cfg, data, 4)
     comp = InfluenceComputer(eng, context="cpu")
     assert comp.per_sample == "loop"
-    rec = Record.load(paths.record(cfg.output, 0))
-    idx, seeds = rec.batch(0)
-    x, y = eng.train_inputs(idx, seeds)
-    u = [np.random.default_rng(4).standard_normal(p.shape).astype(np.float32)
-         for p in eng.net.trainable.values()]
     loop = comp.per_sample_dots(x, y, u, mode="loop")
     weighted = comp.per_sample_dots(x, y, u, mode="weighted")
     assert np.max(np.abs(weighted - loop)) / np.max(np.abs(loop)) < 1e-4
