@@ -8,10 +8,13 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from synth import make_dataset
 
 from sgd_influence import analyze, fileio, paths, pipeline
 from sgd_influence import config as C
 from sgd_influence import eval as ev
+from sgd_influence.engine import Engine, prepare
+from sgd_influence.train import load_snapshot, model_spec, run_training
 
 
 def _cfg(tmp_path, **kw) -> C.Config:
@@ -171,3 +174,19 @@ def test_user_errors_from_tasks_keep_their_message(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline.Runner, "run", fake_run)
     with pytest.raises(ValueError, match="^--lr: too large$"):
         pipeline.Scheduler(_cfg(tmp_path), 1).run([pipeline.Task("train", 0)], lambda t: [])
+
+
+@pytest.mark.parametrize("retrain_all", [False, True])
+def test_no_removal_retrain_reproduces_the_trained_model(tmp_path, retrain_all):
+    """n = 0 replays (window or, with -ra, every epoch) end at the trained parameters:
+    the last score row equals evaluating the final snapshot; one row per replayed epoch."""
+    cfg = _cfg(tmp_path, model="cifarnet", width=2, n_epochs=3, infl_epochs=1, batch_size=8,
+               retrain_all=retrain_all, methods=("Ours",))
+    data = prepare(make_dataset(40, 16, 16, seed=0), 0)
+    run_training(cfg, 0, data)
+    scores = ev.retrain_scores(cfg, 0, data, removed=None)
+    assert scores["epoch"].tolist() == ([1, 2, 3] if retrain_all else [3])
+    eng = Engine(model_spec(cfg, data), 0, data)
+    eng.net.load_state_dict(load_snapshot(paths.snapshot(tmp_path, 0, "final")))
+    assert scores.iloc[-1]["test_acc"] == eng.evaluate_split("test")[1]
+    assert scores.iloc[-1]["val_loss"] == eng.evaluate_split("val")[0]
