@@ -196,14 +196,6 @@ def input_variables(batch_size: int, in_shape) -> tuple[nn.Variable, nn.Variable
     return x, t
 
 
-def per_sample_losses(logits: nn.Variable, t: nn.Variable) -> nn.Variable:
-    return F.softmax_cross_entropy(logits, t)
-
-
-def mean_loss(logits: nn.Variable, t: nn.Variable) -> nn.Variable:
-    return F.mean(F.softmax_cross_entropy(logits, t))
-
-
 def snapshot_nbytes(state) -> int:
     """Raw bytes of a parameter snapshot (float32 arrays)."""
     return int(sum(np.asarray(a).nbytes for a in state.values()))

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from . import config as C
 from . import fileio, paths, preprocess
 from .engine import Engine, Prepared
-from .models import ModelSpec
+from .models import ModelSpec, snapshot_nbytes
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def replay(engine: Engine, record: Record, steps, removed: np.ndarray | None = N
 
 # --------------------------------------------------------------------------- training
 def cache_report(state, n_window_steps: int, trainable: int) -> dict:
-    one = int(sum(np.asarray(a).nbytes for a in state.values()))
+    one = snapshot_nbytes(state)
     every = one * n_window_steps
     return {
         "last_weight_bytes": one,
