@@ -21,9 +21,10 @@ from _common import synthetic
 
 from sgd_influence import config as C
 from sgd_influence import paths
-from sgd_influence.engine import Engine
+from sgd_influence.engine import Engine, model_spec
 from sgd_influence.infl import InfluenceComputer
-from sgd_influence.train import Record, load_snapshot, model_spec, run_training, save_snapshot
+from sgd_influence.train import run_training
+from sgd_influence.trajectory import Record, load_snapshot, save_snapshot
 
 
 def main() -> None:

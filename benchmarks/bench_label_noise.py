@@ -66,9 +66,9 @@ def cross_val_fold(cfg_dict: dict, seed: int, fold: int, folds: int) -> tuple[np
 
     from sgd_influence import preprocess
     from sgd_influence.context import set_context
-    from sgd_influence.engine import Engine, load_prepared
+    from sgd_influence.engine import Engine, load_prepared, model_spec
     from sgd_influence.models import input_variables
-    from sgd_influence.train import make_record, model_spec, replay
+    from sgd_influence.trajectory import make_record, replay
 
     cfg = C.Config.from_dict(cfg_dict)
     set_context(cfg.context, cfg.device_id)

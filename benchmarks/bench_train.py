@@ -15,7 +15,7 @@ from _common import synthetic
 
 from sgd_influence.engine import Engine
 from sgd_influence.models import ModelSpec
-from sgd_influence.train import make_record
+from sgd_influence.trajectory import make_record
 
 
 def main() -> None:

@@ -83,6 +83,11 @@ def prepare(ds, seed: int, label_noise: float = 0.0) -> Prepared:
     )
 
 
+def model_spec(cfg, data: Prepared) -> ModelSpec:
+    """The network a configuration asks for, shaped for the prepared data."""
+    return ModelSpec(cfg.model, data.in_shape, data.num_classes, cfg.width)
+
+
 class Engine:
     """Network + solver + graphs (one per batch size) for one trial."""
 

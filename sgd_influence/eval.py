@@ -114,8 +114,8 @@ def removal_mask(cfg: C.Config, seed: int, method: str, n: int, data) -> np.ndar
 def retrain_scores(cfg: C.Config, seed: int, data, removed: np.ndarray | None,
                    progress: str | None = None) -> pd.DataFrame:
     """Replay the window (or every epoch) without ``removed``; one row per replayed epoch."""
-    from .engine import Engine
-    from .train import Record, load_snapshot, model_spec, replay
+    from .engine import Engine, model_spec
+    from .trajectory import Record, load_snapshot, replay
 
     out = Path(cfg.output)
     record = Record.load(paths.record(out, seed))

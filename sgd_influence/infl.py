@@ -49,9 +49,9 @@ from tqdm import tqdm
 
 from . import config as C
 from . import fileio, paths, preprocess
-from .engine import Engine, Prepared
+from .engine import Engine, Prepared, model_spec
 from .models import input_variables
-from .train import Record, load_snapshot, model_spec
+from .trajectory import Record, load_snapshot
 
 logger = logging.getLogger(__name__)
 

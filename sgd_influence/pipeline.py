@@ -470,7 +470,7 @@ class Plan:
         return []
 
     def _after_train(self, seed: int) -> list[Task]:
-        from .train import Record
+        from .trajectory import Record
 
         tasks: list[Task] = []
         if "eval" in self.phases:

@@ -13,8 +13,9 @@ from synth import make_dataset
 from sgd_influence import analyze, fileio, paths, pipeline
 from sgd_influence import config as C
 from sgd_influence import eval as ev
-from sgd_influence.engine import Engine, prepare
-from sgd_influence.train import load_snapshot, model_spec, run_training
+from sgd_influence.engine import Engine, model_spec, prepare
+from sgd_influence.train import run_training
+from sgd_influence.trajectory import load_snapshot
 
 
 def _cfg(tmp_path, **kw) -> C.Config:

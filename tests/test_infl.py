@@ -14,10 +14,11 @@ from synth import make_dataset
 
 from sgd_influence import config as C
 from sgd_influence import paths, preprocess
-from sgd_influence.engine import Engine, prepare
+from sgd_influence.engine import Engine, model_spec, prepare
 from sgd_influence.infl import InfluenceComputer, compute_scores, run_influence
 from sgd_influence.models import ModelSpec, input_variables
-from sgd_influence.train import Record, load_snapshot, model_spec, replay, run_training
+from sgd_influence.train import run_training
+from sgd_influence.trajectory import Record, load_snapshot, replay
 
 
 def _train(tmp_path, model, n_epochs=3, infl_epochs=0, lr=0.01, batch_size=20, n=(200, 100, 100),

@@ -14,17 +14,10 @@ from synth import make_dataset
 
 from sgd_influence import config as C
 from sgd_influence import paths, preprocess
-from sgd_influence.engine import Engine, prepare
+from sgd_influence.engine import Engine, model_spec, prepare
 from sgd_influence.models import ModelSpec, Network
-from sgd_influence.train import (
-    Record,
-    load_snapshot,
-    make_record,
-    model_spec,
-    replay,
-    run_training,
-    save_snapshot,
-)
+from sgd_influence.train import run_training
+from sgd_influence.trajectory import Record, load_snapshot, make_record, replay, save_snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 
