@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from . import config as C
+from . import fileio, runlock
 
 logger = logging.getLogger("sgd_influence")
 
@@ -36,8 +37,13 @@ def run_cli(parser, argv, body) -> int:
         cfg = C.from_args(ns)
         from .context import set_context
 
+        cfg = C.resolve_data(cfg)
         set_context(cfg.context, cfg.device_id)
-        body(cfg, ns)
+        with runlock.hold(cfg.output, wait=cfg.wait):
+            body(cfg, ns)
+    except fileio.WriteError as exc:
+        logger.error("%s", exc)
+        return 1
     except (ValueError, FileNotFoundError, KeyError, FloatingPointError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         logger.error("%s", msg)

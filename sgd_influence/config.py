@@ -66,7 +66,12 @@ class Config:
     device_id: int = _f(0, ["-di", "--device-id"], "GPU device id for the cudnn context")
     jobs: int = _f(0, ["--jobs"], "worker processes (0 = number of cores)")
     overwrite: bool = _f(False, ["--overwrite"], "replace results of a different configuration in -o", bool_flag=True)
+    wait: bool = _f(False, ["--wait"], "when another run is writing in -o, wait for it instead of stopping",
+                    bool_flag=True)
     preset: str | None = _f(None, ["--preset"], "named settings: demo (laptop, ~minutes), paper (the paper's)")
+    # --- not a flag: the content digests of a CSV data set (train, validation or '', test),
+    # filled by resolve_data; the identity of a CSV run uses them instead of the paths
+    data_digest: tuple[str, ...] = _f((), [], "content digests of the CSV data set")
 
     # ------------------------------------------------------------------ derived
     @property
@@ -82,10 +87,18 @@ class Config:
     def train_identity(self) -> dict:
         """Fields that define a training run: a folder holding another is refused."""
         keys = (
-            "dataset", "train_csv", "val_csv", "test_csv", "label_noise", "model", "width",
-            "lr", "batch_size", "n_epochs", "augment", "infl_epochs",
+            "dataset", "label_noise", "model", "width", "lr", "batch_size", "n_epochs", "augment",
+            "infl_epochs",
         )
-        return {k: _jsonable(getattr(self, k)) for k in keys}
+        return {**{k: _jsonable(getattr(self, k)) for k in keys}, "data_digest": self.data_identity()}
+
+    def data_identity(self) -> list[str]:
+        """A CSV data set's content digests (computed when not resolved yet); [] otherwise."""
+        if not self.is_csv:
+            return []
+        if self.data_digest:
+            return list(self.data_digest)
+        return list(resolve_data(self).data_digest)
 
     def infl_identity(self) -> dict:
         return {**self.train_identity(), "hvp_scaling": self.hvp_scaling}
@@ -107,6 +120,10 @@ class Config:
 
     def validate(self) -> "Config":
         """Check values; raise ValueError with one line naming the flag."""
+        for name in ("val_csv", "test_csv"):
+            if getattr(self, name) and not self.train_csv:
+                raise ValueError(f"{_flag(name)}: given without --train-csv; expected --train-csv "
+                                 "(with --test-csv) for a CSV data set, or leave it out")
         if self.train_csv and self.dataset not in ("csv",):
             raise ValueError("--train-csv: use it with -ds csv (or leave -ds out)")
         if self.is_csv and not (self.train_csv and self.test_csv):
@@ -174,6 +191,8 @@ def add_arguments(parser: argparse.ArgumentParser, names=ALL_FIELDS) -> None:
     for name in names:
         f = by_name[name]
         md = f.metadata
+        if not md["flags"]:  # internal field, not a flag
+            continue
         default_txt = _jsonable(f.default)
         kw = dict(dest=name, default=argparse.SUPPRESS, help=f"{md['help']} (default: {default_txt})")
         if md.get("bool_flag"):
@@ -216,6 +235,55 @@ def from_args(ns: argparse.Namespace, **overrides) -> Config:
     return Config(**values).validate()
 
 
+def resolve_data(cfg: Config) -> Config:
+    """``cfg`` with absolute CSV paths and the CSV data set's content digests.
+
+    The digests (CSV and image bytes, hashed once here) identify the data; the absolute
+    paths let a phase started from another folder find it. A bad CSV raises the data
+    layer's one-line DataError; labels are checked (one class or an absurd label is an
+    error; classes without training rows a warning).
+    """
+    if not cfg.is_csv:
+        return dataclasses.replace(cfg, data_digest=())
+    from . import data
+
+    csvs = {k: getattr(cfg, k) for k in ("train_csv", "val_csv", "test_csv")}
+    absolute = {k: (os.path.abspath(v) if v else v) for k, v in csvs.items()}
+    data.check_csv_labels(absolute["train_csv"], absolute["test_csv"], absolute["val_csv"])
+    digests = tuple(data.csv_digest(absolute[k]) if absolute[k] else "" for k in csvs)
+    return dataclasses.replace(cfg, **absolute, data_digest=digests)
+
+
+def check_trained_with(cfg: Config, out, seed: int) -> None:
+    """Refuse settings that differ from those the training run of ``seed`` in ``out`` used.
+
+    For a phase run alone on a finished training run: one line naming each differing
+    flag with the training run's value and what to do.
+    """
+    from . import paths
+
+    path = paths.train_identity(out, seed)
+    if not path.exists():
+        return
+    saved, ours = fileio.read_json(path), cfg.train_identity()
+    diff = sorted(k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
+    if not diff:
+        return
+    parts = []
+    for k in diff:
+        if k == "data_digest":
+            parts.append("another data set content (the CSVs or their images differ)")
+        else:
+            parts.append(f"{_flag(k)} {_show(saved.get(k))} (given: {_show(ours.get(k))})")
+    raise ConfigMismatch(
+        f"{path}: seed {seed} was trained with {'; '.join(parts)}; give the training run's settings "
+        "(or leave those flags out when -o holds a config.json) or train again with yours")
+
+
+def _show(v) -> str:
+    return " ".join(str(x) for x in v) if isinstance(v, list) else str(v)
+
+
 def replace(cfg: Config, **kw) -> Config:
     return dataclasses.replace(cfg, **kw).validate()
 
@@ -239,12 +307,23 @@ def check_saved(path: Path, identity: dict, overwrite: bool, what: str) -> bool:
         return True
     if overwrite:
         return False
-    diff = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
-    details = ", ".join(f"{k}: {saved.get(k)!r} -> {identity.get(k)!r}" for k in diff)
+    details = describe_diff(saved, identity)
     raise ConfigMismatch(
         f"{path}: holds a {what} of a different configuration ({details}); "
         "use another -o folder or --overwrite"
     )
+
+
+def describe_diff(old: dict, new: dict) -> str:
+    """'key: old -> new, ...' for the keys whose values differ (digests shortened)."""
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    out = []
+    for k in diff:
+        if k == "data_digest":
+            out.append("data_digest: the content of the CSV data set changed")
+        else:
+            out.append(f"{k}: {old.get(k)!r} -> {new.get(k)!r}")
+    return ", ".join(out)
 
 
 def claim_folder(identity_path: Path, root: Path, identity: dict, overwrite: bool, what: str) -> bool:

@@ -53,7 +53,8 @@ def load_prepared(cfg, seed: int) -> Prepared:
     from . import data
 
     if cfg.is_csv:
-        ds = data.load_csv_dataset(cfg.train_csv, cfg.test_csv, cfg.val_csv, seed=seed)
+        ds = data.load_csv_dataset(cfg.train_csv, cfg.test_csv, cfg.val_csv, seed=seed,
+                                   digests=tuple(cfg.data_digest) or None)
     else:
         ds = data.load_dataset(cfg.dataset, seed, cfg.data_dir)
     return prepare(ds, seed, cfg.label_noise)

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import checks, fileio, paths
 from . import config as C
-from . import fileio, paths
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class EvalJob:
     seed: int
     n: int
     methods: tuple[str, ...]
+    epochs: int = 0  # replayed epochs = rows of each score file (0: not checked)
 
     def __post_init__(self):
         if self.n < 0:
@@ -61,7 +62,18 @@ class EvalJob:
         return [paths.score(out, m, self.n, self.seed) for m in self.methods]
 
     def done(self, out) -> bool:
-        return all(p.exists() for p in self.targets(out))
+        return all(self.reusable(p) for p in self.targets(out))
+
+    def reusable(self, path) -> bool:
+        """``path`` exists and is a whole score file of this job (a damaged one is reported)."""
+        if not Path(path).exists():
+            return False
+        if self.epochs:
+            problem = checks.score_problem(path, SCORE_COLUMNS, self.epochs)
+            if problem:
+                checks.report_damaged(path, problem)
+                return False
+        return True
 
     @property
     def label(self) -> str:
@@ -73,14 +85,15 @@ def plan_jobs(cfg: C.Config, seed: int, n_train: int) -> tuple[list[EvalJob], li
     """The evaluation jobs of one seed (finished ones included) and the skipped n values."""
     ns = sorted(set(int(n) for n in cfg.remove_n_list))
     skipped = [n for n in ns if n >= n_train]
+    epochs = cfg.n_epochs if cfg.retrain_all else cfg.window_epochs()
     jobs = []
     for n in ns:
         if n >= n_train:
             continue
         if n == 0:
-            jobs.append(EvalJob(seed, 0, tuple(cfg.methods)))
+            jobs.append(EvalJob(seed, 0, tuple(cfg.methods), epochs))
         else:
-            jobs.extend(EvalJob(seed, n, (m,)) for m in cfg.methods)
+            jobs.extend(EvalJob(seed, n, (m,), epochs) for m in cfg.methods)
     return jobs, skipped
 
 
@@ -96,11 +109,10 @@ def removal_mask(cfg: C.Config, seed: int, method: str, n: int, data) -> np.ndar
     from .infl import read_influence
 
     path = paths.influence(cfg.output, method, seed)
+    problem = checks.influence_problem(path, data.n_train) if path.exists() else None
+    if problem:
+        raise fileio.damaged(path, problem, "run the influence phase again to recompute it")
     df = read_influence(path)
-    if len(df) != data.n_train:
-        raise ValueError(
-            f"{path}: {len(df)} rows but the training set of seed {seed} has {data.n_train} samples; "
-            "it belongs to other data (use --overwrite to recompute it)")
     rows = df["datasource_index"].to_numpy(np.int64)[:n]
     pos = pd.Index(data.train_rows).get_indexer(rows)
     if (pos < 0).any():
@@ -118,6 +130,7 @@ def retrain_scores(cfg: C.Config, seed: int, data, removed: np.ndarray | None,
     from .trajectory import Record, load_snapshot, replay
 
     out = Path(cfg.output)
+    C.check_trained_with(cfg, out, seed)
     record = Record.load(paths.record(out, seed))
     if record.n_train != data.n_train:
         raise ValueError(f"{paths.record(out, seed)}: recorded for {record.n_train} training samples, "
@@ -153,12 +166,13 @@ def run_eval_job(cfg: C.Config, job: EvalJob, data=None, progress: bool = False)
 
     out = Path(cfg.output)
     targets = job.targets(out)
-    missing = [(m, p) for m, p in zip(job.methods, targets) if not p.exists()]
+    missing = [(m, p) for m, p in zip(job.methods, targets) if not job.reusable(p)]
     if not missing:
         logger.info("%s: already scored, reused", job.label)
         return targets
     if job.n == 0:
-        have = [p for p in targets if p.exists()]
+        redo = {p for _m, p in missing}
+        have = [p for p in targets if p not in redo]
         if have:  # No Removal is the same for every method: copy it
             base = pd.read_csv(have[0])
             for m, p in missing:
@@ -202,7 +216,7 @@ PHASE_FLAGS = (
     "output", "n_trials", "dataset", "train_csv", "val_csv", "test_csv", "data_dir", "label_noise",
     "model", "width", "lr", "batch_size", "n_epochs", "augment", "infl_epochs", "methods",
     "hvp_scaling", "remove_n_list", "retrain_all", "context", "device_id", "jobs", "overwrite",
-    "preset",
+    "wait", "preset",
 )
 
 

@@ -1,13 +1,61 @@
-"""Atomic file writing: every output is written under a temporary name and renamed."""
+"""Atomic file writing: every output is written under a temporary name and renamed.
+
+A failed write (a full disk, a read-only place) raises :class:`WriteError`, one line
+naming the file, and leaves no temporary file behind. A file that cannot be read back
+(truncated, damaged) raises :class:`DamagedFile`, one line naming the file.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
+
+
+class WriteError(OSError):
+    """A file could not be written; the message is one line naming it and what to do."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "write failed"
+
+
+class DamagedFile(ValueError):
+    """A finished file cannot be read back (truncated or damaged); one line naming it.
+
+    ``reason`` (when set) is the short cause without the file name and the advice.
+    """
+
+    reason: str = ""
+
+
+_REDO = "run the phase that wrote it again (the same command recomputes it)"
+
+
+def damaged(path, reason: str, advice: str = _REDO) -> DamagedFile:
+    err = DamagedFile(f"{path}: damaged or truncated ({reason}); {advice}")
+    err.reason = reason
+    return err
+
+
+def write_error(path, exc: OSError) -> WriteError:
+    """The one-line error of a failed write of ``path``."""
+    if isinstance(exc, WriteError):
+        return exc
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = "free some space (or choose another -o) and run the same command again; finished files are kept"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = "choose a writable -o folder"
+    else:
+        hint = "check the output folder and run the same command again; finished files are kept"
+    err = WriteError(f"{path}: cannot write ({reason}); {hint}")
+    err.errno = exc.errno
+    return err
 
 
 def tmp_name(path: Path) -> Path:
@@ -16,16 +64,44 @@ def tmp_name(path: Path) -> Path:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path beside ``path``; rename it onto ``path`` on success only."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success only.
+
+    An OSError while writing becomes a :class:`WriteError` naming ``path``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
     finally:
-        if tmp.exists():
+        with contextlib.suppress(OSError):
             tmp.unlink()
+
+
+def reserve(tmp: Path, nbytes: int, final: Path) -> None:
+    """Allocate the blocks of a file written through a memory map before writing into it.
+
+    Writing a memory-mapped page the disk has no room for ends the process with a bus
+    error; allocating first turns a full disk into a :class:`WriteError` naming ``final``
+    (``tmp`` is then removed).
+    """
+    fd = os.open(tmp, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            return  # the file system cannot allocate ahead: nothing to gain
+        os.close(fd)
+        fd = -1
+        with contextlib.suppress(OSError):
+            Path(tmp).unlink()
+        raise write_error(final, exc) from exc
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def write_text(path, text: str) -> None:
@@ -38,7 +114,10 @@ def write_json(path, obj) -> None:
 
 
 def read_json(path):
-    return json.loads(Path(path).read_text())
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise damaged(path, f"{type(exc).__name__}: {exc}") from None
 
 
 def save_npz(path, **arrays) -> None:
@@ -48,9 +127,50 @@ def save_npz(path, **arrays) -> None:
             np.savez(fh, **arrays)
 
 
+def _damaged(path, exc: BaseException) -> DamagedFile:
+    return damaged(path, f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+
+
 def load_npz(path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    """Every array of an .npz; a damaged or truncated file raises :class:`DamagedFile`."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+        raise _damaged(path, exc) from None
+
+
+def load_npy(path, mmap_mode: str | None = None) -> np.ndarray:
+    """An .npy array (memory-mapped for reading when asked); damage raises :class:`DamagedFile`."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except (ValueError, OSError, EOFError) as exc:
+        raise _damaged(path, exc) from None
+
+
+def npy_shape(path) -> tuple[int, ...]:
+    """Shape in the header of an .npy file whose size matches that header (else DamagedFile)."""
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            else:
+                shape, _fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            offset = fh.tell()
+    except FileNotFoundError:
+        raise
+    except (ValueError, OSError, EOFError) as exc:
+        raise _damaged(path, exc) from None
+    expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    size = os.path.getsize(path)
+    if size != expected:
+        raise damaged(path, f"{size} bytes, its header promises {expected}")
+    return tuple(int(s) for s in shape)
 
 
 def write_csv(path, df) -> None:

@@ -47,8 +47,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from . import checks, fileio, paths, preprocess
 from . import config as C
-from . import fileio, paths, preprocess
 from .engine import Engine, Prepared, model_spec
 from .models import input_variables
 from .trajectory import Record, load_snapshot
@@ -298,7 +298,7 @@ def compute_scores(cfg: C.Config, seed: int, method: str, data: Prepared,
             raise FileNotFoundError(
                 f"{cache_path}: Hara needs the every-step parameter cache; "
                 "train with Hara among --methods (or --overwrite)")
-        cache = np.load(cache_path, mmap_mode="r")
+        cache = fileio.load_npy(cache_path, mmap_mode="r")
         start = record.window_start
         if cache.shape[0] != record.n_steps - start:
             raise ValueError(f"{cache_path}: expected {record.n_steps - start} rows, found {cache.shape[0]}")
@@ -319,13 +319,17 @@ def run_influence(cfg: C.Config, seed: int, method: str, data: Prepared | None =
         raise ValueError(f"--methods: unknown method {method!r}")
     out = Path(cfg.output)
     target = paths.influence(out, method, seed)
+    if not paths.record(out, seed).exists():
+        raise FileNotFoundError(f"{paths.record(out, seed)}: no finished training run for seed {seed}")
+    C.check_trained_with(cfg, out, seed)
     same = C.claim_folder(paths.influence_identity(out), paths.phase_root(out, "influence"),
                           cfg.infl_identity(), cfg.overwrite, "influence result")
     if same and target.exists():
-        logger.info("seed %d %s: influence already computed, reused", seed, method)
-        return target
-    if method != "Random" and not paths.record(out, seed).exists():
-        raise FileNotFoundError(f"{paths.record(out, seed)}: no finished training run for seed {seed}")
+        problem = checks.influence_problem(target, Record.load(paths.record(out, seed)).n_train)
+        if problem is None:
+            logger.info("seed %d %s: influence already computed, reused", seed, method)
+            return target
+        checks.report_damaged(target, problem)
     if data is None:
         data = load_prepared(cfg, seed)
     scores = compute_scores(cfg, seed, method, data, per_sample)
@@ -343,7 +347,7 @@ def run_influence(cfg: C.Config, seed: int, method: str, data: Prepared | None =
 PHASE_FLAGS = (
     "output", "dataset", "train_csv", "val_csv", "test_csv", "data_dir", "label_noise", "model",
     "width", "lr", "batch_size", "n_epochs", "augment", "infl_epochs", "methods", "hvp_scaling",
-    "context", "device_id", "overwrite", "preset",
+    "context", "device_id", "overwrite", "wait", "preset",
 )
 
 

@@ -40,8 +40,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import checks, fileio, paths, runlock
 from . import config as C
-from . import fileio, paths
 from .eval import EvalJob, plan_jobs, prepare_score_folder, run_eval_job, warn_skipped
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def config_from_folder(ns: argparse.Namespace) -> C.Config:
     if not saved_path.exists():
         return C.from_args(ns)
     keep = set(C.Config().train_identity()) | set(C.Config().eval_identity()) | {
-        "n_trials", "methods", "remove_n_list", "data_dir"}
+        "n_trials", "methods", "remove_n_list", "data_dir", "train_csv", "val_csv", "test_csv"}
     saved = fileio.read_json(saved_path)
     values = {k: v for k, v in saved.items() if k in keep}
     if "train_csv" in given or "dataset" in given:  # a data set given here replaces the saved one
@@ -112,8 +112,13 @@ def cli_main(parser: argparse.ArgumentParser, argv, body, *, saved_defaults: boo
     try:
         cfg = config_from_folder(ns) if saved_defaults else C.from_args(ns)
         check_config(cfg)
+        cfg = C.resolve_data(cfg)
         set_context(cfg.context, cfg.device_id)
-        body(cfg, ns)
+        with runlock.hold(cfg.output, wait=cfg.wait):
+            body(cfg, ns)
+    except fileio.WriteError as exc:
+        logger.error("%s", exc)
+        return 1
     except USER_ERRORS as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         logger.error("%s", msg)
@@ -220,7 +225,7 @@ def _picklable(exc: BaseException) -> BaseException | None:
 def raise_failure(outcome: Outcome) -> None:
     logger.debug("%s failed:\n%s", outcome.task.label, outcome.traceback)
     exc = outcome.error
-    if isinstance(exc, USER_ERRORS):
+    if isinstance(exc, (*USER_ERRORS, fileio.WriteError)):
         raise exc
     kind = type(exc).__name__ if exc is not None else "error"
     raise PipelineError(f"{outcome.task.label} failed: {kind}: {outcome.error_line}")
@@ -437,7 +442,19 @@ class Plan:
         return same and train_done(self.out, seed, self.every_step)
 
     def infl_done(self, seed: int, method: str) -> bool:
-        return paths.influence(self.out, method, seed).exists()
+        return self.infl_problem(seed, method) is None
+
+    def infl_problem(self, seed: int, method: str) -> str | None:
+        """None when the influence file is there and whole, else why not."""
+        from .trajectory import Record
+
+        path = paths.influence(self.out, method, seed)
+        if not path.exists():
+            return "not found"
+        if not paths.record(self.out, seed).exists():
+            return None  # checked against the training run once it exists
+        problem = checks.influence_problem(path, Record.load(paths.record(self.out, seed)).n_train)
+        return f"damaged ({problem})" if problem else None
 
     # -- planning
     def initial(self) -> list[Task]:
@@ -448,9 +465,10 @@ class Plan:
                                f"configuration for seed {s} (run the training phase first)")
             if "infl" not in self.phases and "eval" in self.phases:
                 for m in self.cfg.methods:
-                    if not self.infl_done(s, m):
-                        missing.append(f"{paths.influence(self.out, m, s)}: not found (run the "
-                                       "influence phase first)")
+                    problem = self.infl_problem(s, m)
+                    if problem:
+                        missing.append(f"{paths.influence(self.out, m, s)}: {problem} (run the "
+                                       "influence phase to compute it)")
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise FileNotFoundError(missing[0] + more)
@@ -484,7 +502,7 @@ class Plan:
                 if job.done(self.out):
                     continue
                 if job.n == 0:
-                    if any(p.exists() for p in job.targets(self.out)):
+                    if any(job.reusable(p) for p in job.targets(self.out)):
                         run_eval_job(self.cfg, job)  # copies the seed's No Removal scores
                     else:
                         tasks.append(Task("eval", seed, job=job))
@@ -577,8 +595,7 @@ def check_run_config(cfg: C.Config) -> None:
         saved = C.Config.from_dict(fileio.read_json(path))
         if saved.eval_identity() != cfg.eval_identity():
             old, new = saved.eval_identity(), cfg.eval_identity()
-            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
+            details = C.describe_diff(old, new)
             results = _holds_results(out)
             if results and not cfg.overwrite:
                 raise C.ConfigMismatch(

@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from . import checks, fileio, paths
 from . import config as C
-from . import fileio, paths
 from .engine import Engine, Prepared, model_spec
 from .models import snapshot_nbytes
 from .trajectory import make_record, save_snapshot
@@ -51,13 +51,33 @@ def cache_report(state, n_window_steps: int, trainable: int) -> dict:
     }
 
 
+DIVERGENCE_FACTOR = 10.0
+
+
+def check_divergence(mean_loss: float, epoch: int, first_loss: float, num_classes: int, lr: float) -> None:
+    """Stop a run whose training loss exploded: an epoch's mean loss above
+    DIVERGENCE_FACTOR times the larger of the first step's loss and log(classes) (the
+    loss of a uniform guess). FloatingPointError, one line naming --lr."""
+    limit = DIVERGENCE_FACTOR * max(first_loss, np.log(max(num_classes, 2)))
+    if not mean_loss <= limit:  # also NaN
+        raise FloatingPointError(
+            f"--lr: training diverged in epoch {epoch}: mean training loss {mean_loss:.4g} is above "
+            f"{limit:.3g} ({DIVERGENCE_FACTOR:g} x the first step's loss {first_loss:.3g} or log of "
+            f"{num_classes} classes); lower --lr (now {lr:g})")
+
+
 def train_done(out, seed: int, need_steps: bool) -> bool:
     files = [paths.record(out, seed), paths.snapshot(out, seed, "final"),
              paths.snapshot(out, seed, "window_start"), paths.snapshot(out, seed, "initial"),
              paths.history(out, seed), paths.cache_size(out, seed)]
     if need_steps:
         files.append(paths.window_params(out, seed))
-    return all(f.exists() for f in files)
+    if not all(f.exists() for f in files):
+        return False
+    damaged = checks.training_problem(out, seed, need_steps)
+    if damaged:
+        checks.report_damaged(*damaged, "training seed %d again" % seed)
+    return damaged is None
 
 
 def run_training(cfg: C.Config, seed: int, data: Prepared | None = None, *,
@@ -101,7 +121,9 @@ def train(cfg: C.Config, seed: int, data: Prepared, *, every_step: bool) -> Engi
         steps_tmp = fileio.tmp_name(steps_path)
         steps_cache = np.lib.format.open_memmap(
             steps_tmp, mode="w+", dtype=np.float32, shape=(n_window, engine.net.num_trainable()))
+        fileio.reserve(steps_tmp, steps_tmp.stat().st_size, steps_path)  # a full disk: an error, not SIGBUS
     history = []
+    first_loss = float("nan")
     epoch_loss, epoch_correct, epoch_n = 0.0, 0, 0
     bar = tqdm(range(rec.n_steps), desc=f"train seed {seed}", mininterval=1.0,
                disable=not logger.isEnabledFor(logging.INFO))
@@ -113,11 +135,16 @@ def train(cfg: C.Config, seed: int, data: Prepared, *, every_step: bool) -> Engi
         idx, seeds = rec.batch(s)
         loss, correct = engine.step(idx, seeds, float(rec.lr[s]), len(idx))
         if not np.isfinite(loss):
-            raise FloatingPointError(f"training diverged at step {s} (loss {loss}); lower --lr")
+            raise FloatingPointError(f"--lr: training diverged at step {s} (loss {loss}); lower --lr "
+                                     f"(now {cfg.lr:g})")
         epoch_loss += loss * len(idx)
         epoch_correct += correct
         epoch_n += len(idx)
+        if s == 0:
+            first_loss = loss
         if s + 1 == rec.n_steps or rec.epoch[s + 1] != rec.epoch[s]:
+            check_divergence(epoch_loss / epoch_n, int(rec.epoch[s]) + 1, first_loss, data.num_classes,
+                             cfg.lr)
             val_loss, val_acc = engine.evaluate_split("val")
             row = dict(epoch=int(rec.epoch[s]) + 1, train_loss=epoch_loss / epoch_n,
                        train_acc=epoch_correct / epoch_n, val_loss=val_loss, val_acc=val_acc)
@@ -145,7 +172,7 @@ def train(cfg: C.Config, seed: int, data: Prepared, *, every_step: bool) -> Engi
 PHASE_FLAGS = (
     "output", "dataset", "train_csv", "val_csv", "test_csv", "data_dir", "label_noise", "model",
     "width", "lr", "batch_size", "n_epochs", "augment", "infl_epochs", "methods", "context",
-    "device_id", "overwrite", "preset",
+    "device_id", "overwrite", "wait", "preset",
 )
 
 

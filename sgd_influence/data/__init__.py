@@ -49,9 +49,12 @@ sample, image paths relative to the CSV. ``export_csv`` writes any DataSet as
 PNGs plus ``train_{seed}.csv``, ``val_{seed}.csv`` and ``test.csv``;
 ``read_csv_split`` reads one CSV (grayscale stays one channel, anything else
 becomes RGB; alpha is composited over black) and caches the decoded images in
-``<csv name>.cache.npz`` beside it (no pickle), keyed by a hash of the CSV and
-the image files' sizes and modification times; ``load_csv_dataset`` builds a
-DataSet from the user's CSVs.
+``<csv name>.cache.npz`` beside it (no pickle), keyed by the data set's content
+(``csv_digest``: the CSV's bytes and every image's bytes, never paths or file
+times); ``load_csv_dataset`` builds a DataSet from the user's CSVs and
+``check_csv_labels`` checks its class indices (one class: error; a label beyond
+the number of samples: error naming the row; classes without a training row: a
+warning).
 
 Errors
 ------
@@ -70,7 +73,7 @@ from ._builtin import (
     read_idx_gz,
 )
 from ._core import DataError, DataSet, Split
-from ._nnc import export_csv, load_csv_dataset, read_csv_split
+from ._nnc import check_csv_labels, csv_digest, export_csv, load_csv_dataset, read_csv_split
 from ._remote import REMOTES, Remote
 
 __all__ = [
@@ -78,6 +81,8 @@ __all__ = [
     "MNIST5K_TEST_SEED",
     "REMOTES",
     "VAL_SHARE",
+    "check_csv_labels",
+    "csv_digest",
     "DataError",
     "DataSet",
     "Remote",

@@ -23,7 +23,8 @@ from ._core import (
 )
 
 CACHE_SUFFIX = ".cache.npz"
-_CACHE_FORMAT = "sgd_influence.data csv v1"
+_CACHE_FORMAT = "sgd_influence.data csv v2"
+_DIGEST_FORMAT = "sgd_influence.data csv content v1"
 _MARKER = ".sgd_influence_dataset"
 
 
@@ -134,32 +135,57 @@ def _to_array(image) -> np.ndarray:
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
-def read_csv_split(csv_path: str | os.PathLike) -> Split:
-    """The images and labels listed by an NNC CSV ('x:' image column, 'y:' label column).
-
-    Image paths are relative to the CSV's folder (absolute paths are allowed). The
-    decoded images are cached in '<csv name>.cache.npz' beside the CSV, keyed by a
-    hash of the CSV's bytes and of the sizes and modification times of the images;
-    when that folder is not writable the cache is skipped with a warning.
-    """
-    csv_path = Path(csv_path)
+def _read_csv_bytes(csv_path: Path) -> bytes:
     try:
-        raw = csv_path.read_bytes()
+        return csv_path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{csv_path}: CSV file not found") from None
     except OSError as exc:
         raise DataError(f"{csv_path}: cannot read the CSV ({exc.strerror or exc})") from None
+
+
+def _content_digest(csv_path: Path, raw: bytes, files: list[Path], paths: list[str], lines: list[int]) -> str:
+    digest = hashlib.sha256(f"{_DIGEST_FORMAT}\n{len(raw)}\n".encode() + raw)
+    for file, path, line in zip(files, paths, lines, strict=True):
+        try:
+            data = file.read_bytes()
+        except OSError:
+            raise DataError(f"{csv_path} line {line}: image file {path!r} not found (looked for {file})") from None
+        digest.update(f"\n{len(data)}\n".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def csv_digest(csv_path: str | os.PathLike) -> str:
+    """SHA-256 of an NNC CSV data set's content: the CSV's bytes and every image's bytes.
+
+    The path of the CSV and the files' times do not enter: the same data anywhere (and
+    under any spelling of its path) has the same digest, other data another one.
+    """
+    csv_path = Path(csv_path)
+    raw = _read_csv_bytes(csv_path)
+    paths, _labels, lines = _parse_csv(csv_path, raw)
+    files = [csv_path.parent / p for p in paths]
+    return _content_digest(csv_path, raw, files, paths, lines)
+
+
+def read_csv_split(csv_path: str | os.PathLike, digest: str | None = None) -> Split:
+    """The images and labels listed by an NNC CSV ('x:' image column, 'y:' label column).
+
+    Image paths are relative to the CSV's folder (absolute paths are allowed). The
+    decoded images are cached in '<csv name>.cache.npz' beside it, keyed by the CSV's
+    content digest (:func:`csv_digest`; pass ``digest`` when already known, so the
+    files are hashed once per run); when that folder is not writable the cache is
+    skipped with a warning.
+    """
+    csv_path = Path(csv_path)
+    raw = _read_csv_bytes(csv_path)
     paths, labels, lines = _parse_csv(csv_path, raw)
     base = csv_path.parent
     files = [base / p for p in paths]
-    digest = hashlib.sha256(f"{_CACHE_FORMAT}\n".encode() + raw)
-    for file, path, line in zip(files, paths, lines, strict=True):
-        try:
-            st = os.stat(file)
-        except OSError:
-            raise DataError(f"{csv_path} line {line}: image file {path!r} not found (looked for {file})") from None
-        digest.update(f"\n{st.st_size} {st.st_mtime_ns}".encode())
-    key = digest.hexdigest()
+    if digest is None:
+        digest = _content_digest(csv_path, raw, files, paths, lines)
+    key = hashlib.sha256(f"{_CACHE_FORMAT}\n{digest}".encode()).hexdigest()
     cache = csv_path.with_name(csv_path.name + CACHE_SUFFIX)
     images = _cached_images(cache, key, len(paths))
     if images is None:
@@ -229,18 +255,24 @@ def load_csv_dataset(
     val_csv: str | os.PathLike | None = None,
     seed: int = 0,
     val_fraction: float = 0.2,
+    digests: tuple[str, str, str] | None = None,
 ) -> DataSet:
     """The user's own data set from NNC CSVs.
 
     Without `val_csv`, a stratified share `val_fraction` of train_csv, chosen by
     `seed`, becomes the validation split; both splits keep the row numbers and
     paths of train_csv, so the influence file's datasource_index refers to its rows.
+    `digests`: the content digests (:func:`csv_digest`) of train, validation ('' when
+    none) and test CSV, when already computed. The labels are checked by
+    :func:`check_csv_labels` (errors only; the warnings are the caller's).
     """
     seed = check_seed(seed)
-    full = read_csv_split(train_csv)
-    test = read_csv_split(test_csv)
+    d_train, d_val, d_test = digests if digests else (None, None, None)
+    check_csv_labels(train_csv, test_csv, val_csv, warn=False)
+    full = read_csv_split(train_csv, d_train)
+    test = read_csv_split(test_csv, d_test)
     if val_csv is not None:
-        train, val = full, read_csv_split(val_csv)
+        train, val = full, read_csv_split(val_csv, d_val or None)
     else:
         if not isinstance(val_fraction, (int, float)) or not 0.0 < val_fraction < 1.0:
             raise DataError(f"--val-fraction/val_fraction must be between 0 and 1 (exclusive), got {val_fraction!r}")
@@ -258,6 +290,53 @@ def load_csv_dataset(
             )
     num_classes = int(max(s.labels.max() for s in (train, val, test) if len(s)) + 1)
     return DataSet(name="csv", train=train, val=val, test=test, num_classes=num_classes)
+
+
+def check_csv_labels(
+    train_csv: str | os.PathLike,
+    test_csv: str | os.PathLike,
+    val_csv: str | os.PathLike | None = None,
+    warn: bool = True,
+) -> list[int]:
+    """Check the class indices of a CSV data set (reads the CSVs only, no image).
+
+    The number of classes is the largest label + 1. A label that makes it larger than
+    the number of samples of the three CSVs is refused (one line naming the CSV row),
+    as is a training CSV with one class only (nothing to learn). Classes below the
+    largest label that no training row has are returned (and logged as a warning when
+    `warn`): the network still gets an output for each.
+    """
+    parsed = []
+    for where in (train_csv, val_csv, test_csv):
+        if where is not None:
+            path = Path(where)
+            _paths, labels, lines = _parse_csv(path, _read_csv_bytes(path))
+            parsed.append((path, np.asarray(labels, np.int64), lines))
+    n_total = sum(len(labels) for _p, labels, _l in parsed)
+    for path, labels, lines in parsed:
+        i = int(np.argmax(labels))
+        if labels[i] >= n_total:
+            raise DataError(
+                f"{path} line {lines[i]}: label {labels[i]} would make {labels[i] + 1} classes for "
+                f"{n_total} samples; expected class indices 0, 1, 2, ... numbered without gaps"
+            )
+    train_path, train_labels, _ = parsed[0]
+    present = np.unique(train_labels)
+    if len(present) < 2:
+        raise DataError(
+            f"{train_path}: every training row has label {present[0]}; expected at least two classes "
+            "(one class leaves nothing to learn)"
+        )
+    num_classes = int(max(labels.max() for _p, labels, _l in parsed)) + 1
+    missing = sorted(set(range(num_classes)) - set(present.tolist()))
+    if missing and warn:
+        shown = ", ".join(str(c) for c in missing[:20]) + (" ..." if len(missing) > 20 else "")
+        log.warning(
+            "%s: no training row has label %s (labels run 0..%d); the network still gets %d outputs. "
+            "If those classes do not exist, number the labels 0..K-1 without gaps",
+            train_path, shown, num_classes - 1, num_classes,
+        )
+    return missing
 
 
 # ---------------------------------------------------------------------------- exporting

@@ -1,0 +1,130 @@
+"""Checks of finished files before they are reused.
+
+A file that exists is reused only when it reads back whole and matches the run: an
+influence CSV has the four columns and one finite row per training sample, a score
+CSV one row per replayed epoch, a training run a loadable record, snapshots with the
+same arrays, a history of every epoch and (for Hara) an every-step cache of the right
+size. Each function returns None for a good file, else a short reason; the caller
+names the file and recomputes it (or, for a phase run alone, says how).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import fileio, paths
+
+logger = logging.getLogger(__name__)
+
+INFLUENCE_COLUMNS = ("x:image", "y:label", "influence", "datasource_index")
+_reported: set[tuple[str, str]] = set()
+
+
+def report_damaged(path, problem: str, action: str = "recomputing it") -> None:
+    """Warn once per process that ``path`` is damaged and what happens to it."""
+    key = (str(path), problem)
+    if key not in _reported:
+        _reported.add(key)
+        logger.warning("%s: damaged (%s); %s", path, problem, action)
+
+
+def _read_csv(path) -> tuple[pd.DataFrame | None, str | None]:
+    try:
+        return pd.read_csv(path), None
+    except FileNotFoundError:
+        return None, "not found"
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        return None, f"unreadable CSV: {' '.join(str(exc).split())}"
+
+
+def _integers(col: pd.Series) -> bool:
+    return pd.api.types.is_integer_dtype(col)
+
+
+def influence_problem(path, n_train: int) -> str | None:
+    """Why the influence CSV ``path`` cannot be reused for ``n_train`` training samples."""
+    df, problem = _read_csv(path)
+    if problem:
+        return problem
+    if tuple(df.columns) != INFLUENCE_COLUMNS:
+        return f"columns {','.join(map(str, df.columns))}, expected {','.join(INFLUENCE_COLUMNS)}"
+    if len(df) != n_train:
+        return f"{len(df)} rows, expected {n_train} (one per training sample)"
+    if not (_integers(df["datasource_index"]) and _integers(df["y:label"])):
+        return "a label or datasource_index that is not an integer (a cut line?)"
+    if not np.isfinite(df["influence"].to_numpy(np.float64)).all():
+        return "an influence value that is missing or not finite"
+    if df["datasource_index"].duplicated().any():
+        return "a datasource_index listed twice"
+    return None
+
+
+def score_problem(path, columns, n_rows: int) -> str | None:
+    """Why the score CSV ``path`` cannot be reused (``n_rows``: replayed epochs)."""
+    df, problem = _read_csv(path)
+    if problem:
+        return problem
+    if tuple(df.columns) != tuple(columns):
+        return f"columns {','.join(map(str, df.columns))}, expected {','.join(columns)}"
+    if len(df) != n_rows:
+        return f"{len(df)} rows, expected {n_rows} (one per replayed epoch)"
+    numbers = df.drop(columns=["method"]).to_numpy()
+    try:
+        finite = np.isfinite(numbers.astype(np.float64)).all()
+    except (TypeError, ValueError):
+        finite = False
+    return None if finite else "a value that is missing or not a number"
+
+
+def training_problem(out, seed: int, need_steps: bool) -> tuple[Path, str] | None:
+    """The first damaged file of the finished training run of ``seed``, with the reason."""
+    rec_path = paths.record(out, seed)
+    try:
+        z = fileio.load_npz(rec_path)
+    except fileio.DamagedFile as exc:
+        return rec_path, exc.reason
+    need = ("seed", "epoch", "lr", "batch_size", "indices", "aug_seeds", "window_start", "n_train")
+    missing = [k for k in need if k not in z]
+    if missing:
+        return rec_path, f"no array {missing[0]!r}"
+    n_steps = len(z["epoch"])
+    if not (len(z["lr"]) == len(z["batch_size"]) == len(z["indices"]) == len(z["aug_seeds"]) == n_steps
+            and n_steps > 0 and 0 <= int(z["window_start"]) < n_steps):
+        return rec_path, "arrays of different lengths"
+    shapes = None
+    for which in ("initial", "window_start", "final"):
+        snap = paths.snapshot(out, seed, which)
+        try:
+            arrays = fileio.load_npz(snap)
+        except fileio.DamagedFile as exc:
+            return snap, exc.reason
+        these = {k: v.shape for k, v in arrays.items()}
+        if shapes is not None and these != shapes:
+            return snap, "arrays differ from those of the initial snapshot"
+        if not all(np.isfinite(v).all() for v in arrays.values()):
+            return snap, "a parameter that is not finite"
+        shapes = these
+    if need_steps:
+        steps = paths.window_params(out, seed)
+        try:
+            shape = fileio.npy_shape(steps)
+        except fileio.DamagedFile as exc:
+            return steps, exc.reason
+        window = n_steps - int(z["window_start"])
+        n_values = sum(int(np.prod(s)) for s in shapes.values())
+        if len(shape) != 2 or shape[0] != window or not 0 < shape[1] <= n_values:
+            return steps, f"shape {shape}, expected {window} rows (one per step of the window)"
+    hist = paths.history(out, seed)
+    df, problem = _read_csv(hist)
+    n_epochs = int(z["epoch"][-1]) + 1
+    if problem or len(df) != n_epochs:
+        return hist, problem or f"{len(df)} rows, expected {n_epochs} (one per epoch)"
+    try:
+        fileio.read_json(paths.cache_size(out, seed))
+    except (fileio.DamagedFile, OSError) as exc:
+        return paths.cache_size(out, seed), type(exc).__name__
+    return None
