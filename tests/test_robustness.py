@@ -1,0 +1,436 @@
+"""Nothing silently wrong: each case ends in correct work or in one line naming the file or
+flag, with a non-zero exit and the finished files unchanged.
+
+One small CSV data set (BMP images, so two images of one size have files of one size)
+and one finished run of the whole pipeline are shared; each test works on copies.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import train_infl_eval
+from sgd_influence import config as C
+from sgd_influence import fileio, paths, runlock
+from sgd_influence.data import read_csv_split
+
+ROOT = Path(__file__).resolve().parents[1]
+N = {"train": 40, "val": 12, "test": 12}
+CLASSES, SIDE = 4, 8
+
+
+def _write_split(folder: Path, name: str, n: int, rng, labels=None) -> Path:
+    (folder / name).mkdir(parents=True, exist_ok=True)
+    labels = rng.integers(0, CLASSES, n) if labels is None else np.asarray(labels)
+    lines = ["x:image,y:label"]
+    for i, y in enumerate(labels):
+        img = rng.random((SIDE, SIDE)) * 90
+        img[2 * (int(y) % 4) : 2 * (int(y) % 4) + 2, :] += 140
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / name / f"{i:03d}.bmp")
+        lines.append(f"{name}/{i:03d}.bmp,{int(y)}")
+    csv = folder / f"{name}.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    return csv
+
+
+def _make_data(folder: Path, seed: int = 3, train_labels=None) -> dict[str, Path]:
+    rng = np.random.default_rng(seed)
+    return {k: _write_split(folder, k, n, rng, train_labels if k == "train" else None)
+            for k, n in N.items()}
+
+
+def _argv(data, out, *extra) -> list[str]:
+    return ["-o", str(out), "--train-csv", str(data["train"]), "--val-csv", str(data["val"]),
+            "--test-csv", str(data["test"]), "--model", "logreg", "--lr", "0.005", "-e", "2",
+            "--batch-size", "8", "-nt", "1", "-r", "0", "3", "--methods", "Hara", "Ours", "Random",
+            "--jobs", "1", *extra]
+
+
+def _run(argv) -> int:
+    try:
+        return train_infl_eval.main(argv)
+    except SystemExit as exc:
+        return int(exc.code)
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    """Every finished file (temporary and lock files start with a dot)."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(Path(out).rglob("*"))
+            if p.is_file() and not p.name.startswith(".")}
+
+
+def _results(out: Path) -> dict[str, bytes]:
+    """The finished files but the run's config.json (a rerun saves its -o and flags there)."""
+    return {k: v for k, v in _files(out).items() if k != "config.json"}
+
+
+def _tmp_files(out: Path) -> list[Path]:
+    return [p for p in Path(out).rglob(".*") if p.is_file() and p.name != runlock.LOCK_NAME]
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+    def at(self, level) -> list[str]:
+        return [r.getMessage() for r in self.records if r.levelno == level]
+
+    def clear(self):
+        self.records.clear()
+
+
+@pytest.fixture
+def logs():
+    h = _Records()
+    pkg = logging.getLogger("sgd_influence")
+    pkg.addHandler(h)
+    yield h
+    pkg.removeHandler(h)
+
+
+def _one_error(logs, *words) -> str:
+    errs = logs.at(logging.ERROR)
+    assert len(errs) == 1, errs
+    assert "\n" not in errs[0]
+    for w in words:
+        assert w in errs[0], errs[0]
+    return errs[0]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_figures():
+    """The figures (drawn by every run, ~10 s here; tested in test_pipeline and
+    test_detection) are left out of these runs."""
+    from sgd_influence import analyze, detection
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(analyze, "plot", lambda *a, **k: None)
+        mp.setattr(detection, "worst_samples_figure", lambda *a, **k: None)
+        yield
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """The data set and one finished run (Hara, Ours, Random; n = 0, 3)."""
+    root = tmp_path_factory.mktemp("finished")
+    data = _make_data(root / "data")
+    out = root / "out"
+    assert _run(_argv(data, out)) == 0
+    return data, out
+
+
+@pytest.fixture
+def run(finished, tmp_path):
+    """A private copy of the finished run's output folder (the data is shared)."""
+    data, out = finished
+    shutil.copytree(out, tmp_path / "out")
+    return data, tmp_path / "out"
+
+
+@pytest.fixture
+def run_own_data(finished, tmp_path):
+    """A private copy of the finished run and of its data set."""
+    data, out = finished
+    shutil.copytree(data["train"].parent, tmp_path / "data")
+    shutil.copytree(out, tmp_path / "out")
+    return {k: tmp_path / "data" / p.name for k, p in data.items()}, tmp_path / "out"
+
+
+# --------------------------------------------------------------- identity by content
+def test_edited_labels_are_another_data_set(run_own_data, logs, monkeypatch):
+    data, out = run_own_data
+    before = _files(out)
+    # the same data under another spelling of its path, from another folder: reused
+    monkeypatch.chdir(data["train"].parent)
+    rel = {k: Path(".") / p.name for k, p in data.items()}
+    assert _run(_argv(rel, out)) == 0
+    assert any("nothing to do" in m for m in logs.at(logging.INFO))
+    saved = C.Config.from_dict(fileio.read_json(paths.run_config(out)))
+    assert Path(saved.train_csv).is_absolute()
+    # a phase alone, started elsewhere, finds the data through the saved absolute paths
+    monkeypatch.chdir(tmp_path_str := str(out.parent))
+    from sgd_influence import eval as ev
+
+    assert ev.main(["-o", str(out), "-r", "0", "3"]) == 0
+    after = _files(out)
+    assert after.pop("config.json") != before.pop("config.json")  # the data's paths: here now
+    assert after == before, tmp_path_str
+    before = _files(out)
+    # one label edited, same command: refused, nothing changed
+    text = data["train"].read_text().splitlines()
+    path, label = text[1].split(",")
+    text[1] = f"{path},{(int(label) + 1) % CLASSES}"
+    data["train"].write_text("\n".join(text) + "\n")
+    logs.clear()
+    assert _run(_argv(data, out)) == 2
+    _one_error(logs, "content of the CSV data set changed", "--overwrite")
+    assert _files(out) == before
+
+
+def test_swapped_images_of_one_size_and_time_are_new_data(run_own_data, logs):
+    data, out = run_own_data
+    before = _files(out)
+    a, b = data["train"].parent / "train" / "000.bmp", data["train"].parent / "train" / "001.bmp"
+    pix_a, pix_b = read_csv_split(data["train"]).images[:2]
+    assert a.stat().st_size == b.stat().st_size and not np.array_equal(pix_a, pix_b)
+    times = [(p.stat().st_atime_ns, p.stat().st_mtime_ns) for p in (a, b)]
+    bytes_a, bytes_b = a.read_bytes(), b.read_bytes()
+    a.write_bytes(bytes_b)
+    b.write_bytes(bytes_a)
+    for p, t in zip((a, b), times):
+        os.utime(p, ns=t)
+    got = read_csv_split(data["train"]).images  # the decode cache must not serve old pixels
+    np.testing.assert_array_equal(got[0], pix_b)
+    np.testing.assert_array_equal(got[1], pix_a)
+    assert _run(_argv(data, out)) == 2
+    _one_error(logs, "content of the CSV data set changed")
+    assert _files(out) == before
+
+
+# --------------------------------------------------------------- one writer per folder
+HOLDER = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {root!r})
+    from sgd_influence import runlock
+    with runlock.hold(sys.argv[1]):
+        print("held", flush=True)
+        time.sleep(float(sys.argv[2]))
+""")
+
+
+def _hold(out: Path, seconds: float) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER.format(root=str(ROOT)), str(out), str(seconds)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_overwrite_while_another_run_works_is_refused(run, logs):
+    data, out = run
+    before = _files(out)
+    holder = _hold(out, 30)
+    try:
+        assert _run(_argv(data, out, "--lr", "0.01", "--overwrite")) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    _one_error(logs, f"process {holder.pid} on host", "--wait", str(out))
+    assert _files(out) == before
+
+
+def test_second_run_on_one_folder_stops_or_waits(run, logs):
+    data, out = run
+    before = _results(out)
+    holder = _hold(out, 2.0)
+    try:
+        assert _run(_argv(data, out)) == 2
+        _one_error(logs, f"in use by process {holder.pid}")
+        logs.clear()
+        t0 = time.monotonic()
+        assert _run(_argv(data, out, "--wait")) == 0  # waits, then finds every file done
+        assert time.monotonic() - t0 > 0.5
+    finally:
+        holder.kill()
+        holder.wait()
+    assert any("waiting" in m for m in logs.at(logging.INFO))
+    assert any("nothing to do" in m for m in logs.at(logging.INFO))
+    assert _results(out) == before
+
+
+# --------------------------------------------------------------- damaged results
+def test_influence_file_cut_at_a_line_boundary_is_recomputed(run, logs):
+    data, out = run
+    before = _results(out)
+    target = paths.influence(out, "Ours", 0)
+    lines = target.read_text().splitlines(keepends=True)
+    target.write_text("".join(lines[: len(lines) // 2]))
+    from sgd_influence import eval as ev
+
+    # the evaluation alone names the file and says how to recompute it
+    assert ev.main(["-o", str(out), "-r", "0", "3"]) == 2
+    _one_error(logs, str(target), "rows, expected", "influence phase")
+    logs.clear()
+    assert _run(_argv(data, out)) == 0
+    assert any(str(target) in m and "damaged" in m for m in logs.at(logging.WARNING))
+    assert _results(out) == before  # recomputed to the same bytes; nothing else changed
+
+
+def test_influence_file_cut_mid_line_is_recomputed_with_overwrite(run, logs):
+    data, out = run
+    before = _results(out)
+    target = paths.influence(out, "Hara", 0)
+    raw = target.read_bytes()
+    target.write_bytes(raw[: len(raw) // 2 + 7])
+    assert _run(_argv(data, out, "--overwrite")) == 0
+    assert any(str(target) in m and "damaged" in m for m in logs.at(logging.WARNING))
+    assert _results(out) == before
+
+
+@pytest.mark.parametrize("which", ["record", "snapshot", "cache"])
+def test_truncated_training_files_named_then_recomputed(run, logs, which):
+    from sgd_influence import infl
+
+    data, out = run
+    before = _results(out)
+    damaged = {"record": paths.record(out, 0), "snapshot": paths.snapshot(out, 0, "final"),
+               "cache": paths.window_params(out, 0)}[which]
+    damaged.write_bytes(damaged.read_bytes()[:-100])
+    method = "Hara" if which == "cache" else "Ours"
+    paths.influence(out, method, 0).unlink()
+    # the influence phase alone: one line naming the file
+    phase = ["-o", str(out), "--train-csv", str(data["train"]), "--val-csv", str(data["val"]),
+             "--test-csv", str(data["test"]), "--model", "logreg", "--lr", "0.005", "-e", "2",
+             "--batch-size", "8", "--methods", method]
+    assert infl.main(phase) == 2
+    _one_error(logs, str(damaged), "damaged or truncated")
+    logs.clear()
+    # the whole command: named, retrained, identical files
+    assert _run(_argv(data, out)) == 0
+    assert any(str(damaged) in m and "damaged" in m for m in logs.at(logging.WARNING))
+    assert _results(out) == before
+
+
+# --------------------------------------------------------------- a full disk
+def test_full_disk_is_one_line_and_leaves_no_temporary_file(run, logs, monkeypatch):
+    data, out = run
+    before = _results(out)
+    # killed runs left temporary files: they go before anything new is written
+    stale = paths.train_dir(out, 1) / "snapshots" / ".final.npz.tmp99999999"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"x" * 1000)
+    seen = []
+    real_write_json = fileio.write_json
+
+    def write_json(path, obj):
+        seen.append((Path(path).name, stale.exists()))
+        real_write_json(path, obj)
+
+    def no_space(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(fileio, "write_json", write_json)
+    monkeypatch.setattr(os, "posix_fallocate", no_space)  # the every-step cache of seed 1
+    assert _run(_argv(data, out, "-nt", "2")) == 1
+    err = _one_error(logs, str(paths.window_params(out, 1)), "No space left on device")
+    assert "free some space" in err
+    assert seen and seen[0] == ("config.json", False)
+    assert _tmp_files(out) == []
+    # a full disk in an ordinary write (the snapshot of seed 1)
+    monkeypatch.undo()
+    real_savez = np.savez
+
+    def savez_half(fh, **arrays):
+        real_savez(fh, **arrays)
+        fh.truncate(fh.tell() // 2)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(np, "savez", savez_half)
+    logs.clear()
+    assert _run(_argv(data, out, "-nt", "2")) == 1
+    _one_error(logs, str(paths.snapshot(out, 1, "initial")), "No space left on device")
+    assert _tmp_files(out) == []
+    after = _results(out)
+    assert {k: v for k, v in after.items() if k in before} == before
+
+
+# --------------------------------------------------------------- divergence
+@pytest.mark.parametrize("model", ["logreg", "cifarnet"])
+def test_divergence_stops_training_with_one_line(finished, tmp_path, logs, model):
+    data, _ = finished
+    out = tmp_path / "out"
+    assert _run(_argv(data, out, "--lr", "1e9", "--model", model, "--width", "2",
+                      "--methods", "Ours")) == 2
+    _one_error(logs, "--lr", "diverged")
+    assert not (out / "influence").exists() or not any((out / "influence").rglob("*.csv"))
+    assert not paths.record(out, 0).exists()
+
+
+# --------------------------------------------------------------- a phase alone
+def test_phase_alone_refuses_other_settings_than_the_training_run(run, logs):
+    from sgd_influence import infl
+
+    data, out = run
+    shutil.rmtree(out / "influence")
+    before = _files(out)
+    phase = ["-o", str(out), "--train-csv", str(data["train"]), "--val-csv", str(data["val"]),
+             "--test-csv", str(data["test"]), "--model", "logreg", "-e", "2", "--batch-size", "8",
+             "--methods", "Ours"]
+    assert infl.main([*phase, "--lr", "0.01"]) == 2
+    _one_error(logs, "--lr 0.005 (given: 0.01)", str(paths.train_identity(out, 0)))
+    assert _files(out) == before
+    assert infl.main([*phase, "--lr", "0.005"]) == 0
+    assert paths.influence(out, "Ours", 0).exists()
+
+
+# --------------------------------------------------------------- bad -o, labels, flags
+def _ro_place(tmp_path) -> Path:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    if os.access(ro, os.W_OK):  # root ignores modes: a place no one can write
+        return Path("/sys/sgd_influence_out")
+    return ro / "out"
+
+
+@pytest.mark.parametrize("case", ["file", "file/sub", "read-only", "empty"])
+def test_bad_output_folder_one_line(finished, tmp_path, logs, case):
+    data, _ = finished
+    (tmp_path / "file").write_text("keep me\n")
+    out = {"file": str(tmp_path / "file"), "file/sub": str(tmp_path / "file" / "sub"),
+           "read-only": str(_ro_place(tmp_path)), "empty": ""}[case]
+    cwd_before = sorted(os.listdir("."))
+    assert _run(_argv(data, out)) == 2
+    _one_error(logs, "-o/--output")
+    assert (tmp_path / "file").read_text() == "keep me\n"
+    assert sorted(os.listdir(".")) == cwd_before  # -o "" wrote nothing here
+
+
+def test_absurd_label_names_the_csv_row(finished, tmp_path, logs):
+    data, _ = finished
+    shutil.copytree(data["train"].parent, tmp_path / "data")
+    bad = tmp_path / "data" / "train.csv"
+    lines = bad.read_text().splitlines()
+    lines[5] = lines[5].split(",")[0] + ",100000000"
+    bad.write_text("\n".join(lines) + "\n")
+    assert _run(_argv({**data, "train": bad}, tmp_path / "out")) == 2
+    _one_error(logs, f"{bad} line 6", "label 100000000")
+
+
+def test_one_class_is_an_error_missing_classes_a_warning(tmp_path, logs):
+    one = _make_data(tmp_path / "one", train_labels=[2] * N["train"])
+    assert _run(_argv(one, tmp_path / "o1")) == 2
+    _one_error(logs, str(one["train"]), "at least two classes")
+    logs.clear()
+    gaps = _make_data(tmp_path / "gaps", train_labels=[0, 5] * (N["train"] // 2))
+    for k in ("val", "test"):  # validation and test with the same two classes
+        text = gaps[k].read_text().splitlines()
+        gaps[k].write_text("\n".join(text[:1] + [f"{ln.split(',')[0]},{5 * (i % 2)}"
+                                                 for i, ln in enumerate(text[1:])]) + "\n")
+    assert _run(_argv(gaps, tmp_path / "o2", "-e", "1", "--methods", "Ours", "-r", "0")) == 0
+    warned = [m for m in logs.at(logging.WARNING) if "no training row has label" in m]
+    assert len(warned) == 1 and "1, 2, 3, 4" in warned[0] and str(gaps["train"]) in warned[0]
+
+
+@pytest.mark.parametrize("flag", ["--val-csv", "--test-csv"])
+def test_csv_flags_without_train_csv(finished, tmp_path, logs, flag):
+    data, _ = finished
+    key = flag[2:].split("-")[0]
+    assert _run(["-o", str(tmp_path / "o"), flag, str(data[key]), "--model", "logreg"]) == 2
+    _one_error(logs, flag, "--train-csv")
+    assert not (tmp_path / "o").exists()
