@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +50,8 @@ class EvalJob:
     seed: int
     n: int
     methods: tuple[str, ...]
-    epochs: int = 0  # replayed epochs = rows of each score file (0: not checked)
+    # replayed epochs = rows of each score file (0: not checked); derived, not part of the job's identity
+    epochs: int = field(default=0, compare=False)
 
     def __post_init__(self):
         if self.n < 0:
