@@ -13,7 +13,10 @@ Everything is written under -o:
   summary/summary.csv, summary/cache_size.csv, fig/result.png
 
 A second run in the same folder reuses every finished file (more seeds or more n
-just add files); a different configuration is refused unless --overwrite.
+just add files); a different configuration is refused unless --overwrite. A CSV
+data set is identified by its content (CSV and image bytes), not by its path. One run
+at a time writes in a folder: a second one stops, naming the first (or waits, --wait).
+Reused files are checked first; a damaged one is named and computed again.
 Work is spread over --jobs worker processes (nnabla uses one core per process).
 
 Examples:

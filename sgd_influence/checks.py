@@ -37,6 +37,8 @@ def _read_csv(path) -> tuple[pd.DataFrame | None, str | None]:
         return pd.read_csv(path), None
     except FileNotFoundError:
         return None, "not found"
+    except OSError as exc:
+        return None, f"unreadable: {exc.strerror or exc}"
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
         return None, f"unreadable CSV: {' '.join(str(exc).split())}"
 
@@ -63,14 +65,14 @@ def influence_problem(path, n_train: int) -> str | None:
     return None
 
 
-def score_problem(path, columns, n_rows: int) -> str | None:
-    """Why the score CSV ``path`` cannot be reused (``n_rows``: replayed epochs)."""
+def score_problem(path, columns, n_rows: int | None = None) -> str | None:
+    """Why the score CSV ``path`` cannot be reused (``n_rows``: replayed epochs, when known)."""
     df, problem = _read_csv(path)
     if problem:
         return problem
     if tuple(df.columns) != tuple(columns):
         return f"columns {','.join(map(str, df.columns))}, expected {','.join(columns)}"
-    if len(df) != n_rows:
+    if n_rows is not None and len(df) != n_rows:
         return f"{len(df)} rows, expected {n_rows} (one per replayed epoch)"
     numbers = df.drop(columns=["method"]).to_numpy()
     try:

@@ -92,10 +92,10 @@ class Config:
         )
         return {**{k: _jsonable(getattr(self, k)) for k in keys}, "data_digest": self.data_identity()}
 
-    def data_identity(self) -> list[str]:
-        """A CSV data set's content digests (computed when not resolved yet); [] otherwise."""
+    def data_identity(self) -> list[str] | None:
+        """A CSV data set's content digests (computed when not resolved yet); None otherwise."""
         if not self.is_csv:
-            return []
+            return None
         if self.data_digest:
             return list(self.data_digest)
         return list(resolve_data(self).data_digest)
@@ -124,6 +124,8 @@ class Config:
             if getattr(self, name) and not self.train_csv:
                 raise ValueError(f"{_flag(name)}: given without --train-csv; expected --train-csv "
                                  "(with --test-csv) for a CSV data set, or leave it out")
+        if not str(self.output).strip():
+            raise ValueError("-o/--output: expected a folder name, got an empty string")
         if self.train_csv and self.dataset not in ("csv",):
             raise ValueError("--train-csv: use it with -ds csv (or leave -ds out)")
         if self.is_csv and not (self.train_csv and self.test_csv):
@@ -276,8 +278,8 @@ def check_trained_with(cfg: Config, out, seed: int) -> None:
         else:
             parts.append(f"{_flag(k)} {_show(saved.get(k))} (given: {_show(ours.get(k))})")
     raise ConfigMismatch(
-        f"{path}: seed {seed} was trained with {'; '.join(parts)}; give the training run's settings "
-        "(or leave those flags out when -o holds a config.json) or train again with yours")
+        f"{path}: seed {seed} was trained with {'; '.join(parts)}; give the training run's settings, "
+        "or train again with yours in another -o folder")
 
 
 def _show(v) -> str:
@@ -303,7 +305,7 @@ def check_saved(path: Path, identity: dict, overwrite: bool, what: str) -> bool:
     if not path.exists():
         return False
     saved = fileio.read_json(path)
-    if saved == identity:
+    if not describe_diff(saved, identity):  # a key saved as null or left out: the same
         return True
     if overwrite:
         return False

@@ -205,7 +205,12 @@ def prepare_score_folder(cfg: C.Config) -> None:
 def read_scores(out) -> pd.DataFrame:
     """Every score file under ``out`` (empty frame with the score columns when none)."""
     files = sorted(Path(out).glob(paths.score_glob()))
-    frames = [pd.read_csv(f) for f in files]
+    frames = []
+    for f in files:
+        problem = checks.score_problem(f, SCORE_COLUMNS)
+        if problem:
+            raise fileio.damaged(f, problem, "run the evaluation phase again to recompute it")
+        frames.append(pd.read_csv(f))
     frames = [f for f in frames if len(f)]
     if not frames:
         return pd.DataFrame(columns=list(SCORE_COLUMNS))

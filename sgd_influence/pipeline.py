@@ -437,6 +437,8 @@ class Plan:
     def train_done(self, seed: int) -> bool:
         from .train import train_done
 
+        if "train" not in self.phases:
+            C.check_trained_with(self.cfg, self.out, seed)
         same = C.check_saved(paths.train_identity(self.out, seed), self.cfg.train_identity(),
                              self.cfg.overwrite and "train" in self.phases, "training run")
         return same and train_done(self.out, seed, self.every_step)

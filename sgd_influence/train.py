@@ -13,6 +13,10 @@ Written under ``OUT/train/seed_{s}/``:
 * ``cache_size.json``: bytes of the last-weight cache vs the every-step cache.
 * ``config.json``: the configuration that produced them (a different one is refused).
 
+A training loss that is not finite, or an epoch's mean loss above DIVERGENCE_FACTOR times
+the first step's loss (or log of the number of classes), stops the run with one line
+naming --lr. A finished run is reused only when every file reads back whole.
+
 Run alone: ``python -m sgd_influence.train -o OUT --seed 0 ...``.
 """
 
