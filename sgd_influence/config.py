@@ -274,7 +274,8 @@ def check_trained_with(cfg: Config, out, seed: int) -> None:
     parts = []
     for k in diff:
         if k == "data_digest":
-            parts.append("another data set content (the CSVs or their images differ)")
+            if "dataset" not in diff:
+                parts.append("a CSV data set of other content (CSV text or image bytes differ)")
         else:
             parts.append(f"{_flag(k)} {_show(saved.get(k))} (given: {_show(ours.get(k))})")
     raise ConfigMismatch(

@@ -80,7 +80,7 @@ def train_done(out, seed: int, need_steps: bool) -> bool:
         return False
     damaged = checks.training_problem(out, seed, need_steps)
     if damaged:
-        checks.report_damaged(*damaged, "training seed %d again" % seed)
+        checks.report_damaged(*damaged, f"training seed {seed} again")
     return damaged is None
 
 
