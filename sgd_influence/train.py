@@ -62,12 +62,13 @@ def check_divergence(mean_loss: float, epoch: int, first_loss: float, num_classe
     """Stop a run whose training loss exploded: an epoch's mean loss above
     DIVERGENCE_FACTOR times the larger of the first step's loss and log(classes) (the
     loss of a uniform guess). FloatingPointError, one line naming --lr."""
-    limit = DIVERGENCE_FACTOR * max(first_loss, np.log(max(num_classes, 2)))
+    uniform = float(np.log(max(num_classes, 2)))
+    limit = DIVERGENCE_FACTOR * max(first_loss, uniform)
     if not mean_loss <= limit:  # also NaN
         raise FloatingPointError(
             f"--lr: training diverged in epoch {epoch}: mean training loss {mean_loss:.4g} is above "
-            f"{limit:.3g} ({DIVERGENCE_FACTOR:g} x the first step's loss {first_loss:.3g} or log of "
-            f"{num_classes} classes); lower --lr (now {lr:g})")
+            f"{limit:.3g} ({DIVERGENCE_FACTOR:g} x the larger of the first step's loss {first_loss:.3g} "
+            f"and log({num_classes} classes) = {uniform:.3g}); lower --lr (now {lr:g})")
 
 
 def train_done(out, seed: int, need_steps: bool) -> bool:
