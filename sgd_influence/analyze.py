@@ -1,7 +1,7 @@
-"""Analysis phase: summary table, figure and cache-size table of an output folder.
+"""Analysis phase: summary table, figure and storage table of an output folder.
 
-Reads ``score/{method}/score_delete_worst_{n}_seed_{seed}.csv`` and
-``train/seed_{s}/cache_size.json`` and writes
+Reads ``score/{method}/score_delete_worst_{n}_seed_{seed}.csv`` and the training runs'
+trajectories and writes
 
 * ``summary/summary.csv``: the final-epoch score row of every (method, n, seed) with
   ``row = trial``, then per (method, n) the mean (``row = mean``) and the sample standard
@@ -9,10 +9,12 @@ Reads ``score/{method}/score_delete_worst_{n}_seed_{seed}.csv`` and
 * ``fig/result.png``: test accuracy against the number of samples removed (symmetric-log
   x axis, so n = 0 is shown), mean and error bar (std) over seeds, one line a method,
   No Removal (n = 0) as a dashed horizontal reference line;
-* ``summary/cache_size.csv``: per seed the bytes Ours keeps (the final parameters) and
-  Hara keeps (the parameters of every step of the influence window) and their ratio.
+* ``summary/storage.csv``: the paper's storage table (:mod:`storage`): every step of
+  every epoch, Hara's every-step cache, Ours' final parameters, Hara by replay (epoch
+  snapshots) and the record, for the run's own data set (with its files' sizes) and for
+  MNIST and CIFAR-10 at the paper's settings beside the paper's figures.
 
-The accuracy table and the cache sizes are also printed. Run alone:
+The accuracy table and the storage table are also printed. Run alone:
 ``python -m sgd_influence.analyze -o OUT`` (every score file found, or a selection).
 """
 
@@ -33,8 +35,6 @@ logger = logging.getLogger(__name__)
 
 VALUES = ("val_loss", "val_acc", "test_loss", "test_acc")
 SUMMARY_COLUMNS = ("row", "method", "n", "seed", "n_seeds", "epoch") + VALUES
-CACHE_COLUMNS = ("seed", "window_steps", "ours_bytes", "hara_bytes", "ratio_hara_to_ours",
-                 "ours_file_bytes", "hara_file_bytes")
 
 
 def _method_key(m: str) -> int:
@@ -98,46 +98,40 @@ def accuracy_table(summary: pd.DataFrame) -> str:
     return "\n".join([title, rows[0], line("-" * w for w in widths)] + rows[1:])
 
 
-# --------------------------------------------------------------------------- cache size
+# --------------------------------------------------------------------------- storage
+def window_epochs_of(out) -> int:
+    """The influence window of the folder's results (1, the paper's, when none saved)."""
+    for path in (paths.influence_identity(out), paths.run_config(out)):
+        if Path(path).exists():
+            return int(fileio.read_json(path).get("infl_epochs", 1))
+    return 1
+
+
 def cache_table(out, seeds=None) -> pd.DataFrame:
-    files = sorted(Path(out).glob("train/seed_*/cache_size.json"),
-                   key=lambda p: int(p.parent.name.split("_")[1]))
-    rows = []
-    for f in files:
-        seed = int(f.parent.name.split("_")[1])
-        if seeds is not None and seed not in seeds:
-            continue
-        r = fileio.read_json(f)
-        rows.append({
-            "seed": seed,
-            "window_steps": r["window_steps"],
-            "ours_bytes": r["last_weight_bytes"],
-            "hara_bytes": r["every_step_bytes"],
-            "ratio_hara_to_ours": r["ratio_every_step_to_last_weight"],
-            "ours_file_bytes": r.get("final_snapshot_file_bytes"),
-            "hara_file_bytes": r.get("every_step_file_bytes"),
-        })
-    df = pd.DataFrame(rows, columns=list(CACHE_COLUMNS))
-    for c in ("ours_file_bytes", "hara_file_bytes"):
-        df[c] = df[c].astype("Int64")
-    return df
+    """The storage table (:mod:`storage`): the first finished seed's run, with its files'
+    sizes, then MNIST and CIFAR-10 at the paper's settings."""
+    from . import storage
 
-
-def _size(b: float) -> str:
-    for unit, k in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if b >= k:
-            return f"{b / k:.3f} {unit}"
-    return f"{b:.0f} B"
+    found = sorted(int(p.parent.name.split("_")[1]) for p in Path(out).glob("train/seed_*/record.npz"))
+    found = [s for s in found if seeds is None or s in seeds]
+    runs = []
+    if found:
+        seed, k = found[0], window_epochs_of(out)
+        st = storage.run_setting(out, seed, k)
+        first = 0 if st.window_epochs == 0 else st.n_epochs - st.window_epochs
+        runs.append((st, storage.run_files(out, seed, first)))
+    return storage.storage_table(runs)
 
 
 def cache_line(df: pd.DataFrame) -> str:
-    if df.empty:
-        return "Cache size: no train/seed_*/cache_size.json found"
-    r = {k: df[k].iloc[0] for k in df.columns}
-    return (f"Cache size (seed {int(r['seed'])}): Ours keeps {_size(float(r['ours_bytes']))} "
-            f"(final parameters), Hara {_size(float(r['hara_bytes']))} "
-            f"(parameters before each of {int(r['window_steps'])} steps), "
-            f"ratio 1/{float(r['ratio_hara_to_ours']):,.0f}")
+    """The run's block of the storage table (or MNIST's at the paper's settings) as text."""
+    from .storage import format_table
+
+    first = df["setting"].iloc[0]
+    return (f"Storage (disk; memory held by the influence walk; files on disk):\n"
+            f"{format_table(df[df['setting'] == first])}\n"
+            f"(all rows, MNIST and CIFAR-10 at the paper's settings beside the paper's figures: "
+            f"summary/storage.csv)")
 
 
 # --------------------------------------------------------------------------- figure
@@ -186,7 +180,7 @@ def plot(summary: pd.DataFrame, path, title: str | None = None) -> None:
 # --------------------------------------------------------------------------- phase
 def analyze(out, methods=None, ns=None, seeds=None, title: str | None = None,
             show: bool = True) -> pd.DataFrame:
-    """Write the summary, figure and cache table of ``out``; returns the summary.
+    """Write the summary, figure and storage table of ``out``; returns the summary.
 
     ``methods``, ``ns``, ``seeds`` restrict the score files used (default: all found).
     """
@@ -208,8 +202,8 @@ def analyze(out, methods=None, ns=None, seeds=None, title: str | None = None,
     fileio.write_csv(paths.summary(out), summary)
     plot(summary, paths.figure(out), title)
     cache = cache_table(out, seeds)
-    fileio.write_csv(paths.cache_table(out), cache)
-    logger.info("wrote %s, %s and %s", paths.summary(out), paths.figure(out), paths.cache_table(out))
+    fileio.write_csv(paths.storage_table(out), cache)
+    logger.info("wrote %s, %s and %s", paths.summary(out), paths.figure(out), paths.storage_table(out))
     from .detection import analyze_detection, format_table, worst_samples_figure
 
     detection = analyze_detection(out, methods, seeds)  # None unless --label-noise

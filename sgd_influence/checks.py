@@ -2,9 +2,9 @@
 
 A file that exists is reused only when it reads back whole and matches the run: an
 influence CSV has the four columns and one finite row per training sample, a score
-CSV one row per replayed epoch, a training run a loadable record, snapshots with the
-same arrays, a history of every epoch and (for Hara) an every-step cache of the right
-size. Each function returns None for a good file, else a short reason; the caller
+CSV one row per replayed epoch, a training run a loadable record, epoch snapshots with
+the same arrays, a readable final model, a history of every epoch and (with
+--hara-cache) an every-step cache of the right size. Each function returns None for a good file, else a short reason; the caller
 names the file and recomputes it (or, for a phase run alone, says how).
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 
@@ -82,24 +83,26 @@ def score_problem(path, columns, n_rows: int | None = None) -> str | None:
     return None if finite else "a value that is missing or not a number"
 
 
-def training_problem(out, seed: int, need_steps: bool) -> tuple[Path, str] | None:
-    """The first damaged file of the finished training run of ``seed``, with the reason."""
+def training_problem(out, seed: int, cache_from: int | None = None) -> tuple[Path, str] | None:
+    """The first damaged file of the finished training run of ``seed``, with the reason
+    (``cache_from``: first epoch of the every-step cache to check, None for none)."""
     rec_path = paths.record(out, seed)
     try:
         z = fileio.load_npz(rec_path)
     except fileio.DamagedFile as exc:
         return rec_path, exc.reason
-    need = ("seed", "epoch", "lr", "batch_size", "indices", "aug_seeds", "window_start", "n_train")
+    need = ("seed", "epoch", "lr", "batch_size", "indices", "aug_seeds", "n_train")
     missing = [k for k in need if k not in z]
     if missing:
         return rec_path, f"no array {missing[0]!r}"
     n_steps = len(z["epoch"])
     if not (len(z["lr"]) == len(z["batch_size"]) == len(z["indices"]) == len(z["aug_seeds"]) == n_steps
-            and n_steps > 0 and 0 <= int(z["window_start"]) < n_steps):
+            and n_steps > 0):
         return rec_path, "arrays of different lengths"
+    n_epochs = int(z["epoch"][-1]) + 1
     shapes = None
-    for which in ("initial", "window_start", "final"):
-        snap = paths.snapshot(out, seed, which)
+    for epoch in range(n_epochs + 1):
+        snap = paths.epoch_snapshot(out, seed, epoch)
         try:
             arrays = fileio.load_npz(snap)
         except fileio.DamagedFile as exc:
@@ -110,23 +113,34 @@ def training_problem(out, seed: int, need_steps: bool) -> tuple[Path, str] | Non
         if not all(np.isfinite(v).all() for v in arrays.values()):
             return snap, "a parameter that is not finite"
         shapes = these
-    if need_steps:
-        steps = paths.window_params(out, seed)
+    model = paths.final_model(out, seed)
+    try:
+        with h5py.File(model, "r") as f:
+            n_arrays = sum(1 for _ in _h5_datasets(f))
+    except OSError as exc:
+        return model, f"unreadable HDF5: {' '.join(str(exc).split())}"
+    if n_arrays != len(shapes):
+        return model, f"{n_arrays} arrays, expected {len(shapes)}"
+    if cache_from is not None:
+        steps = paths.step_cache(out, seed, cache_from)
         try:
             shape = fileio.npy_shape(steps)
         except fileio.DamagedFile as exc:
             return steps, exc.reason
-        window = n_steps - int(z["window_start"])
+        window = int(np.count_nonzero(z["epoch"] >= cache_from))
         n_values = sum(int(np.prod(s)) for s in shapes.values())
         if len(shape) != 2 or shape[0] != window or not 0 < shape[1] <= n_values:
-            return steps, f"shape {shape}, expected {window} rows (one per step of the window)"
+            return steps, f"shape {shape}, expected {window} rows (one per step from epoch {cache_from})"
     hist = paths.history(out, seed)
     df, problem = _read_csv(hist)
-    n_epochs = int(z["epoch"][-1]) + 1
     if problem or len(df) != n_epochs:
         return hist, problem or f"{len(df)} rows, expected {n_epochs} (one per epoch)"
-    try:
-        fileio.read_json(paths.cache_size(out, seed))
-    except (fileio.DamagedFile, OSError) as exc:
-        return paths.cache_size(out, seed), type(exc).__name__
     return None
+
+
+def _h5_datasets(group):
+    for item in group.values():
+        if isinstance(item, h5py.Dataset):
+            yield item
+        else:
+            yield from _h5_datasets(item)

@@ -2,7 +2,7 @@
 
 For each method (Hara, Ours, Random), each n of ``-r/--remove_n_list`` and each trial
 seed, the recorded training steps of the influence window are replayed from the
-window-start snapshot with the first n rows of ``influence/{method}/influence_{seed}.csv``
+epoch snapshot at the window's start with the first n rows of ``influence/{method}/influence_{seed}.csv``
 left out (``-ra/--retrain_all``: every epoch from the initial parameters). After each
 replayed epoch the validation and test loss and accuracy are written to
 
@@ -128,18 +128,18 @@ def retrain_scores(cfg: C.Config, seed: int, data, removed: np.ndarray | None,
                    progress: str | None = None) -> pd.DataFrame:
     """Replay the window (or every epoch) without ``removed``; one row per replayed epoch."""
     from .engine import Engine, model_spec
-    from .trajectory import Record, load_snapshot, replay
+    from .trajectory import load_epoch_state, load_record, replay
 
     out = Path(cfg.output)
     C.check_trained_with(cfg, out, seed)
-    record = Record.load(paths.record(out, seed))
+    record = load_record(out, seed)
     if record.n_train != data.n_train:
         raise ValueError(f"{paths.record(out, seed)}: recorded for {record.n_train} training samples, "
                          f"the data of seed {seed} has {data.n_train}")
     engine = Engine(model_spec(cfg, data), seed, data, augment=cfg.augment)
-    start = "initial" if cfg.retrain_all else "window_start"
-    engine.net.load_state_dict(load_snapshot(paths.snapshot(out, seed, start)))
-    steps = range(record.n_steps) if cfg.retrain_all else record.window_steps()
+    first_epoch = 0 if cfg.retrain_all else record.window_first_epoch(cfg.window_epochs())
+    engine.net.load_state_dict(load_epoch_state(out, seed, first_epoch))
+    steps = record.steps_of(first_epoch)
     rows = []
 
     def on_epoch_end(epoch: int) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import os
 import zipfile
@@ -79,29 +80,6 @@ def atomic_path(path: str | os.PathLike):
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
-
-
-def reserve(tmp: Path, nbytes: int, final: Path) -> None:
-    """Allocate the blocks of a file written through a memory map before writing into it.
-
-    Writing a memory-mapped page the disk has no room for ends the process with a bus
-    error; allocating first turns a full disk into a :class:`WriteError` naming ``final``
-    (``tmp`` is then removed).
-    """
-    fd = os.open(tmp, os.O_RDWR)
-    try:
-        os.posix_fallocate(fd, 0, nbytes)
-    except OSError as exc:
-        if exc.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-            return  # the file system cannot allocate ahead: nothing to gain
-        os.close(fd)
-        fd = -1
-        with contextlib.suppress(OSError):
-            Path(tmp).unlink()
-        raise write_error(final, exc) from exc
-    finally:
-        if fd >= 0:
-            os.close(fd)
 
 
 def write_text(path, text: str) -> None:
@@ -177,3 +155,77 @@ def write_csv(path, df) -> None:
     """Write a pandas DataFrame atomically (no index column)."""
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
+
+
+class NpyRowWriter:
+    """Write a 2-D float32 .npy file row by row through a file descriptor (no memory map).
+
+    The rows go to a temporary name beside ``path``; :meth:`close` checks that every row
+    was written and renames the file onto ``path``. A failed write (a full disk) raises
+    :class:`WriteError` naming ``path`` and removes the temporary file; used as a context
+    manager any error removes it.
+    """
+
+    def __init__(self, path, n_rows: int, n_cols: int):
+        self.path = Path(path)
+        self.tmp = tmp_name(self.path)
+        self.shape = (int(n_rows), int(n_cols))
+        self.rows = 0
+        self._fd = -1
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            header, {"descr": "<f4", "fortran_order": False, "shape": self.shape})
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            self._write(header.getvalue())
+        except OSError as exc:
+            self.discard()
+            raise write_error(self.path, exc) from exc
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while len(view):
+            view = view[os.write(self._fd, view):]
+
+    def write(self, row: np.ndarray) -> None:
+        row = np.ascontiguousarray(row, dtype="<f4")
+        if row.size != self.shape[1] or self.rows >= self.shape[0]:
+            raise ValueError(f"{self.path}: row {self.rows} of size {row.size} does not fit "
+                             f"shape {self.shape}")
+        try:
+            self._write(row.tobytes())
+        except OSError as exc:
+            self.discard()
+            raise write_error(self.path, exc) from exc
+        self.rows += 1
+
+    def close(self) -> None:
+        if self.rows != self.shape[0]:
+            self.discard()
+            raise ValueError(f"{self.path}: {self.rows} of {self.shape[0]} rows written")
+        try:
+            os.close(self._fd)
+            self._fd = -1
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            self.discard()
+            raise write_error(self.path, exc) from exc
+
+    def discard(self) -> None:
+        """Close and remove the temporary file (nothing is left behind)."""
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
+
+    def __enter__(self) -> "NpyRowWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()

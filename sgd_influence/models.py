@@ -199,3 +199,11 @@ def input_variables(batch_size: int, in_shape) -> tuple[nn.Variable, nn.Variable
 def snapshot_nbytes(state) -> int:
     """Raw bytes of a parameter snapshot (float32 arrays)."""
     return int(sum(np.asarray(a).nbytes for a in state.values()))
+
+
+def state_nbytes(spec: ModelSpec) -> tuple[int, int]:
+    """Bytes (float32) of every array of a network of ``spec`` and of its trainable ones."""
+    values = _initial_values(spec, 0)
+    every = sum(a.nbytes for a, _ in values.values())
+    trainable = sum(a.nbytes for a, t in values.values() if t)
+    return int(every), int(trainable)

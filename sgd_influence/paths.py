@@ -29,22 +29,29 @@ def record(out, seed: int) -> Path:
     return train_dir(out, seed) / "record.npz"
 
 
-def snapshot(out, seed: int, which: str) -> Path:
-    """which: 'initial', 'window_start' or 'final'."""
-    return train_dir(out, seed) / "snapshots" / f"{which}.npz"
+def epoch_snapshot(out, seed: int, epoch: int) -> Path:
+    """Every array of the network after ``epoch`` epochs (0 = the initial parameters)."""
+    return train_dir(out, seed) / "snapshots" / f"epoch_{epoch:03d}.npz"
 
 
-def window_params(out, seed: int) -> Path:
-    """Hara's cache: the trainable parameters before every step of the window (S, P)."""
-    return train_dir(out, seed) / "snapshots" / "window_steps.npy"
+def epoch_snapshot_glob() -> str:
+    """Glob pattern (relative to a training folder) matching every epoch snapshot."""
+    return "snapshots/epoch_*.npz"
+
+
+def final_model(out, seed: int) -> Path:
+    """The trained model in nnabla's parameter format (nn.load_parameters)."""
+    return train_dir(out, seed) / "final.h5"
+
+
+def step_cache(out, seed: int, first_epoch: int) -> Path:
+    """Hara's every-step cache (--hara-cache): the trainable parameters before every step
+    from epoch ``first_epoch`` (0-based) to the end, one row a step."""
+    return train_dir(out, seed) / "snapshots" / f"steps_from_epoch_{first_epoch:03d}.npy"
 
 
 def history(out, seed: int) -> Path:
     return train_dir(out, seed) / "history.csv"
-
-
-def cache_size(out, seed: int) -> Path:
-    return train_dir(out, seed) / "cache_size.json"
 
 
 def label_noise(out, seed: int) -> Path:
@@ -79,8 +86,9 @@ def summary(out) -> Path:
     return Path(out) / "summary" / "summary.csv"
 
 
-def cache_table(out) -> Path:
-    return Path(out) / "summary" / "cache_size.csv"
+def storage_table(out) -> Path:
+    """The paper's storage table (every step of every epoch, Hara, Ours, Hara by replay)."""
+    return Path(out) / "summary" / "storage.csv"
 
 
 def detection(out) -> Path:

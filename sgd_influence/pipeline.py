@@ -429,7 +429,6 @@ class Plan:
         self.out = Path(cfg.output)
         self.phases = tuple(phases)
         self.seeds = list(seeds)
-        self.every_step = "Hara" in cfg.methods
         self._eval_after_infl: dict[tuple[int, str], list[EvalJob]] = {}
         self._warned: set = set()
 
@@ -441,7 +440,7 @@ class Plan:
             C.check_trained_with(self.cfg, self.out, seed)
         same = C.check_saved(paths.train_identity(self.out, seed), self.cfg.train_identity(),
                              self.cfg.overwrite and "train" in self.phases, "training run")
-        return same and train_done(self.out, seed, self.every_step)
+        return same and train_done(self.cfg, seed)
 
     def infl_done(self, seed: int, method: str) -> bool:
         return self.infl_problem(seed, method) is None

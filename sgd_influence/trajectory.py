@@ -1,21 +1,40 @@
 """The trajectory of a training run: its record, its parameter snapshots, and replay.
 
 The record (every step's epoch, learning rate, batch size, sample indices and
-augmentation seeds) and the snapshots (every array of the network, BN running
-statistics included) together are the run: replaying recorded steps from a snapshot
-with :func:`replay` reproduces the trained parameters bit for bit. Training writes the
-trajectory; influence and evaluation read it through this module.
+augmentation seeds) and one snapshot per epoch boundary (every array of the network,
+BN running statistics included) together are the run: replaying recorded steps from a
+snapshot with :func:`replay` reproduces the trained parameters bit for bit. So any
+window of whole epochs can be scored and retrained without training again, and Hara's
+parameters of every step can be regenerated (:class:`ReplayedParams`) instead of stored.
+
+Files under ``OUT/train/seed_{s}/`` (paths in :mod:`paths`):
+
+* ``record.npz``: the record (numeric arrays, no pickle); written last, so its presence
+  marks a finished run;
+* ``snapshots/epoch_{e:03d}.npz``: the state after e epochs (``epoch_000`` = initial);
+* ``final.h5``: the trained model in nnabla's own parameter format
+  (``nn.load_parameters``), under the names nnabla's parametric functions use;
+* ``snapshots/steps_from_epoch_{e:03d}.npy`` (only with ``--hara-cache``): the paper's
+  every-step cache, the trainable parameters before every step from epoch e on.
+
+Training writes the trajectory (:class:`TrajectoryWriter`); influence, evaluation and
+the analysis read it through this module.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from . import fileio, preprocess
+from . import fileio, paths, preprocess
 from .engine import Engine
+
+logger = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- record
@@ -29,29 +48,41 @@ class Record:
     batch_size: np.ndarray  # (S,) int64
     indices: np.ndarray  # (S, Bmax) int64, -1 padded
     aug_seeds: np.ndarray  # (S, Bmax) int64, 0 padded
-    window_start: int  # first step of the influence window
     n_train: int
 
     @property
     def n_steps(self) -> int:
         return int(len(self.epoch))
 
+    @property
+    def n_epochs(self) -> int:
+        return int(self.epoch[-1]) + 1
+
     def batch(self, s: int) -> tuple[np.ndarray, np.ndarray]:
         b = int(self.batch_size[s])
         return self.indices[s, :b], self.aug_seeds[s, :b]
 
-    def window_steps(self) -> range:
-        return range(self.window_start, self.n_steps)
-
     def steps_of(self, first_epoch: int) -> range:
+        """The steps from the first of epoch ``first_epoch`` (0-based) to the end."""
         first = int(np.searchsorted(self.epoch, first_epoch))
         return range(first, self.n_steps)
+
+    def window_first_epoch(self, window_epochs: int) -> int:
+        """First epoch of the window of the last ``window_epochs`` epochs (0 = all)."""
+        if not 0 <= window_epochs <= self.n_epochs:
+            raise ValueError(f"--infl-epochs: expected 0 (all) to {self.n_epochs} (the epochs "
+                             f"trained), got {window_epochs}")
+        return 0 if window_epochs == 0 else self.n_epochs - window_epochs
+
+    def window(self, window_epochs: int) -> range:
+        """The steps of the last ``window_epochs`` epochs (0 = every step)."""
+        return self.steps_of(self.window_first_epoch(window_epochs))
 
     def save(self, path) -> None:
         fileio.save_npz(
             path, seed=np.int64(self.seed), epoch=self.epoch, lr=self.lr,
             batch_size=self.batch_size, indices=self.indices, aug_seeds=self.aug_seeds,
-            window_start=np.int64(self.window_start), n_train=np.int64(self.n_train),
+            n_train=np.int64(self.n_train),
         )
 
     @classmethod
@@ -59,13 +90,11 @@ class Record:
         z = fileio.load_npz(path)
         return cls(
             seed=int(z["seed"]), epoch=z["epoch"], lr=z["lr"], batch_size=z["batch_size"],
-            indices=z["indices"], aug_seeds=z["aug_seeds"], window_start=int(z["window_start"]),
-            n_train=int(z["n_train"]),
+            indices=z["indices"], aug_seeds=z["aug_seeds"], n_train=int(z["n_train"]),
         )
 
 
-def make_record(seed: int, n_train: int, n_epochs: int, batch_size: int, lr: float,
-                window_epochs: int) -> Record:
+def make_record(seed: int, n_train: int, n_epochs: int, batch_size: int, lr: float) -> Record:
     """The whole schedule of a run: seeded batch order per epoch, running augmentation seeds."""
     steps_per_epoch = -(-n_train // batch_size)
     S = steps_per_epoch * n_epochs
@@ -86,8 +115,7 @@ def make_record(seed: int, n_train: int, n_epochs: int, batch_size: int, lr: flo
             counter += b
     return Record(
         seed=seed, epoch=epoch, lr=np.full(S, lr, np.float64), batch_size=sizes,
-        indices=indices, aug_seeds=seeds,
-        window_start=(n_epochs - window_epochs) * steps_per_epoch, n_train=n_train,
+        indices=indices, aug_seeds=seeds, n_train=n_train,
     )
 
 
@@ -122,3 +150,223 @@ def replay(engine: Engine, record: Record, steps, removed: np.ndarray | None = N
         last_of_epoch = s + 1 == record.n_steps or record.epoch[s + 1] != record.epoch[s]
         if on_epoch_end is not None and last_of_epoch:
             on_epoch_end(int(record.epoch[s]))
+
+
+# --------------------------------------------------------------------------- reading a run
+def load_record(out, seed: int) -> Record:
+    path = paths.record(out, seed)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no finished training run for seed {seed} "
+                                "(run the training phase first)")
+    return Record.load(path)
+
+
+def load_epoch_state(out, seed: int, epoch: int) -> dict[str, np.ndarray]:
+    """The network state after ``epoch`` epochs (0 = the initial parameters)."""
+    path = paths.epoch_snapshot(out, seed, epoch)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: snapshot of epoch {epoch} not found "
+                                "(the training run is unfinished or from an older version)")
+    return load_snapshot(path)
+
+
+def load_final_state(out, seed: int, record: Record | None = None) -> dict[str, np.ndarray]:
+    record = load_record(out, seed) if record is None else record
+    return load_epoch_state(out, seed, record.n_epochs)
+
+
+def training_complete(out, seed: int, n_epochs: int) -> bool:
+    """Record, every epoch snapshot and the final model are on disk."""
+    files = [paths.record(out, seed), paths.final_model(out, seed)]
+    files += [paths.epoch_snapshot(out, seed, e) for e in range(n_epochs + 1)]
+    return all(f.exists() for f in files)
+
+
+# --------------------------------------------------------------------------- nnabla's format
+_PF_SCOPE = {"conv": "conv", "bn": "bn", "fc": "affine"}
+
+
+def nnabla_name(name: str) -> str:
+    """Our array name -> the name nnabla's parametric functions give it.
+
+    ``conv1/W`` -> ``conv1/conv/W``, ``bn1/mean`` -> ``bn1/bn/mean``, ``fc/W`` ->
+    ``fc/affine/W``: a network built with ``PF.convolution(name='conv1')``,
+    ``PF.batch_normalization(name='bn1')`` and ``PF.affine(name='fc')`` picks the loaded
+    arrays up."""
+    layer, leaf = name.rsplit("/", 1)
+    kind = layer.rstrip("0123456789")
+    if kind not in _PF_SCOPE:
+        raise ValueError(f"no nnabla parametric function for array {name!r}")
+    return f"{layer}/{_PF_SCOPE[kind]}/{leaf}"
+
+
+def is_running_statistic(name: str) -> bool:
+    """BN running mean/variance: state, not trainable parameters."""
+    return name.endswith("/mean") or name.endswith("/var")
+
+
+def save_nnabla_parameters(path, state) -> None:
+    """Save ``state`` with ``nn.save_parameters`` as .h5 (atomically, no global scope used)."""
+    import nnabla as nn
+
+    params = {}
+    for k, v in state.items():
+        var = nn.Variable.from_numpy_array(np.asarray(v, np.float32))
+        var.need_grad = not is_running_statistic(k)
+        params[nnabla_name(k)] = var
+    with fileio.atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            nn.save_parameters(fh, params, extension=".h5")
+
+
+# --------------------------------------------------------------------------- writing a run
+class TrajectoryWriter:
+    """What training writes besides its log: epoch snapshots, the final model, the
+    record (last) and, optionally, the every-step cache of the steps from ``cache_from``.
+
+    Use as a context manager; leaving it with an error removes an unfinished cache.
+    """
+
+    def __init__(self, out, seed: int, record: Record, n_trainable: int,
+                 cache_from: int | None = None):
+        self.out, self.seed, self.record = Path(out), seed, record
+        self._cache = None
+        self._cache_steps = range(0)
+        if cache_from is not None:
+            self._cache_steps = record.steps_of(cache_from)
+            self._cache = fileio.NpyRowWriter(paths.step_cache(out, seed, cache_from),
+                                              len(self._cache_steps), n_trainable)
+
+    def epoch_end(self, epoch: int, state) -> None:
+        """The state after ``epoch`` epochs (call with 0 before the first step)."""
+        save_snapshot(paths.epoch_snapshot(self.out, self.seed, epoch), state)
+
+    def before_step(self, s: int, flat_params) -> None:
+        if self._cache is not None and s in self._cache_steps:
+            self._cache.write(flat_params())
+
+    def finish(self, final_state) -> None:
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+        save_nnabla_parameters(paths.final_model(self.out, self.seed), final_state)
+        self.record.save(paths.record(self.out, self.seed))  # last: marks a finished run
+
+    def __enter__(self) -> "TrajectoryWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and self._cache is not None:
+            self._cache.discard()
+
+
+# --------------------------------------------------------------------------- Hara's parameters
+def write_step_cache(engine: Engine, out, seed: int, first_epoch: int,
+                     progress: str | None = None) -> Path:
+    """Write the every-step cache of a finished run by replaying from an epoch snapshot."""
+    record = load_record(out, seed)
+    steps = record.steps_of(first_epoch)
+    engine.net.load_state_dict(load_epoch_state(out, seed, first_epoch))
+    path = paths.step_cache(out, seed, first_epoch)
+    with fileio.NpyRowWriter(path, len(steps), engine.net.num_trainable()) as cache:
+        for s in tqdm(steps, desc=progress, disable=progress is None, mininterval=1.0):
+            cache.write(engine.net.get_flat())
+            replay(engine, record, [s])
+    return path
+
+
+def cached_params(out, seed: int, record: Record, steps: range):
+    """``params_at(s)`` read from the every-step cache that covers ``steps``."""
+    first_epoch = int(record.epoch[steps.start])
+    path = paths.step_cache(out, seed, first_epoch)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no every-step cache for this window (train with "
+                                "--hara-cache, or leave it out to regenerate by replay)")
+    cache = fileio.load_npy(path, mmap_mode="r")
+    start = record.steps_of(first_epoch).start
+    if cache.shape[0] != record.n_steps - start:
+        raise ValueError(f"{path}: expected {record.n_steps - start} rows, found {cache.shape[0]}")
+
+    def params_at(s: int) -> np.ndarray:
+        return np.array(cache[s - start])
+
+    return params_at
+
+
+def segment_length(n_steps: int) -> int:
+    """Steps between in-memory checkpoints: ceil(sqrt(T))."""
+    return math.isqrt(n_steps - 1) + 1 if n_steps > 0 else 1
+
+
+class ReplayedParams:
+    """``params_at(s)``: the trainable parameters before step s, regenerated by replay.
+
+    The first call replays ``steps`` once from ``start_state`` on ``engine`` (an engine
+    of its own, never the one the influence walk uses) and keeps the full network state
+    (BN running statistics included) at every L-th step, L = ceil(sqrt(T)); the newest
+    segment's parameters are kept as it passes. A step of another segment replays that
+    segment again from its checkpoint and keeps its parameters. Asked newest first, as
+    the backward walk does, every step is replayed about twice; memory holds about
+    sqrt(T) states and sqrt(T) parameter vectors. Replay is bit-exact, so the values
+    equal those training had (and the every-step cache holds).
+    """
+
+    def __init__(self, engine: Engine, record: Record, steps: range, start_state,
+                 segment: int | None = None, progress: str | None = None):
+        if not isinstance(steps, range) or steps.step != 1 or len(steps) == 0:
+            raise ValueError("replayed parameters need a non-empty range of consecutive steps")
+        self.engine, self.record, self.steps = engine, record, steps
+        self.segment = segment or segment_length(len(steps))
+        self.progress = progress
+        self._start_state = start_state
+        self._checkpoints: dict[int, dict] = {}
+        self._params: dict[int, np.ndarray] = {}
+        self.replayed_steps = 0  # replay work done so far (in steps)
+
+    def _replay(self, steps) -> None:
+        replay(self.engine, self.record, steps)
+        self.replayed_steps += len(steps)
+
+    def _segment_start(self, s: int) -> int:
+        return self.steps.start + (s - self.steps.start) // self.segment * self.segment
+
+    def _forward(self) -> None:
+        net = self.engine.net
+        net.load_state_dict(self._start_state)
+        self._start_state = None
+        last = self._segment_start(self.steps.stop - 1)
+        bar = tqdm(range(self.steps.start, last, self.segment), desc=self.progress,
+                   disable=self.progress is None, mininterval=1.0)
+        for c in bar:
+            self._checkpoints[c] = net.state_dict()
+            self._replay(range(c, c + self.segment))
+        self._checkpoints[last] = net.state_dict()
+        self._fill(last)
+
+    def _fill(self, c: int) -> None:
+        """Parameters before every step of the segment starting at ``c`` (the network
+        holds the state at ``c``)."""
+        self._params = {}
+        end = min(c + self.segment, self.steps.stop)
+        for s in range(c, end):
+            self._params[s] = self.engine.net.get_flat()
+            if s + 1 < end:
+                self._replay([s])
+
+    def __call__(self, s: int) -> np.ndarray:
+        if s not in self.steps:
+            raise ValueError(f"step {s} is outside the replayed steps {self.steps.start}.."
+                             f"{self.steps.stop - 1}")
+        if s not in self._params:
+            if not self._checkpoints:
+                self._forward()
+            else:
+                c = self._segment_start(s)
+                self.engine.net.load_state_dict(self._checkpoints[c])
+                self._fill(c)
+        return self._params[s]
+
+    def held_bytes(self) -> int:
+        """Bytes of the checkpoints and parameters held now."""
+        states = sum(a.nbytes for st in self._checkpoints.values() for a in st.values())
+        return int(states + sum(p.nbytes for p in self._params.values()))

@@ -50,7 +50,7 @@ def test_training_keeps_which_rows_were_flipped(tmp_path):
     data = engine.prepare(ds, seed=0, label_noise=0.25)
     cfg = C.Config(output=str(tmp_path), model="logreg", n_epochs=1, batch_size=16,
                    label_noise=0.25, augment=False, methods=("Ours",))
-    train(cfg, 0, data, every_step=False)
+    train(cfg, 0, data)
     df = pd.read_csv(paths.label_noise(tmp_path, 0))
     assert list(df.columns) == ["datasource_index", "given_label", "original_label", "flipped"]
     assert df["flipped"].sum() == 12

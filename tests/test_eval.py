@@ -15,7 +15,7 @@ from sgd_influence import config as C
 from sgd_influence import eval as ev
 from sgd_influence.engine import Engine, model_spec, prepare
 from sgd_influence.train import run_training
-from sgd_influence.trajectory import load_snapshot
+from sgd_influence.trajectory import load_final_state
 
 
 def _cfg(tmp_path, **kw) -> C.Config:
@@ -82,10 +82,6 @@ def _fake_folder(tmp_path):
             _score(tmp_path, m, 0, seed, base)
             for n, a in zip((10, 100), accs[m]):
                 _score(tmp_path, m, n, seed, a + 0.01 * seed)
-        fileio.write_json(paths.cache_size(tmp_path, seed), {
-            "last_weight_bytes": 1231272, "every_step_bytes": 1231272 * 782, "window_steps": 782,
-            "ratio_every_step_to_last_weight": 782.0, "every_step_file_bytes": 1231272 * 782 + 128,
-            "final_snapshot_file_bytes": 1232000, "trainable_parameters": 307370})
 
 
 def test_analyze_summary_figure_cache_and_table(tmp_path, capsys):
@@ -103,11 +99,10 @@ def test_analyze_summary_figure_cache_and_table(tmp_path, capsys):
     assert std["test_acc"].item() == pytest.approx(np.std([0.96, 0.97], ddof=1))
     assert mean["seed"].isna().all() and (mean["n_seeds"] == 2).all()
     assert paths.figure(tmp_path).read_bytes()[:4] == b"\x89PNG"
-    cache = pd.read_csv(paths.cache_table(tmp_path))
-    assert cache["ratio_hara_to_ours"].tolist() == [782.0, 782.0]
-    assert cache["hara_bytes"].iloc[0] == 1231272 * 782
+    storage = pd.read_csv(paths.storage_table(tmp_path))  # no training run: the paper's settings
+    assert storage["setting"].iloc[0] == "MNIST, paper settings, batch 64"
     assert "0 (No Removal)  0.9100 ± 0.0141" in out
-    assert "Ours keeps 1.231 MB" in out and "1/782" in out
+    assert "Ours, final parameters (theta)" in out and "T = 782 window steps" in out
     # selection
     sel = analyze.analyze(tmp_path, methods=["Ours"], ns=[0, 100], seeds=[1], show=False)
     assert set(sel["method"]) == {"Ours"} and set(sel["n"]) == {0, 100}
@@ -188,6 +183,6 @@ def test_no_removal_retrain_reproduces_the_trained_model(tmp_path, retrain_all):
     scores = ev.retrain_scores(cfg, 0, data, removed=None)
     assert scores["epoch"].tolist() == ([1, 2, 3] if retrain_all else [3])
     eng = Engine(model_spec(cfg, data), 0, data)
-    eng.net.load_state_dict(load_snapshot(paths.snapshot(tmp_path, 0, "final")))
+    eng.net.load_state_dict(load_final_state(tmp_path, 0))
     assert scores.iloc[-1]["test_acc"] == eng.evaluate_split("test")[1]
     assert scores.iloc[-1]["val_loss"] == eng.evaluate_split("val")[0]

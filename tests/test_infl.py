@@ -18,7 +18,13 @@ from sgd_influence.engine import Engine, model_spec, prepare
 from sgd_influence.infl import InfluenceComputer, compute_scores, run_influence
 from sgd_influence.models import ModelSpec, input_variables
 from sgd_influence.train import run_training
-from sgd_influence.trajectory import Record, load_snapshot, replay
+from sgd_influence.trajectory import (
+    Record,
+    load_epoch_state,
+    load_final_state,
+    load_snapshot,
+    replay,
+)
 
 
 def _train(tmp_path, model, n_epochs=3, infl_epochs=0, lr=0.01, batch_size=20, n=(200, 100, 100),
@@ -32,7 +38,7 @@ def _train(tmp_path, model, n_epochs=3, infl_epochs=0, lr=0.01, batch_size=20, n
 
 def _final_engine(cfg, data, seed=0):
     eng = Engine(model_spec(cfg, data), seed, data, augment=cfg.augment)
-    eng.net.load_state_dict(load_snapshot(paths.snapshot(cfg.output, seed, "final")))
+    eng.net.load_state_dict(load_final_state(cfg.output, seed))
     return eng
 
 
@@ -192,7 +198,7 @@ def _loo_scores(cfg, data):
     """Real change of the validation loss when each training sample is left out."""
     rec = Record.load(paths.record(cfg.output, 0))
     eng = Engine(model_spec(cfg, data), 0, data, augment=cfg.augment)
-    init = load_snapshot(paths.snapshot(cfg.output, 0, "initial"))
+    init = load_epoch_state(cfg.output, 0, 0)
 
     def val_loss(removed):
         eng.net.load_state_dict(init)
@@ -228,10 +234,12 @@ def test_leave_one_out_fidelity(tmp_path, model, record_property):
 
 def test_ours_equals_hara_when_cache_holds_final_weights(tmp_path):
     cfg, data = _train(tmp_path, "logreg", n_epochs=2, infl_epochs=1, lr=0.05)
+    cfg = C.replace(cfg, hara_cache=True)
+    run_training(cfg, 0, data)  # writes the every-step cache of the window by replay
     hara = compute_scores(cfg, 0, "Hara", data)
     ours = compute_scores(cfg, 0, "Ours", data)
     assert not np.allclose(hara, ours)  # the Hara path really reads the every-step cache
-    cache_path = paths.window_params(cfg.output, 0)
+    cache_path = paths.step_cache(cfg.output, 0, 1)
     cache = np.load(cache_path)
     final = _final_engine(cfg, data).net.get_flat()
     np.save(cache_path, np.broadcast_to(final, cache.shape).copy())
@@ -244,7 +252,7 @@ def test_single_step_window_hara_is_first_order_in_lr(tmp_path):
     cfg, data = _train(tmp_path, "logreg", n_epochs=2, infl_epochs=1, lr=1e-4,
                        n=(20, 40, 20), batch_size=20)
     rec = Record.load(paths.record(cfg.output, 0))
-    assert rec.n_steps - rec.window_start == 1
+    assert len(rec.window(1)) == 1
     hara = compute_scores(cfg, 0, "Hara", data)
     ours = compute_scores(cfg, 0, "Ours", data)
     np.testing.assert_allclose(hara, ours, rtol=1e-3, atol=1e-3 * np.abs(ours).max())
@@ -253,7 +261,7 @@ def test_single_step_window_hara_is_first_order_in_lr(tmp_path):
 def test_influence_phase_leaves_saved_model_untouched(tmp_path):
     cfg, data = _train(tmp_path, "cifarnet", n_epochs=1, lr=0.05, n=(24, 16, 16), batch_size=8,
                        width=2, infl_epochs=1)
-    final = paths.snapshot(cfg.output, 0, "final")
+    final = paths.epoch_snapshot(cfg.output, 0, 1)
     before = hashlib.sha256(final.read_bytes()).hexdigest()
     state = load_snapshot(final)
     comp_eng = _final_engine(cfg, data)
@@ -263,7 +271,7 @@ def test_influence_phase_leaves_saved_model_untouched(tmp_path):
     # running statistics in memory are not changed by the HVP or per-sample graphs either
     comp = InfluenceComputer(comp_eng)
     rec = Record.load(paths.record(cfg.output, 0))
-    comp.influence(rec, rec.window_steps())
+    comp.influence(rec, rec.window(1))
     after = comp_eng.net.state_dict()
     for k in state:
         np.testing.assert_array_equal(after[k], state[k])

@@ -103,10 +103,10 @@ def test_end_to_end_file_tree_and_contents(reference, capsys):
     methods = C.METHODS
     ns = [int(n) for n in REMOVE if int(n) < N_TRAIN]
     for seed in (0, 1):
-        for f in ("record.npz", "history.csv", "cache_size.json", "config.json",
-                  "snapshots/initial.npz", "snapshots/window_start.npz", "snapshots/final.npz",
-                  "snapshots/window_steps.npy"):
+        for f in ("record.npz", "history.csv", "config.json", "final.h5", "snapshots/epoch_000.npz",
+                  "snapshots/epoch_001.npz", "snapshots/epoch_002.npz"):
             assert (paths.train_dir(out, seed) / f).exists(), f
+        assert not list(paths.train_dir(out, seed).glob("**/*.npy"))  # nothing per step
         for m in methods:
             inf = pd.read_csv(paths.influence(out, m, seed))
             assert list(inf.columns) == ["x:image", "y:label", "influence", "datasource_index"]
@@ -138,10 +138,12 @@ def test_end_to_end_file_tree_and_contents(reference, capsys):
     assert (summary["row"] == "mean").sum() == n_groups == (summary["row"] == "std").sum()
     assert summary["test_acc"].between(0, 1).all()
     assert paths.figure(out).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    cache = pd.read_csv(paths.cache_table(out))
-    assert cache["seed"].tolist() == [0, 1]
-    assert (cache["hara_bytes"] == cache["ours_bytes"] * cache["window_steps"]).all()
-    assert (cache["window_steps"] == N_TRAIN // 16 + 1).all()
+    storage = pd.read_csv(paths.storage_table(out))
+    run = storage[storage["setting"] == "this run (seed 0)"]
+    assert len(run) == 5 and (run["window_steps"] == N_TRAIN // 16 + 1).all()
+    replay_row = run[run["row"].str.startswith("Hara by replay")].iloc[0]
+    assert replay_row["file_bytes"] == sum(p.stat().st_size for p in
+                                          paths.train_dir(out, 0).glob("snapshots/epoch_*.npz"))
 
 
 def test_rerun_reuses_everything_and_warns_once(reference, csv_data, logs):
@@ -165,7 +167,8 @@ def test_jobs_2_gives_the_same_files_as_jobs_1(reference, csv_data, tmp_path):
     a, b = _csvs(ref), _csvs(out)
     assert a.keys() == b.keys()
     assert [k for k in a if a[k] != b[k]] == []
-    assert (paths.window_params(ref, 1).read_bytes() == paths.window_params(out, 1).read_bytes())
+    a, b = (np.load(paths.epoch_snapshot(o, 1, 2)) for o in (ref, out))
+    assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
 
 
 def _spawn(argv, log):
@@ -194,7 +197,7 @@ def test_killed_runs_resume_to_identical_files(reference, csv_data, tmp_path):
     out = tmp_path / "out"
     argv = _args(csv_data, out, "--jobs", "2")
     kill_points = [
-        ("training", lambda: paths.snapshot(out, 0, "initial").exists()),
+        ("training", lambda: paths.epoch_snapshot(out, 0, 0).exists()),
         ("influence", lambda: any((out / "influence").rglob("influence_*.csv"))),
         ("evaluation", lambda: len(list((out / "score").rglob("score_*.csv"))) >= 8),
     ]
@@ -292,7 +295,7 @@ def test_phases_alone_eval_and_analyze(csv_data, tmp_path, capsys, logs):
     capsys.readouterr()
     assert analyze.main(["-o", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "No Removal" in printed and "Ours" in printed and "Cache size" in printed
+    assert "No Removal" in printed and "Ours" in printed and "Storage (disk" in printed
     assert paths.figure(out).exists()
     assert analyze.main(["-o", str(tmp_path / "empty")]) == 2
 

@@ -17,7 +17,14 @@ from sgd_influence import paths, preprocess
 from sgd_influence.engine import Engine, model_spec, prepare
 from sgd_influence.models import ModelSpec, Network
 from sgd_influence.train import run_training
-from sgd_influence.trajectory import Record, load_snapshot, make_record, replay, save_snapshot
+from sgd_influence.trajectory import (
+    Record,
+    load_epoch_state,
+    load_final_state,
+    make_record,
+    replay,
+    save_snapshot,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,11 +48,11 @@ def test_replay_with_nothing_removed_reproduces_final_exactly(tmp_path, small_da
     cfg = _cfg(tmp_path)
     run_training(cfg, 0, small_data)
     rec = Record.load(paths.record(tmp_path, 0))
-    final = load_snapshot(paths.snapshot(tmp_path, 0, "final"))
-    for start, steps in (("window_start", rec.window_steps()), ("initial", range(rec.n_steps))):
+    final = load_final_state(tmp_path, 0)
+    for start in (1, 0):  # the last epoch from its snapshot, and every epoch
         eng = Engine(model_spec(cfg, small_data), 0, small_data)
-        eng.net.load_state_dict(load_snapshot(paths.snapshot(tmp_path, 0, start)))
-        replay(eng, rec, steps)
+        eng.net.load_state_dict(load_epoch_state(tmp_path, 0, start))
+        replay(eng, rec, rec.steps_of(start))
         got = eng.net.state_dict()
         # Same graph, same inputs, same single-threaded CPU kernels: bit-identical,
         # BN running statistics included (tolerance 0).
@@ -57,7 +64,7 @@ def test_same_command_twice_gives_identical_parameters(tmp_path, small_data):
     for k in range(2):
         out = tmp_path / f"run{k}"
         run_training(_cfg(out), 0, prepare(make_dataset(40, 16, 16, seed=0), 0))
-        finals.append(load_snapshot(paths.snapshot(out, 0, "final")))
+        finals.append(load_final_state(out, 0))
         assert (paths.record(out, 0)).exists()
     assert _state_equal(*finals)
     r0 = Record.load(paths.record(tmp_path / "run0", 0))
@@ -66,8 +73,8 @@ def test_same_command_twice_gives_identical_parameters(tmp_path, small_data):
 
 
 def test_other_seed_gives_other_run(tmp_path, small_data):
-    a = make_record(0, 40, 2, 8, 0.05, 1)
-    b = make_record(1, 40, 2, 8, 0.05, 1)
+    a = make_record(0, 40, 2, 8, 0.05)
+    b = make_record(1, 40, 2, 8, 0.05)
     assert not np.array_equal(a.indices, b.indices)
     assert not np.array_equal(a.aug_seeds, b.aug_seeds)
     n0 = Network(ModelSpec("cifarnet", (1, 32, 32), 10, 2), 0).state_dict()
@@ -79,7 +86,7 @@ def test_removing_a_sample_changes_parameters_from_its_first_step_only(tmp_path,
     cfg = _cfg(tmp_path)
     run_training(cfg, 0, small_data)
     rec = Record.load(paths.record(tmp_path, 0))
-    init = load_snapshot(paths.snapshot(tmp_path, 0, "initial"))
+    init = load_epoch_state(tmp_path, 0, 0)
     j = int(rec.indices[3, 0])  # a sample whose first appearance is step 3
     first = int(np.argmax((rec.indices == j).any(axis=1)))
     assert first == 3
@@ -103,7 +110,7 @@ def test_removing_a_sample_changes_parameters_from_its_first_step_only(tmp_path,
 
 
 def test_empty_batch_is_skipped(small_data):
-    rec = make_record(0, 40, 1, 8, 0.05, 1)
+    rec = make_record(0, 40, 1, 8, 0.05)
     eng = Engine(ModelSpec("cifarnet", small_data.in_shape, 10, 2), 0, small_data)
     before = eng.net.state_dict()
     removed = np.zeros(40, bool)
@@ -113,7 +120,7 @@ def test_empty_batch_is_skipped(small_data):
 
 
 def test_augmentation_is_a_function_of_the_seed(small_data):
-    rec = make_record(0, 40, 1, 8, 0.05, 1)
+    rec = make_record(0, 40, 1, 8, 0.05)
     idx, seeds = rec.batch(0)
     a = preprocess.augment(small_data.train_x[idx], seeds)
     b = preprocess.augment(small_data.train_x[idx][::-1], seeds[::-1])[::-1]
@@ -164,31 +171,38 @@ def test_no_parameter_state_leaks_between_networks():
                           b.state_dict()["fc/W"])
 
 
-def test_training_outputs_and_cache_report(tmp_path, small_data):
+def test_training_outputs_epoch_snapshots_and_optional_step_cache(tmp_path, small_data):
     cfg = _cfg(tmp_path)
     run_training(cfg, 0, small_data)
     rec = Record.load(paths.record(tmp_path, 0))
     with np.load(paths.record(tmp_path, 0), allow_pickle=False) as z:  # not pickled
         assert set(z.files) >= {"epoch", "lr", "indices", "aug_seeds", "batch_size"}
-    assert rec.n_steps == 10 and rec.window_start == 5
-    cache = np.load(paths.window_params(tmp_path, 0))
-    assert cache.shape[0] == 5
+    assert rec.n_steps == 10 and rec.n_epochs == 2 and list(rec.window(1)) == list(range(5, 10))
+    snaps = sorted(p.name for p in paths.train_dir(tmp_path, 0).glob("snapshots/*"))
+    assert snaps == ["epoch_000.npz", "epoch_001.npz", "epoch_002.npz"]  # nothing per step
     hist = pd.read_csv(paths.history(tmp_path, 0))
     assert list(hist["epoch"]) == [1, 2]
     assert hist[["train_acc", "val_acc"]].apply(lambda c: c.between(0, 1).all()).all()
-    report = json.loads(paths.cache_size(tmp_path, 0).read_text())
-    assert report["every_step_bytes"] == 5 * report["last_weight_bytes"]
-    assert report["ratio_every_step_to_last_weight"] == 5
-    # the every-step cache row before the window's first step is the window-start snapshot
+    # --hara-cache on the finished run: the every-step cache of the window is written by
+    # replay (no training again) and its first row is the window-start epoch snapshot
+    mtime = paths.record(tmp_path, 0).stat().st_mtime_ns
+    run_training(C.replace(cfg, hara_cache=True, infl_epochs=1), 0, small_data)
+    assert paths.record(tmp_path, 0).stat().st_mtime_ns == mtime
+    cache = np.load(paths.step_cache(tmp_path, 0, 1))
+    assert cache.shape == (5, Network(model_spec(cfg, small_data), 0).num_trainable())
     ws = Engine(model_spec(cfg, small_data), 0, small_data)
-    ws.net.load_state_dict(load_snapshot(paths.snapshot(tmp_path, 0, "window_start")))
+    ws.net.load_state_dict(load_epoch_state(tmp_path, 0, 1))
     assert np.array_equal(cache[0], ws.net.get_flat())
+    # trained with --hara-cache from the start: the same file, written during training
+    other = tmp_path / "cached"
+    run_training(C.replace(cfg, output=str(other), hara_cache=True, infl_epochs=1), 0, small_data)
+    assert paths.step_cache(other, 0, 1).read_bytes() == paths.step_cache(tmp_path, 0, 1).read_bytes()
 
 
 def test_rerun_reuses_and_other_configuration_is_refused(tmp_path, small_data):
     cfg = _cfg(tmp_path)
     run_training(cfg, 0, small_data)
-    final = paths.snapshot(tmp_path, 0, "final")
+    final = paths.epoch_snapshot(tmp_path, 0, 2)
     mtime = final.stat().st_mtime_ns
     run_training(cfg, 0, small_data)
     assert final.stat().st_mtime_ns == mtime
