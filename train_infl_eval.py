@@ -7,10 +7,10 @@ Ours: the last-weight approximation; Random: a seeded random order), retrain wit
 the n most harmful samples for each n of -r, and summarise test accuracy over seeds.
 
 Everything is written under -o:
-  train/seed_{s}/...                          record, snapshots, history, cache size
+  train/seed_{s}/...                          record, epoch snapshots, final.h5, history
   influence/{method}/influence_{s}.csv        x:image,y:label,influence,datasource_index
   score/{method}/score_delete_worst_{n}_seed_{s}.csv
-  summary/summary.csv, summary/cache_size.csv, fig/result.png
+  summary/summary.csv, summary/storage.csv, fig/result.png
 
 A second run in the same folder reuses every finished file (more seeds or more n
 just add files); a different configuration is refused unless --overwrite. A CSV

@@ -16,7 +16,6 @@ import argparse
 import tempfile
 import time
 
-import numpy as np
 from _common import synthetic
 
 from sgd_influence import config as C
@@ -24,7 +23,13 @@ from sgd_influence import paths
 from sgd_influence.engine import Engine, model_spec
 from sgd_influence.infl import InfluenceComputer
 from sgd_influence.train import run_training
-from sgd_influence.trajectory import Record, load_snapshot, save_snapshot
+from sgd_influence.trajectory import (
+    Record,
+    cached_params,
+    load_final_state,
+    load_snapshot,
+    save_snapshot,
+)
 
 
 def main() -> None:
@@ -37,16 +42,17 @@ def main() -> None:
 
     out = tempfile.mkdtemp(prefix="bench_infl_")
     data = synthetic(a.batch * a.steps, channels=a.channels)
-    cfg = C.Config(output=out, model="cifarnet", width=a.width, batch_size=a.batch, n_epochs=1)
+    cfg = C.Config(output=out, model="cifarnet", width=a.width, batch_size=a.batch, n_epochs=1,
+                   hara_cache=True)
     run_training(cfg, 0, data)
     rec = Record.load(paths.record(out, 0))
     eng = Engine(model_spec(cfg, data), 0, data)
-    final = load_snapshot(paths.snapshot(out, 0, "final"))
+    final = load_final_state(out, 0)
     eng.net.load_state_dict(final)
     comp = InfluenceComputer(eng, context="cpu")
     u = comp.val_gradient()
-    steps = list(rec.window_steps())
-    cache = np.load(paths.window_params(out, 0), mmap_mode="r")
+    steps = list(rec.window(1))
+    params_at = cached_params(out, 0, rec, rec.window(1))
     snap_file = paths.train_dir(out, 0) / "bench_step.npz"
     save_snapshot(snap_file, final)
 
@@ -79,7 +85,7 @@ def main() -> None:
         comp.step_terms(x, y, u)
 
     def hara(s):
-        eng.net.set_flat(np.array(cache[s - rec.window_start]))
+        eng.net.set_flat(params_at(s))
         x, y = batch(s)
         comp.step_terms(x, y, u)
 
