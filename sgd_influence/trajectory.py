@@ -242,6 +242,7 @@ class TrajectoryWriter:
         save_snapshot(paths.epoch_snapshot(self.out, self.seed, epoch), state)
 
     def before_step(self, s: int, flat_params) -> None:
+        """``flat_params()`` gives the trainable parameters; called for cached steps only."""
         if self._cache is not None and s in self._cache_steps:
             self._cache.write(flat_params())
 
