@@ -282,16 +282,17 @@ def test_influence_file_cut_mid_line_is_recomputed_with_overwrite(run, logs):
     assert _results(out) == before
 
 
-@pytest.mark.parametrize("which", ["record", "snapshot", "cache"])
+@pytest.mark.parametrize("which", ["record", "snapshot", "window_snapshot"])
 def test_truncated_training_files_named_then_recomputed(run, logs, which):
     from sgd_influence import infl
 
     data, out = run
     before = _results(out)
-    damaged = {"record": paths.record(out, 0), "snapshot": paths.snapshot(out, 0, "final"),
-               "cache": paths.window_params(out, 0)}[which]
+    # the final epoch's snapshot (Ours reads it), the window's first (Hara replays from it)
+    damaged = {"record": paths.record(out, 0), "snapshot": paths.epoch_snapshot(out, 0, 2),
+               "window_snapshot": paths.epoch_snapshot(out, 0, 1)}[which]
     damaged.write_bytes(damaged.read_bytes()[:-100])
-    method = "Hara" if which == "cache" else "Ours"
+    method = "Hara" if which == "window_snapshot" else "Ours"
     paths.influence(out, method, 0).unlink()
     # the influence phase alone: one line naming the file
     phase = ["-o", str(out), "--train-csv", str(data["train"]), "--val-csv", str(data["val"]),
@@ -321,13 +322,18 @@ def test_full_disk_is_one_line_and_leaves_no_temporary_file(run, logs, monkeypat
         seen.append((Path(path).name, stale.exists()))
         real_write_json(path, obj)
 
-    def no_space(*args):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    real_os_write = os.write
+
+    def no_space_for_cache(fd, data):  # the every-step cache (--hara-cache) meets a full disk
+        if "steps_from_epoch" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_os_write(fd, data)
 
     monkeypatch.setattr(fileio, "write_json", write_json)
-    monkeypatch.setattr(os, "posix_fallocate", no_space)  # the every-step cache of seed 1
-    assert _run(_argv(data, out, "-nt", "2")) == 1
-    err = _one_error(logs, str(paths.window_params(out, 1)), "No space left on device")
+    monkeypatch.setattr(os, "write", no_space_for_cache)
+    # seed 0 was trained without the cache: it is written by replay first, and fails
+    assert _run(_argv(data, out, "-nt", "2", "--hara-cache")) == 1
+    err = _one_error(logs, str(paths.step_cache(out, 0, 1)), "No space left on device")
     assert "free some space" in err
     assert seen and seen[0] == ("config.json", False)
     assert _tmp_files(out) == []
@@ -343,7 +349,7 @@ def test_full_disk_is_one_line_and_leaves_no_temporary_file(run, logs, monkeypat
     monkeypatch.setattr(np, "savez", savez_half)
     logs.clear()
     assert _run(_argv(data, out, "-nt", "2")) == 1
-    _one_error(logs, str(paths.snapshot(out, 1, "initial")), "No space left on device")
+    _one_error(logs, str(paths.epoch_snapshot(out, 1, 0)), "No space left on device")
     assert _tmp_files(out) == []
     after = _results(out)
     assert {k: v for k, v in after.items() if k in before} == before

@@ -112,26 +112,26 @@ def test_another_window_reuses_the_training_run(tmp_path, monkeypatch):
         trajectory.load_record(tmp_path, 0).window(4)
 
 
-class _FullDisk:
-    """A file handle whose writes fail as on a full disk."""
+def test_step_cache_writer_full_disk_is_oserror_and_leaves_nothing(tmp_path, monkeypatch):
+    import os
 
-    def __init__(self, fh):
-        self.fh = fh
-
-    def write(self, _data):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    def close(self):
-        self.fh.close()
-
-
-def test_step_cache_writer_full_disk_is_oserror_and_leaves_nothing(tmp_path):
     target = tmp_path / "c.npy"
-    with pytest.raises(OSError, match="No space left"):
-        with fileio.NpyRowWriter(target, 2, 3) as w:
-            w.write(np.ones(3))
-            w._fh = _FullDisk(w._fh)
-            w.write(np.ones(3))
+    real_write = os.write
+    calls = []
+
+    def full_after_header(fd, data):
+        calls.append(len(data))
+        if len(calls) > 2:  # the header and one row fit, then the disk is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "write", full_after_header)
+        with pytest.raises(OSError, match="No space left") as err:
+            with fileio.NpyRowWriter(target, 2, 3) as w:
+                w.write(np.ones(3))
+                w.write(np.ones(3))
+    assert isinstance(err.value, fileio.WriteError) and str(target) in str(err.value)
     assert not any(tmp_path.iterdir())  # no temporary file, no target
     with pytest.raises(ValueError, match="does not fit"):
         with fileio.NpyRowWriter(target, 2, 3) as w:
