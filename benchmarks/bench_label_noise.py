@@ -47,6 +47,7 @@ import pandas as pd
 from sgd_influence import config as C
 from sgd_influence import detection as D
 from sgd_influence import fileio, paths
+from sgd_influence.figures import plot_detection
 
 EVAL_BATCH = 250
 
@@ -179,7 +180,7 @@ def main(argv=None) -> int:
     fileio.write_csv(Path(a.output) / "bench" / "label_noise.csv", table)
     curves = {m: curves[m] for m in ("Hara", "Ours") if m in curves} | {"cleanlab": clean_curves} | (
         {"Random": curves["Random"]} if "Random" in curves else {})
-    D.plot_detection(curves, share, Path(a.output) / "bench" / "detection.png")
+    plot_detection(curves, share, Path(a.output) / "bench" / "detection.png")
 
     n, k = int(both["n_train"].iloc[0]), int(both["n_flipped"].iloc[0])
     title = (f"{cfg.dataset}, {cfg.model} width {cfg.width}, {cfg.n_epochs} epochs, "

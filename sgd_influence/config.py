@@ -69,6 +69,13 @@ class Config:
     remove_n_list: tuple[int, ...] = _f(
         DEFAULT_REMOVE, ["-r", "--remove_n_list"], "numbers of worst samples to remove", nargs="+"
     )
+    noise_floor_k: tuple[int, ...] = _f(
+        (1, 2, 4), ["--noise-floor-k"],
+        "noise floor: numbers k of random samples left out by the extra retrains", nargs="+",
+    )
+    noise_floor_draws: int = _f(
+        2, ["--noise-floor-draws"], "noise floor: seeded draws per k and seed (0 = no noise floor)"
+    )
     retrain_all: bool = _f(False, ["-ra", "--retrain_all"], "retrain every epoch from the initial parameters", bool_flag=True)
     # --- execution
     context: str = _f("auto", ["--context"], "nnabla context: auto (cudnn when installed), cpu, cudnn")
@@ -162,6 +169,11 @@ class Config:
             raise ValueError(f"--hvp-scaling: expected correct or reference, got {self.hvp_scaling!r}")
         if any(n < 0 for n in self.remove_n_list):
             raise ValueError("-r/--remove_n_list: expected non-negative integers")
+        if any(k < 1 for k in self.noise_floor_k):
+            raise ValueError(f"--noise-floor-k: expected positive integers, got {list(self.noise_floor_k)}")
+        if self.noise_floor_draws < 0:
+            raise ValueError(f"--noise-floor-draws: expected 0 (no noise floor) or a positive integer, "
+                             f"got {self.noise_floor_draws}")
         if self.context not in ("auto", "cpu", "cudnn"):
             raise ValueError(f"--context: expected auto, cpu or cudnn, got {self.context!r}")
         if self.jobs < 0:
@@ -207,7 +219,9 @@ def add_arguments(parser: argparse.ArgumentParser, names=ALL_FIELDS) -> None:
         if not md["flags"]:  # internal field, not a flag
             continue
         default_txt = _jsonable(f.default)
-        kw = dict(dest=name, default=argparse.SUPPRESS, help=f"{md['help']} (default: {default_txt})")
+        # a help text that says its own default (e.g. "default: the user cache") keeps it
+        text = md["help"] if "default:" in md["help"] else f"{md['help']} (default: {default_txt})"
+        kw = dict(dest=name, default=argparse.SUPPRESS, help=text)
         if md.get("bool_flag"):
             kw["action"] = argparse.BooleanOptionalAction if name == "augment" else "store_true"
         else:

@@ -13,24 +13,18 @@ module measures
   rank based (Mann-Whitney U, ties counted one half): the probability that a random
   flipped sample is ranked more harmful than a random clean one. 0.5 is chance.
 
-Written under the output folder:
-
-* ``summary/detection.csv``: one ``row = trial`` line per (method, seed), then per
-  method the mean (``row = mean``) and sample standard deviation (``row = std``) over
-  seeds;
-* ``fig/detection.png``: fraction of the flipped samples found against the fraction of
-  the data inspected, one line a method (mean over seeds), chance (the diagonal) and
-  the best possible ranking as references.
-
-:func:`worst_samples_figure` draws, for every run, the most harmful and most helpful
-training images of each method with their given label and score
-(``fig/worst_samples.png``).
+Written under the output folder: ``summary/detection.csv``, one ``row = trial`` line
+per (method, seed), then per method the mean (``row = mean``) and sample standard
+deviation (``row = std``) over seeds; ``u_growth`` is the growth factor of |u| over the
+method's influence walk (the mean row: geometric mean over seeds), which says how far
+the walk amplified a few directions. The figures (``fig/detection.png``, the detection
+curves returned here, and ``fig/worst_samples.png``) are drawn by figures.py.
 """
 
 from __future__ import annotations
 
 import logging
-import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,15 +33,16 @@ from scipy.stats import rankdata
 
 from . import config as C
 from . import fileio, paths
+from .eval import read_u_growth
 
 logger = logging.getLogger(__name__)
 
 PERCENTS = (1, 5, 10, 20)
 RECALL_COLUMNS = tuple(f"recall_at_{k}pct" for k in PERCENTS)
 METRIC_COLUMNS = RECALL_COLUMNS + ("auc",)
-DETECTION_COLUMNS = ("row", "method", "seed", "n_seeds", "n_train", "n_flipped") + METRIC_COLUMNS
+DETECTION_COLUMNS = ("row", "method", "seed", "n_seeds", "n_train", "n_flipped") + METRIC_COLUMNS + (
+    "u_growth",)
 CURVE_POINTS = 501
-COLORS = {"Hara": "tab:blue", "Ours": "tab:red", "Random": "tab:green", "cleanlab": "tab:purple"}
 
 
 # --------------------------------------------------------------------------- metrics
@@ -127,14 +122,14 @@ def _saved_config(out) -> C.Config | None:
     return C.Config.from_dict(fileio.read_json(path)) if path.exists() else None
 
 
-def _influence_files(out, methods=None, seeds=None) -> list[tuple[str, int, Path]]:
+def influence_files(out, methods=None, seeds=None) -> list[tuple[str, int, Path]]:
+    """(method, seed, path) of every influence file of ``out``, in method then seed order."""
     found = []
-    for p in Path(out).glob("influence/*/influence_*.csv"):
-        method = p.parent.name
-        try:
-            seed = int(p.stem.split("_", 1)[1])
-        except ValueError:
+    for p in Path(out).glob(paths.influence_glob()):
+        parsed = paths.parse_influence(p)
+        if parsed is None:
             continue
+        method, seed = parsed
         if methods is not None and method not in methods:
             continue
         if seeds is not None and seed not in seeds:
@@ -156,11 +151,15 @@ def flipped_of(influence: pd.DataFrame, noise: pd.DataFrame, where: str = "") ->
 
 # --------------------------------------------------------------------------- tables
 def summarize(trials: pd.DataFrame) -> pd.DataFrame:
-    """Trial rows, then per method the mean and sample std over seeds."""
+    """Trial rows, then per method the mean and sample std over seeds (growth of |u|:
+    geometric mean, when the trials carry ``u_growth``)."""
+    if "u_growth" not in trials:
+        trials = trials.assign(u_growth=np.nan)
     trials = trials.assign(row="trial", n_seeds=1)
     groups = trials.groupby("method", sort=False)
     count = groups.size().rename("n_seeds")
     mean = groups[list(METRIC_COLUMNS) + ["n_train", "n_flipped"]].mean()
+    mean["u_growth"] = groups["u_growth"].apply(_geomean)
     std = groups[list(METRIC_COLUMNS)].std(ddof=1)
     mean = mean.join(count).reset_index().assign(row="mean")
     std = std.join(count).reset_index().assign(row="std")
@@ -170,11 +169,17 @@ def summarize(trials: pd.DataFrame) -> pd.DataFrame:
     return table[list(DETECTION_COLUMNS)]
 
 
+def _geomean(v: pd.Series) -> float:
+    v = v.dropna()
+    return float(np.exp(np.log(v).mean())) if len(v) and (v > 0).all() else float("nan")
+
+
 def format_table(table: pd.DataFrame, title: str | None = None) -> str:
-    """Mean (± std over seeds) of recall@k and AUC, one line a method, as text."""
+    """Mean (± std over seeds) of recall@k and AUC, one line a method, as text; the last
+    column is the growth of |u| over the walk (geometric mean over seeds)."""
     mean = table[table["row"] == "mean"].set_index("method")
     std = table[table["row"] == "std"].set_index("method")
-    head = ["method"] + [f"recall@{k}%" for k in PERCENTS] + ["AUC", "seeds"]
+    head = ["method"] + [f"recall@{k}%" for k in PERCENTS] + ["AUC", "seeds", "|u| growth"]
     body = []
     for m in mean.index:
         cells = [m]
@@ -183,6 +188,8 @@ def format_table(table: pd.DataFrame, title: str | None = None) -> str:
             sd = std.loc[m, c] if m in std.index else float("nan")
             cells.append(f"{mu:.3f}" + ("" if pd.isna(sd) else f" ± {sd:.3f}"))
         cells.append(str(int(mean.loc[m, "n_seeds"])))
+        g = mean.loc[m, "u_growth"] if "u_growth" in mean else float("nan")
+        cells.append("-" if pd.isna(g) else f"x{g:.3g}")
         body.append(cells)
     widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
@@ -193,50 +200,13 @@ def format_table(table: pd.DataFrame, title: str | None = None) -> str:
     return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- figure
-def plot_detection(curves: dict[str, list[tuple[np.ndarray, np.ndarray]]], noise_share: float,
-                   path, title: str | None = None) -> None:
-    """Fraction of flipped samples found vs fraction inspected, mean over seeds per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.0, 4.8))
-    try:
-        grid = np.linspace(0.0, 1.0, CURVE_POINTS)
-        ax.plot(grid, grid, ls="--", color="0.45", lw=1.0, label="chance (diagonal)")
-        if noise_share > 0:
-            ax.plot(grid, np.minimum(1.0, grid / noise_share), ls=":", color="0.2", lw=1.0,
-                    label="best possible")
-        for method, runs in curves.items():
-            ys = np.stack([np.interp(grid, x, y) for x, y in runs])
-            ax.plot(grid, ys.mean(axis=0), lw=1.6, color=COLORS.get(method),
-                    label=f"{method} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
-        for k in PERCENTS:
-            ax.axvline(k / 100, color="0.85", lw=0.8, zorder=0)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.01)
-        ax.set_xlabel("fraction of training data inspected (most harmful first)")
-        ax.set_ylabel("fraction of flipped labels found")
-        ax.set_title(title or f"Finding flipped labels ({noise_share:.0%} of training labels flipped)",
-                     fontsize=10)
-        ax.grid(True, alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
-        fig.tight_layout()
-        with fileio.atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120, format="png")
-    finally:
-        plt.close(fig)
-
-
 # --------------------------------------------------------------------------- phase
 def detection_results(out, methods=None, seeds=None):
     """(trial rows, curves by method, noise share) of every influence file with noise info."""
     out = Path(out)
     rows, curves, shares = [], {}, []
     noise_by_seed: dict[int, pd.DataFrame | None] = {}
-    for method, seed, path in _influence_files(out, methods, seeds):
+    for method, seed, path in influence_files(out, methods, seeds):
         if seed not in noise_by_seed:
             noise_by_seed[seed] = read_flipped(out, seed)
             if noise_by_seed[seed] is None:
@@ -248,15 +218,26 @@ def detection_results(out, methods=None, seeds=None):
         infl = pd.read_csv(path)
         flags = flipped_of(infl, noise, str(path))
         rows.append({"method": method, "seed": seed, "n_train": len(infl), "n_flipped": int(flags.sum()),
-                     **ranking_metrics(infl["influence"].to_numpy(), flags)})
+                     **ranking_metrics(infl["influence"].to_numpy(), flags),
+                     "u_growth": read_u_growth(out, method, seed)})
         curves.setdefault(method, []).append(detection_curve(infl["influence"].to_numpy(), flags))
         shares.append(flags.mean())
-    trials = pd.DataFrame(rows, columns=["method", "seed", "n_train", "n_flipped", *METRIC_COLUMNS])
+    trials = pd.DataFrame(rows, columns=["method", "seed", "n_train", "n_flipped", *METRIC_COLUMNS,
+                                         "u_growth"])
     return trials, curves, float(np.mean(shares)) if shares else 0.0
 
 
-def analyze_detection(out, methods=None, seeds=None, title: str | None = None) -> pd.DataFrame | None:
-    """Write ``summary/detection.csv`` and ``fig/detection.png``; None without label noise.
+@dataclass(frozen=True)
+class Detection:
+    """The detection table (as written), the curves by method and the share flipped."""
+
+    table: pd.DataFrame
+    curves: dict[str, list[tuple[np.ndarray, np.ndarray]]]
+    noise_share: float
+
+
+def analyze_detection(out, methods=None, seeds=None) -> Detection | None:
+    """Write ``summary/detection.csv``; None without label noise.
 
     ``methods``/``seeds`` restrict the influence files used (default: all found). A run
     without label noise (saved configuration with ``label_noise`` 0, or no
@@ -266,10 +247,10 @@ def analyze_detection(out, methods=None, seeds=None, title: str | None = None) -
     cfg = _saved_config(out)
     if cfg is not None and not cfg.label_noise > 0:
         return None
-    if not any(Path(out).glob("train/seed_*/label_noise.csv")):
+    if not any(out.glob(paths.train_glob(paths.label_noise(out, 0).name))):
         if cfg is not None:
-            logger.warning("%s: --label-noise %g but no train/seed_*/label_noise.csv; "
-                           "no detection metrics", out, cfg.label_noise)
+            logger.warning("%s: --label-noise %g but no %s; no detection metrics", out,
+                           cfg.label_noise, paths.train_glob(paths.label_noise(out, 0).name))
         return None
     seeds = None if seeds is None else [int(s) for s in seeds]
     trials, curves, share = detection_results(out, methods, seeds)
@@ -278,100 +259,5 @@ def analyze_detection(out, methods=None, seeds=None, title: str | None = None) -
         return None
     table = summarize(trials)
     fileio.write_csv(paths.detection(out), table)
-    plot_detection(curves, share, paths.figure(out, "detection"), title)
-    logger.info("wrote %s and %s", paths.detection(out), paths.figure(out, "detection"))
-    return table
-
-
-# --------------------------------------------------------------------------- images
-def _tile(img: np.ndarray) -> tuple[np.ndarray, str | None]:
-    """uint8 (C, H, W) -> an array imshow draws, and its colour map."""
-    if img.shape[0] == 1:
-        return img[0], "gray"
-    return np.transpose(img[:3], (1, 2, 0)), None
-
-
-def worst_samples_figure(out, cfg: C.Config | None = None, seed: int = 0, k: int = 16,
-                         data=None, methods=None) -> Path | None:
-    """Grid of the k most harmful and k most helpful training images of each method.
-
-    One block of rows per method and end of the ranking; each image is titled with its
-    given label (and the true one when it was flipped, framed in red) and its influence.
-    Pixels come from the data layer (``engine.load_prepared``), or ``data`` when given.
-    Written to ``fig/worst_samples.png``; returns its path (None, with a warning, without
-    influence files of that seed or without a configuration to load the images with).
-    """
-    from . import engine
-
-    out = Path(out)
-    cfg = cfg if cfg is not None else _saved_config(out)
-    files = _influence_files(out, methods, [seed])
-    if not files:
-        logger.warning("seed %d: no influence files in %s, no worst-samples figure", seed, out)
-        return None
-    if data is None:
-        if cfg is None:
-            logger.warning("%s: no run configuration to load the images from; no worst-samples "
-                           "figure", paths.run_config(out))
-            return None
-        data = engine.load_prepared(cfg, seed)
-    pos = pd.Series(np.arange(data.n_train), index=np.asarray(data.train_rows))
-    noisy = bool(np.any(data.flipped))
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    k = max(1, int(k))
-    ncols = min(k, 16)
-    rows_per_block = math.ceil(k / ncols)
-    blocks = [(m, end, p) for m, _s, p in files for end in ("harmful", "helpful")]
-    nrows = len(blocks) * rows_per_block
-    # fixed layout in inches (much faster than tight_layout over many axes)
-    cell_w, img, title_h, block_gap, left, top, bottom = 0.92, 0.8, 0.34, 0.12, 1.15, 0.45, 0.1
-    width = left + ncols * cell_w + 0.1
-    height = top + nrows * (img + title_h) + len(blocks) * block_gap + bottom
-    fig = plt.figure(figsize=(width, height))
-    try:
-        frames = {p: pd.read_csv(p) for _m, _s, p in files}
-        y = height - top
-        for method, end, path in blocks:
-            df = frames[path]
-            pick = df.head(k) if end == "harmful" else df.tail(k).iloc[::-1]
-            y_block = y
-            for j in range(min(k, len(pick))):
-                if j and j % ncols == 0:
-                    y -= img + title_h
-                x0 = left + (j % ncols) * cell_w
-                ax = fig.add_axes(((x0 + (cell_w - img) / 2) / width, (y - title_h - img) / height,
-                                   img / width, img / height))
-                ax.set_xticks([])
-                ax.set_yticks([])
-                r = pick.iloc[j]
-                i = int(pos.loc[int(r["datasource_index"])])
-                tile, cmap = _tile(data.train_x[i])
-                ax.imshow(tile, cmap=cmap, vmin=0, vmax=255, interpolation="nearest")
-                flipped = bool(data.flipped[i])
-                label = f"y={int(data.train_y[i])}"
-                if flipped:
-                    label += f" (true {int(data.original_y[i])})"
-                ax.set_title(f"{label}\n{r['influence']:.2e}", fontsize=6.5,
-                             color="tab:red" if flipped else "black", pad=2)
-                for spine in ax.spines.values():
-                    spine.set_edgecolor("tab:red" if flipped else "0.6")
-                    spine.set_linewidth(2.0 if flipped else 0.5)
-            y -= img + title_h + block_gap
-            fig.text(0.1 / width, (y_block - (y_block - y - block_gap) / 2) / height,
-                     f"{method}\nmost {end}", fontsize=8, ha="left", va="center")
-        head = f"Training samples by influence (seed {seed}): the {k} most harmful and most helpful"
-        if noisy:
-            head += "; red = label flipped by --label-noise (true label in brackets)"
-        fig.text(0.5, 1 - 0.2 / height, head, fontsize=9, ha="center", va="center")
-        target = paths.figure(out, "worst_samples")
-        with fileio.atomic_path(target) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
-    finally:
-        plt.close(fig)
-    logger.info("wrote %s", target)
-    return target
+    logger.info("wrote %s", paths.detection(out))
+    return Detection(table, curves, share)

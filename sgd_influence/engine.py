@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import nnabla.functions as F
 import nnabla.solvers as S
@@ -17,6 +18,9 @@ import numpy as np
 from . import preprocess
 from .models import ModelSpec, Network, input_variables
 
+if TYPE_CHECKING:
+    from .data import ImageSource
+
 logger = logging.getLogger(__name__)
 
 EVAL_BATCH = 250
@@ -24,9 +28,11 @@ EVAL_BATCH = 250
 
 @dataclass
 class Prepared:
-    """One trial's data, resized once; labels possibly noised (``flipped`` marks those)."""
+    """One trial's data, resized once; labels possibly noised (``flipped`` marks those).
 
-    name: str
+    ``images`` says where the training images are stored as files (None: nowhere known,
+    e.g. data made in memory); :meth:`train_image_files` resolves them."""
+
     train_x: np.ndarray
     train_y: np.ndarray
     val_x: np.ndarray
@@ -38,6 +44,7 @@ class Prepared:
     num_classes: int
     flipped: np.ndarray  # bool (N_train,), all False without label noise
     original_y: np.ndarray  # training labels before any noise
+    images: ImageSource | None = None
 
     @property
     def in_shape(self) -> tuple[int, int, int]:
@@ -46,6 +53,13 @@ class Prepared:
     @property
     def n_train(self) -> int:
         return int(len(self.train_y))
+
+    def train_image_files(self) -> list[str]:
+        """An existing image file per training sample (a built-in set's PNGs are written
+        once, on first use); without ``images`` the paths as the data set names them."""
+        if self.images is None:
+            return list(self.train_paths)
+        return self.images.training_files(self.train_paths)
 
 
 def load_prepared(cfg, seed: int) -> Prepared:
@@ -57,10 +71,11 @@ def load_prepared(cfg, seed: int) -> Prepared:
                                    digests=tuple(cfg.data_digest) or None)
     else:
         ds = data.load_dataset(cfg.dataset, seed, cfg.data_dir)
-    return prepare(ds, seed, cfg.label_noise)
+    images = data.ImageSource(cfg.dataset, cfg.data_dir, cfg.train_csv)
+    return prepare(ds, seed, cfg.label_noise, images)
 
 
-def prepare(ds, seed: int, label_noise: float = 0.0) -> Prepared:
+def prepare(ds, seed: int, label_noise: float = 0.0, images: ImageSource | None = None) -> Prepared:
     from . import noise
 
     y = np.asarray(ds.train.labels, np.int64)
@@ -69,7 +84,6 @@ def prepare(ds, seed: int, label_noise: float = 0.0) -> Prepared:
     else:
         noisy, flipped = y, np.zeros(len(y), bool)
     return Prepared(
-        name=ds.name,
         train_x=preprocess.resize_images(ds.train.images),
         train_y=noisy,
         val_x=preprocess.resize_images(ds.val.images),
@@ -81,6 +95,7 @@ def prepare(ds, seed: int, label_noise: float = 0.0) -> Prepared:
         num_classes=int(ds.num_classes),
         flipped=flipped,
         original_y=y,
+        images=images,
     )
 
 

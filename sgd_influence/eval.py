@@ -8,10 +8,22 @@ replayed epoch the validation and test loss and accuracy are written to
 
     score/{method}/score_delete_worst_{n}_seed_{seed}.csv
 
-with the columns method, n, seed, epoch (1-based epoch of the training run), val_loss,
-val_acc, test_loss, test_acc and n_train. n = 0 ("No Removal") is the same for every
-method: it is computed once per seed and written into each method's folder. An n not
-smaller than the training set is skipped with one warning.
+with the reference code's columns val_loss, test_loss, val_accuracy, test_accuracy
+first, then method, n, seed, epoch (1-based epoch of the training run) and n_train.
+n = 0 ("No Removal") is the same for every method: it is computed once per seed and
+written into each method's folder. An n not smaller than the training set is skipped
+with one warning.
+
+**The noise floor.** Retraining without a few random samples should not change the
+model's quality; how much it does anyway is the yardstick for every other difference.
+For each seed, each k of ``--noise-floor-k`` and each draw d < ``--noise-floor-draws``
+the window is replayed without k samples drawn at random (seeded by seed, k and d,
+independently of the Random method), written to
+
+    score/noise_floor/score_draw_{d}_delete_random_{k}_seed_{seed}.csv
+
+(the same columns, method "Noise floor", plus draw). The analysis turns their spread
+into the floor (see analyze.py).
 
 Run alone on an output folder whose training and influence phases are finished:
 ``python -m sgd_influence.eval -o OUT``. When ``OUT/config.json`` exists (written by
@@ -35,8 +47,11 @@ from . import config as C
 
 logger = logging.getLogger(__name__)
 
-SCORE_COLUMNS = ("method", "n", "seed", "epoch", "val_loss", "val_acc", "test_loss", "test_acc",
-                 "n_train")
+#: The reference code's score columns, in its order.
+VALUES = ("val_loss", "test_loss", "val_accuracy", "test_accuracy")
+SCORE_COLUMNS = VALUES + ("method", "n", "seed", "epoch", "n_train")
+FLOOR_METHOD = "Noise floor"
+FLOOR_COLUMNS = SCORE_COLUMNS + ("draw",)
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,8 @@ class EvalJob:
 
     For n > 0 ``methods`` holds the one method whose influence file ranks the samples;
     for n = 0 (No Removal) it holds every method, and one retrain writes all their files.
+    A noise-floor retrain (``draw`` set) removes n random samples, drawn with ``draw``;
+    it belongs to no method (``methods`` empty).
     """
 
     seed: int
@@ -52,14 +69,30 @@ class EvalJob:
     methods: tuple[str, ...]
     # replayed epochs = rows of each score file (0: not checked); derived, not part of the job's identity
     epochs: int = field(default=0, compare=False)
+    draw: int | None = None
 
     def __post_init__(self):
         if self.n < 0:
             raise ValueError(f"-r/--remove_n_list: expected non-negative integers, got {self.n}")
-        if self.n > 0 and len(self.methods) != 1:
+        if self.is_floor:
+            if self.methods or self.n < 1 or self.draw < 0:
+                raise ValueError("a noise-floor retrain removes k >= 1 random samples (draw >= 0) "
+                                 "and belongs to no method")
+        elif self.n > 0 and len(self.methods) != 1:
             raise ValueError("an evaluation with n > 0 belongs to exactly one method")
 
+    @property
+    def is_floor(self) -> bool:
+        return self.draw is not None
+
+    @property
+    def needs_influence(self) -> str | None:
+        """The method whose influence file this retrain reads; None: it needs the training run only."""
+        return self.methods[0] if self.n > 0 and not self.is_floor else None
+
     def targets(self, out) -> list[Path]:
+        if self.is_floor:
+            return [paths.floor_score(out, self.n, self.draw, self.seed)]
         return [paths.score(out, m, self.n, self.seed) for m in self.methods]
 
     def done(self, out) -> bool:
@@ -70,7 +103,8 @@ class EvalJob:
         if not Path(path).exists():
             return False
         if self.epochs:
-            problem = checks.score_problem(path, SCORE_COLUMNS, self.epochs)
+            problem = checks.score_problem(path, FLOOR_COLUMNS if self.is_floor else SCORE_COLUMNS,
+                                           self.epochs)
             if problem:
                 checks.report_damaged(path, problem)
                 return False
@@ -78,12 +112,18 @@ class EvalJob:
 
     @property
     def label(self) -> str:
+        if self.is_floor:
+            return f"retrain noise floor k={self.n} draw {self.draw} seed {self.seed}"
         who = "No Removal" if self.n == 0 else f"{self.methods[0]} n={self.n}"
         return f"retrain {who} seed {self.seed}"
 
 
 def plan_jobs(cfg: C.Config, seed: int, n_train: int) -> tuple[list[EvalJob], list[int]]:
-    """The evaluation jobs of one seed (finished ones included) and the skipped n values."""
+    """The evaluation jobs of one seed (finished ones included) and the skipped n values.
+
+    The removal retrains come first, then the noise-floor retrains (every k of
+    ``--noise-floor-k`` smaller than the training set, ``--noise-floor-draws`` draws each).
+    """
     ns = sorted(set(int(n) for n in cfg.remove_n_list))
     skipped = [n for n in ns if n >= n_train]
     epochs = cfg.n_epochs if cfg.retrain_all else cfg.window_epochs()
@@ -95,6 +135,9 @@ def plan_jobs(cfg: C.Config, seed: int, n_train: int) -> tuple[list[EvalJob], li
             jobs.append(EvalJob(seed, 0, tuple(cfg.methods), epochs))
         else:
             jobs.extend(EvalJob(seed, n, (m,), epochs) for m in cfg.methods)
+    for k in sorted(set(int(k) for k in cfg.noise_floor_k)):
+        if k < n_train:
+            jobs.extend(EvalJob(seed, k, (), epochs, draw=d) for d in range(cfg.noise_floor_draws))
     return jobs, skipped
 
 
@@ -124,6 +167,14 @@ def removal_mask(cfg: C.Config, seed: int, method: str, n: int, data) -> np.ndar
     return removed
 
 
+def floor_mask(seed: int, k: int, draw: int, n_train: int) -> np.ndarray:
+    """Boolean mask over training positions: k samples drawn at random for one floor retrain."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xF1002, k, draw]))
+    removed = np.zeros(n_train, bool)
+    removed[rng.choice(n_train, size=k, replace=False)] = True
+    return removed
+
+
 def retrain_scores(cfg: C.Config, seed: int, data, removed: np.ndarray | None,
                    progress: str | None = None) -> pd.DataFrame:
     """Replay the window (or every epoch) without ``removed``; one row per replayed epoch."""
@@ -143,22 +194,22 @@ def retrain_scores(cfg: C.Config, seed: int, data, removed: np.ndarray | None,
     rows = []
 
     def on_epoch_end(epoch: int) -> None:
-        val_loss, val_acc = engine.evaluate_split("val")
-        test_loss, test_acc = engine.evaluate_split("test")
-        rows.append(dict(epoch=epoch + 1, val_loss=val_loss, val_acc=val_acc,
-                         test_loss=test_loss, test_acc=test_acc))
+        val_loss, val_accuracy = engine.evaluate_split("val")
+        test_loss, test_accuracy = engine.evaluate_split("test")
+        rows.append(dict(epoch=epoch + 1, val_loss=val_loss, test_loss=test_loss,
+                         val_accuracy=val_accuracy, test_accuracy=test_accuracy))
 
     replay(engine, record, steps, removed=removed, on_epoch_end=on_epoch_end, progress=progress)
     return pd.DataFrame(rows)
 
 
-def score_frame(epochs: pd.DataFrame, method: str, n: int, seed: int, n_train: int) -> pd.DataFrame:
-    df = epochs.copy()
-    df.insert(0, "method", method)
-    df.insert(1, "n", n)
-    df.insert(2, "seed", seed)
-    df["n_train"] = n_train
-    return df[list(SCORE_COLUMNS)]
+def score_frame(epochs: pd.DataFrame, method: str, n: int, seed: int, n_train: int,
+                draw: int | None = None) -> pd.DataFrame:
+    """The rows of one score file: the reference's four columns first, then ours."""
+    df = epochs.assign(method=method, n=n, seed=seed, n_train=n_train)
+    if draw is None:
+        return df[list(SCORE_COLUMNS)]
+    return df.assign(draw=draw)[list(FLOOR_COLUMNS)]
 
 
 def run_eval_job(cfg: C.Config, job: EvalJob, data=None, progress: bool = False) -> list[Path]:
@@ -167,7 +218,8 @@ def run_eval_job(cfg: C.Config, job: EvalJob, data=None, progress: bool = False)
 
     out = Path(cfg.output)
     targets = job.targets(out)
-    missing = [(m, p) for m, p in zip(job.methods, targets) if not job.reusable(p)]
+    names = (FLOOR_METHOD,) if job.is_floor else job.methods
+    missing = [(m, p) for m, p in zip(names, targets) if not job.reusable(p)]
     if not missing:
         logger.info("%s: already scored, reused", job.label)
         return targets
@@ -184,13 +236,18 @@ def run_eval_job(cfg: C.Config, job: EvalJob, data=None, progress: bool = False)
     if job.n >= data.n_train:
         raise ValueError(f"-r/--remove_n_list: {job.n} is not smaller than the training set "
                          f"({data.n_train} samples)")
-    removed = None if job.n == 0 else removal_mask(cfg, job.seed, job.methods[0], job.n, data)
+    if job.is_floor:
+        removed = floor_mask(job.seed, job.n, job.draw, data.n_train)
+    elif job.n == 0:
+        removed = None
+    else:
+        removed = removal_mask(cfg, job.seed, job.methods[0], job.n, data)
     epochs = retrain_scores(cfg, job.seed, data, removed, progress=job.label if progress else None)
     for m, p in missing:
-        fileio.write_csv(p, score_frame(epochs, m, job.n, job.seed, data.n_train))
+        fileio.write_csv(p, score_frame(epochs, m, job.n, job.seed, data.n_train, draw=job.draw))
     last = epochs.iloc[-1]
-    logger.info("%s: epoch %d test acc %.4f (val %.4f)", job.label, last["epoch"], last["test_acc"],
-                last["val_acc"])
+    logger.info("%s: epoch %d test accuracy %.4f (val %.4f)", job.label, last["epoch"],
+                last["test_accuracy"], last["val_accuracy"])
     return targets
 
 
@@ -202,27 +259,45 @@ def prepare_score_folder(cfg: C.Config) -> None:
                    cfg.overwrite, "evaluation")
 
 
-def read_scores(out) -> pd.DataFrame:
-    """Every score file under ``out`` (empty frame with the score columns when none)."""
-    files = sorted(Path(out).glob(paths.score_glob()))
+def _read_all(pattern: str, out, columns) -> pd.DataFrame:
+    files = sorted(Path(out).glob(pattern))
     frames = []
     for f in files:
-        problem = checks.score_problem(f, SCORE_COLUMNS)
+        problem = checks.score_problem(f, columns)
         if problem:
             raise fileio.damaged(f, problem, "run the evaluation phase again to recompute it")
         frames.append(pd.read_csv(f))
     frames = [f for f in frames if len(f)]
     if not frames:
-        return pd.DataFrame(columns=list(SCORE_COLUMNS))
+        return pd.DataFrame(columns=list(columns))
     return pd.concat(frames, ignore_index=True)
+
+
+def read_scores(out) -> pd.DataFrame:
+    """Every score file under ``out`` (empty frame with the score columns when none)."""
+    return _read_all(paths.score_glob(), out, SCORE_COLUMNS)
+
+
+def read_u_growth(out, method: str, seed: int) -> float:
+    """The growth factor of |u| over the influence walk of ``method`` and ``seed``
+    (``influence/{method}/influence_{seed}.json``); NaN when not recorded (Random)."""
+    path = paths.influence_stats(out, method, seed)
+    if not path.exists():
+        return float("nan")
+    return float(fileio.read_json(path)["u_growth"])
+
+
+def read_floor(out) -> pd.DataFrame:
+    """Every noise-floor score file under ``out`` (empty frame with its columns when none)."""
+    return _read_all(paths.floor_glob(), out, FLOOR_COLUMNS)
 
 
 # --------------------------------------------------------------------------- CLI
 PHASE_FLAGS = (
     "output", "n_trials", "dataset", "train_csv", "val_csv", "test_csv", "data_dir", "label_noise",
     "model", "width", "lr", "batch_size", "n_epochs", "augment", "infl_epochs", "methods",
-    "hvp_scaling", "remove_n_list", "retrain_all", "context", "device_id", "jobs", "overwrite",
-    "wait", "preset",
+    "hvp_scaling", "remove_n_list", "noise_floor_k", "noise_floor_draws", "retrain_all", "context",
+    "device_id", "jobs", "overwrite", "wait", "preset",
 )
 
 

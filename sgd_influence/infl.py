@@ -33,7 +33,10 @@ How the per-sample terms are computed (``per_sample``):
   instance-normalised copy of the batch; one batched pass instead of |B| small ones.
 
 Output ``influence/{method}/influence_{seed}.csv`` with the columns
-``x:image,y:label,influence,datasource_index``, sorted by influence ascending.
+``x:image,y:label,influence,datasource_index``, sorted by influence ascending
+(``x:image``: the path of an existing image file of the sample); for Hara and Ours
+also ``influence/{method}/influence_{seed}.json`` with the growth factor of |u| over
+the walk (``u_growth``) and the number of window steps.
 """
 
 from __future__ import annotations
@@ -257,8 +260,12 @@ class InfluenceComputer:
 
 # --------------------------------------------------------------------------- files
 def influence_frame(data: Prepared, scores: np.ndarray) -> pd.DataFrame:
+    """The influence file's rows, sorted by influence ascending (most harmful first).
+
+    ``x:image`` is an image file that exists (see ``Prepared.train_image_files``): the
+    CSV's own file for a CSV data set, a PNG in the data folder for a built-in one."""
     df = pd.DataFrame({
-        "x:image": list(data.train_paths),
+        "x:image": data.train_image_files(),
         "y:label": data.train_y,
         "influence": scores,
         "datasource_index": data.train_rows,
@@ -297,7 +304,9 @@ def hara_params(cfg: C.Config, seed: int, data: Prepared, record: Record, steps:
 
 
 def compute_scores(cfg: C.Config, seed: int, method: str, data: Prepared,
-                   per_sample: str = "auto") -> np.ndarray:
+                   per_sample: str = "auto", facts: dict | None = None) -> np.ndarray:
+    """The scores of ``method`` for trial ``seed``; ``facts``, when given, receives what
+    the backward walk reports (``u_growth``: |u| at its end over |u| at its start)."""
     if method == "Random":
         return random_scores(data.n_train, seed)
     out = Path(cfg.output)
@@ -311,8 +320,11 @@ def compute_scores(cfg: C.Config, seed: int, method: str, data: Prepared,
     params_at = None
     if method == "Hara":
         params_at = hara_params(cfg, seed, data, record, steps, progress=f"replay seed {seed}")
-    return comp.influence(record, steps, params_at, cfg.hvp_scaling,
-                          progress=f"influence {method} seed {seed}")
+    scores = comp.influence(record, steps, params_at, cfg.hvp_scaling,
+                            progress=f"influence {method} seed {seed}")
+    if facts is not None:
+        facts.update(u_growth=float(comp.last_u_growth), window_steps=len(steps))
+    return scores
 
 
 def run_influence(cfg: C.Config, seed: int, method: str, data: Prepared | None = None,
@@ -337,13 +349,18 @@ def run_influence(cfg: C.Config, seed: int, method: str, data: Prepared | None =
         checks.report_damaged(target, problem)
     if data is None:
         data = load_prepared(cfg, seed)
-    scores = compute_scores(cfg, seed, method, data, per_sample)
+    facts: dict = {}
+    scores = compute_scores(cfg, seed, method, data, per_sample, facts=facts)
     bad = int(np.count_nonzero(~np.isfinite(scores)))
     if bad:
         raise FloatingPointError(
             f"{target}: {bad} of {len(scores)} {method} scores are not finite (the training run "
             "diverged or the walk overflowed); lower --lr")
-    fileio.write_csv(target, influence_frame(data, scores))
+    frame = influence_frame(data, scores)
+    if facts:  # written before the influence file, whose presence marks the work finished
+        fileio.write_json(paths.influence_stats(out, method, seed),
+                          {"method": method, "seed": seed, **facts})
+    fileio.write_csv(target, frame)
     logger.info("seed %d %s: influence written to %s", seed, method, target)
     return target
 

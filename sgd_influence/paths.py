@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 
@@ -58,9 +59,38 @@ def label_noise(out, seed: int) -> Path:
     return train_dir(out, seed) / "label_noise.csv"
 
 
+def train_glob(name: str) -> str:
+    """Glob pattern (relative to the output folder) of one file name in every seed's folder."""
+    return f"train/seed_*/{name}"
+
+
+def seed_of_train_file(path) -> int:
+    """The seed of a file under ``train/seed_{s}/`` (inverse of :func:`train_dir`)."""
+    return int(Path(path).parent.name.split("_", 1)[1])
+
+
 # --- influence
 def influence(out, method: str, seed: int) -> Path:
     return Path(out) / "influence" / method / f"influence_{seed}.csv"
+
+
+def influence_stats(out, method: str, seed: int) -> Path:
+    """Facts of the backward walk beside the influence file (growth factor of |u|)."""
+    return influence(out, method, seed).with_suffix(".json")
+
+
+def influence_glob() -> str:
+    """Glob pattern (relative to the output folder) matching every influence file."""
+    return "influence/*/influence_*.csv"
+
+
+_INFLUENCE = re.compile(r"^influence_(\d+)\.csv$")
+
+
+def parse_influence(path) -> tuple[str, int] | None:
+    """(method, seed) of an influence file path; None for another file."""
+    m = _INFLUENCE.match(Path(path).name)
+    return (Path(path).parent.name, int(m.group(1))) if m else None
 
 
 def influence_identity(out) -> Path:
@@ -75,6 +105,19 @@ def score(out, method: str, n: int, seed: int) -> Path:
 def score_glob() -> str:
     """Glob pattern (relative to the output folder) matching every score file."""
     return "score/*/score_delete_worst_*_seed_*.csv"
+
+
+def floor_score(out, k: int, draw: int, seed: int) -> Path:
+    """A noise-floor retrain: trial ``seed`` without ``k`` random samples (draw ``draw``).
+
+    The name ends like a score file (``..._{k}_seed_{seed}.csv``), so a reader that
+    parses n and the seed from the last parts of the name reads k as n."""
+    return Path(out) / "score" / "noise_floor" / f"score_draw_{draw}_delete_random_{k}_seed_{seed}.csv"
+
+
+def floor_glob() -> str:
+    """Glob pattern (relative to the output folder) matching every noise-floor score file."""
+    return "score/noise_floor/score_draw_*_delete_random_*_seed_*.csv"
 
 
 def score_identity(out) -> Path:
@@ -93,6 +136,11 @@ def storage_table(out) -> Path:
 
 def detection(out) -> Path:
     return Path(out) / "summary" / "detection.csv"
+
+
+def paired_tests(out) -> Path:
+    """Each method against Random at each n: paired differences over seeds and the floor."""
+    return Path(out) / "summary" / "paired_tests.csv"
 
 
 def figure(out, name: str = "result") -> Path:

@@ -72,7 +72,8 @@ def config_from_folder(ns: argparse.Namespace) -> C.Config:
     if not saved_path.exists():
         return C.from_args(ns)
     keep = set(C.Config().train_identity()) | set(C.Config().eval_identity()) | {
-        "n_trials", "methods", "remove_n_list", "data_dir", "train_csv", "val_csv", "test_csv"}
+        "n_trials", "methods", "remove_n_list", "noise_floor_k", "noise_floor_draws", "data_dir",
+        "train_csv", "val_csv", "test_csv"}
     saved = fileio.read_json(saved_path)
     values = {k: v for k, v in saved.items() if k in keep}
     if "train_csv" in given or "dataset" in given:  # a data set given here replaces the saved one
@@ -150,7 +151,7 @@ class Task:
 
     def order(self) -> tuple:
         """Preference among ready tasks (smaller first); independent of timing."""
-        method = self.method or (self.job.methods[0] if self.job and self.job.n > 0 else "")
+        method = self.method or (self.job.needs_influence if self.job else None) or ""
         n = self.job.n if self.job else -1
         method_rank = C.METHODS.index(method) if method in C.METHODS else -1
         return (_RANK[self.kind], self.seed, method_rank, n)
@@ -502,13 +503,12 @@ class Plan:
             for job in jobs:
                 if job.done(self.out):
                     continue
-                if job.n == 0:
-                    if any(job.reusable(p) for p in job.targets(self.out)):
-                        run_eval_job(self.cfg, job)  # copies the seed's No Removal scores
-                    else:
-                        tasks.append(Task("eval", seed, job=job))
-                else:
-                    self._eval_after_infl.setdefault((seed, job.methods[0]), []).append(job)
+                if job.needs_influence is not None:
+                    self._eval_after_infl.setdefault((seed, job.needs_influence), []).append(job)
+                elif job.n == 0 and any(job.reusable(p) for p in job.targets(self.out)):
+                    run_eval_job(self.cfg, job)  # copies the seed's No Removal scores
+                else:  # No Removal and the noise floor need the training run only
+                    tasks.append(Task("eval", seed, job=job))
         if "infl" in self.phases or "eval" in self.phases:
             for m in self.cfg.methods:
                 if self.infl_done(seed, m):

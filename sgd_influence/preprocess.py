@@ -82,7 +82,8 @@ def augment(images: np.ndarray, seeds: np.ndarray) -> np.ndarray:
 
 
 def normalize(images: np.ndarray) -> np.ndarray:
-    """uint8 (B, C, H, W) -> float32 normalised per DESIGN section 3."""
+    """uint8 (B, C, H, W) -> float32 in [0, 1], then normalised: one channel (x - 0.5) / 0.5,
+    three channels by RGB_MEAN and RGB_STD (CIFAR-10's statistics)."""
     x = images.astype(np.float32) * np.float32(1.0 / 255.0)
     c = images.shape[1]
     if c == 3:

@@ -78,6 +78,8 @@ def test_preset_then_flags_override():
     (["-ds", "csv"], "-ds csv"),
     (["--label-noise", "1.5"], "--label-noise"),
     (["-nt", "0"], "--n_trials"),
+    (["--noise-floor-k", "0", "2"], "--noise-floor-k"),
+    (["--noise-floor-draws", "-1"], "--noise-floor-draws"),
 ])
 def test_bad_values_name_the_flag(argv, flag):
     with pytest.raises(ValueError, match=flag):
@@ -95,3 +97,12 @@ def test_saved_configuration_check(tmp_path):
         C.check_saved(path, other, False, "run")
     assert C.check_saved(path, other, True, "run") is False
     assert C.Config.from_dict(C.Config(methods=("Ours",)).to_dict()).methods == ("Ours",)
+
+
+def test_help_states_each_default_once():
+    p = argparse.ArgumentParser()
+    C.add_arguments(p)
+    helps = {a.option_strings[-1]: a.help for a in p._actions if a.option_strings and a.help}
+    assert helps["--data-dir"].count("default") == 1 and helps["--val-csv"].count("default") == 1
+    assert all(h.count("(default") <= 1 for h in helps.values()), helps
+    assert helps["--noise-floor-k"].endswith("(default: [1, 2, 4])")

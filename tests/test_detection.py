@@ -7,11 +7,14 @@ import itertools
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from synth import make_dataset
 
 from sgd_influence import config as C
 from sgd_influence import detection as D
 from sgd_influence import engine, fileio, paths
+from sgd_influence import figures as Fg
+from sgd_influence.data import ImageSource
 from sgd_influence.infl import influence_frame
 from sgd_influence.noise import flip_labels
 
@@ -110,12 +113,18 @@ def test_recall_rows_inspected_and_curve():
 
 # --------------------------------------------------------------------------- files and figures
 def _fake_run(out, noise: float, seeds=(0, 1)):
-    """A tiny output folder: saved config, label_noise.csv and influence files."""
+    """A tiny output folder: saved config, label_noise.csv, influence files (with the growth
+    of |u| beside them) and the training images as PNG files their x:image names."""
     cfg = C.Config(output=str(out), dataset="mnist5k", label_noise=noise, n_trials=len(seeds))
     fileio.write_json(paths.run_config(out), cfg.to_dict())
     data = {}
     for s in seeds:
-        d = engine.prepare(make_dataset(200, 10, 10, seed=s), s, noise)
+        ds = make_dataset(200, 10, 10, seed=s)
+        folder = out / f"images_{s}"
+        for p, img in zip(ds.train.paths, ds.train.images):
+            (folder / p).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img[0]).save(folder / p)
+        d = engine.prepare(ds, s, noise, ImageSource("csv", train_csv=str(folder / "train.csv")))
         data[s] = d
         if noise > 0:
             fileio.write_csv(paths.label_noise(out, s), pd.DataFrame({
@@ -129,13 +138,16 @@ def _fake_run(out, noise: float, seeds=(0, 1)):
         }
         for m, sc in scores.items():
             fileio.write_csv(paths.influence(out, m, s), influence_frame(d, sc))
+        fileio.write_json(paths.influence_stats(out, "Hara", s), {"u_growth": 0.5 * (s + 1)})
+        fileio.write_json(paths.influence_stats(out, "Ours", s), {"u_growth": 100.0 * (s + 1)})
     return cfg, data
 
 
 def test_analyze_detection_writes_table_and_figure(tmp_path, monkeypatch):
     cfg, data = _fake_run(tmp_path, 0.1)
-    table = D.analyze_detection(tmp_path)
-    assert table is not None
+    det = D.analyze_detection(tmp_path)
+    assert det is not None
+    table = det.table
     saved = pd.read_csv(paths.detection(tmp_path))
     assert list(saved.columns) == list(D.DETECTION_COLUMNS)
     trials = saved[saved["row"] == "trial"]
@@ -152,25 +164,42 @@ def test_analyze_detection_writes_table_and_figure(tmp_path, monkeypatch):
     got = trials[(trials["method"] == "Hara") & (trials["seed"] == 1)].iloc[0]
     for c in D.METRIC_COLUMNS:
         assert got[c] == pytest.approx(want[c])
+    # the growth of |u| beside each influence file: per seed, geometric mean over seeds
+    assert got["u_growth"] == 1.0
+    assert mean.loc["Ours", "u_growth"] == pytest.approx(np.sqrt(100.0 * 200.0))
+    assert np.isnan(mean.loc["Random", "u_growth"])
+    text = D.format_table(table)
+    assert "recall@10%" in text and "|u| growth" in text and "x141" in text
     png = paths.figure(tmp_path, "detection")
+    Fg.plot_detection(det.curves, det.noise_share, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "recall@10%" in D.format_table(table)
 
-    monkeypatch.setattr(engine, "load_prepared", lambda c, s: data[s])
-    fig = D.worst_samples_figure(tmp_path, cfg, seed=0, k=8)
+    # the worst-samples figure reads the image files x:image names, not the data set
+    def no_reload(*a, **k):
+        raise AssertionError("the data set was loaded again")
+
+    monkeypatch.setattr(engine, "load_prepared", no_reload)
+    fig = Fg.worst_samples_figure(tmp_path, seed=0, k=8)
     assert fig == paths.figure(tmp_path, "worst_samples")
     assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    first = pd.read_csv(paths.influence(tmp_path, "Hara", 0)).iloc[0]
+    i = list(data[0].train_rows).index(first["datasource_index"])
+    pixels = Fg.read_image(first["x:image"])
+    assert np.array_equal(pixels, make_dataset(200, 10, 10, seed=0).train.images[i, 0])
 
 
-def test_no_label_noise_does_nothing(tmp_path, monkeypatch):
-    cfg, data = _fake_run(tmp_path, 0.0, seeds=(0,))
+def test_no_label_noise_does_nothing(tmp_path, caplog):
+    _fake_run(tmp_path, 0.0, seeds=(0,))
     assert D.analyze_detection(tmp_path) is None
     assert not paths.detection(tmp_path).exists()
-    assert not paths.figure(tmp_path, "detection").exists()
-    # the worst-samples figure is drawn for every run (no saved config: data given directly)
+    # the worst-samples figure is drawn for every run; a missing image file is an empty tile
     paths.run_config(tmp_path).unlink()
-    fig = D.worst_samples_figure(tmp_path, None, seed=0, k=5, data=data[0])
+    import shutil
+
+    shutil.rmtree(tmp_path / "images_0")
+    fig = Fg.worst_samples_figure(tmp_path, seed=0, k=5)
     assert fig.exists()
+    assert any("could not be read" in r.getMessage() for r in caplog.records)
 
 
 def test_mismatched_influence_rows_are_refused(tmp_path):

@@ -13,7 +13,7 @@ from scipy.stats import kendalltau, pearsonr
 from synth import make_dataset
 
 from sgd_influence import config as C
-from sgd_influence import paths, preprocess
+from sgd_influence import fileio, paths, preprocess
 from sgd_influence.engine import Engine, model_spec, prepare
 from sgd_influence.infl import InfluenceComputer, compute_scores, run_influence
 from sgd_influence.models import ModelSpec, input_variables
@@ -292,6 +292,15 @@ def test_influence_file_format_and_order(tmp_path):
     r1 = pd.read_csv(paths.influence(cfg.output, "Random", 0))["datasource_index"].tolist()
     r2 = compute_scores(cfg, 0, "Random", data).argsort(kind="mergesort").tolist()
     assert r1 == r2
+    # the growth of |u| over Ours' walk is stored beside its scores (Random has no walk)
+    facts = fileio.read_json(paths.influence_stats(cfg.output, "Ours", 0))
+    rec = Record.load(paths.record(cfg.output, 0))
+    comp = InfluenceComputer(_final_engine(cfg, data))
+    steps = rec.window(cfg.window_epochs())
+    comp.influence(rec, steps)
+    assert facts["u_growth"] == comp.last_u_growth and facts["window_steps"] == len(steps)
+    assert facts["u_growth"] != 1.0
+    assert not paths.influence_stats(cfg.output, "Random", 0).exists()
 
 
 def test_model_spec_rejects_unknown_model():

@@ -54,7 +54,8 @@ def csv_data(tmp_path_factory) -> dict[str, Path]:
 def _args(csv_data, out, *extra) -> list[str]:
     return ["-o", str(out), "--train-csv", str(csv_data["train"]), "--val-csv", str(csv_data["val"]),
             "--test-csv", str(csv_data["test"]), "--model", "cifarnet", "--width", "2", "-e", "2",
-            "--batch-size", "16", "--lr", "0.05", "-nt", "2", "-r", *REMOVE, *extra]
+            "--batch-size", "16", "--lr", "0.05", "-nt", "2", "-r", *REMOVE,
+            "--noise-floor-k", "1", "3", "--noise-floor-draws", "1", *extra]
 
 
 class _Records(logging.Handler):
@@ -114,12 +115,13 @@ def test_end_to_end_file_tree_and_contents(reference, capsys):
             assert np.isfinite(inf["influence"]).all()
             assert inf["influence"].is_monotonic_increasing
             assert sorted(inf["datasource_index"]) == list(range(N_TRAIN))
+            assert inf["x:image"].map(lambda f: Path(f).is_absolute() and Path(f).is_file()).all()
             for n in ns:
                 sc = pd.read_csv(paths.score(out, m, n, seed))
                 assert list(sc.columns) == list(ev.SCORE_COLUMNS)
                 assert len(sc) == 1 and sc["epoch"].tolist() == [2]  # the window: last epoch
                 assert (sc["method"] == m).all() and (sc["n"] == n).all() and (sc["seed"] == seed).all()
-                for c in ("val_acc", "test_acc"):
+                for c in ("val_accuracy", "test_accuracy"):
                     assert sc[c].between(0, 1).all()
                 assert np.isfinite(sc[["val_loss", "test_loss"]].to_numpy()).all()
             assert not paths.score(out, m, 500, seed).exists()
@@ -128,15 +130,27 @@ def test_end_to_end_file_tree_and_contents(reference, capsys):
     assert all(b.equals(base[0]) for b in base)
     # the window replayed without removal reproduces the trained model's validation result
     hist = pd.read_csv(paths.history(out, 0))
-    assert base[0]["val_acc"].iloc[0] == pytest.approx(hist["val_acc"].iloc[-1], abs=1e-12)
+    assert base[0]["val_accuracy"].iloc[0] == pytest.approx(hist["val_acc"].iloc[-1], abs=1e-12)
     # removing different samples changes the result somewhere
     accs = {pd.read_csv(paths.score(out, m, 50, s))["val_loss"].iloc[0] for m in methods for s in (0, 1)}
     assert len(accs) > 1
+    # the noise floor: retrains without k = 1 and 3 random samples, one draw each
+    for seed in (0, 1):
+        for k in (1, 3):
+            fl = pd.read_csv(paths.floor_score(out, k, 0, seed))
+            assert fl["epoch"].tolist() == [2] and (fl["n"] == k).all()
+        assert not paths.floor_score(out, 1, 1, seed).exists()
     summary = pd.read_csv(paths.summary(out))
-    n_groups = len(methods) * len(ns)
-    assert (summary["row"] == "trial").sum() == 2 * n_groups
+    n_groups = 1 + len(methods) * (len(ns) - 1)  # No Removal, then every method and n > 0
+    removal = summary[summary["method"] != "Noise floor"]
+    assert (removal["row"] == "trial").sum() == 2 * n_groups
     assert (summary["row"] == "mean").sum() == n_groups == (summary["row"] == "std").sum()
-    assert summary["test_acc"].between(0, 1).all()
+    assert set(summary.loc[summary["n_drops"] == 0, "method"]) == {"No Removal"}
+    floor = summary[summary["method"] == "Noise floor"]
+    assert (floor["row"] == "trial").sum() == 4 and (floor["row"] == "floor").sum() == 3
+    assert summary.loc[summary["row"] != "floor", "test_accuracy"].between(0, 1).all()
+    tests = pd.read_csv(paths.paired_tests(out))
+    assert set(tests.loc[tests["baseline"] == "Random", "method"]) == {"Hara", "Ours"}
     assert paths.figure(out).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     storage = pd.read_csv(paths.storage_table(out))
     run = storage[storage["setting"] == "this run (seed 0)"]
@@ -268,7 +282,7 @@ def test_other_configuration_refused_unless_overwrite(csv_data, tmp_path, logs):
     assert train_infl_eval.main(_tiny(csv_data, out, "-r", "0", "10", "20", "--methods", "Ours")) == 0
     assert paths.score(out, "Ours", 20, 0).exists() and not paths.score(out, "Random", 20, 0).exists()
     summary = pd.read_csv(paths.summary(out))
-    assert set(summary["method"]) == {"Ours"}
+    assert set(summary["method"]) == {"No Removal", "Ours", "Noise floor"}
     assert train_infl_eval.main(_tiny(csv_data, out, "--lr", "0.02", "--overwrite")) == 0
     second = _csvs(out)
     assert second["score/Ours/score_delete_worst_0_seed_0.csv"] != first["score/Ours/score_delete_worst_0_seed_0.csv"]

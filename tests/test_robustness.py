@@ -117,11 +117,11 @@ def _one_error(logs, *words) -> str:
 def no_figures():
     """The figures (drawn by every run, ~10 s here; tested in test_pipeline and
     test_detection) are left out of these runs."""
-    from sgd_influence import analyze, detection
+    from sgd_influence import figures
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(analyze, "plot", lambda *a, **k: None)
-        mp.setattr(detection, "worst_samples_figure", lambda *a, **k: None)
+        mp.setattr(figures, "plot_result", lambda *a, **k: None)
+        mp.setattr(figures, "worst_samples_figure", lambda *a, **k: None)
         yield
 
 

@@ -56,6 +56,14 @@ times); ``load_csv_dataset`` builds a DataSet from the user's CSVs and
 the number of samples: error naming the row; classes without a training row: a
 warning).
 
+Image files
+-----------
+``training_image_files`` gives, for the training samples of a data set, the path of
+an image file that exists: for a CSV data set the file the CSV lists (made absolute),
+for a built-in set a PNG written once by ``ensure_images`` into
+``<data folder>/<name>/png/`` (only when asked, e.g. when an influence file is
+written; mnist5k's 5,000 files take about a second).
+
 Errors
 ------
 Unusable input raises :class:`DataError` (a ValueError) with one line naming the
@@ -68,11 +76,14 @@ from ._builtin import (
     MNIST5K_TEST_SEED,
     VAL_SHARE,
     default_data_dir,
+    ensure_images,
+    image_folder,
     load_dataset,
     mnist5k_arrays,
     read_idx_gz,
 )
 from ._core import DataError, DataSet, Split
+from ._files import ImageSource, training_image_files
 from ._nnc import check_csv_labels, csv_digest, export_csv, load_csv_dataset, read_csv_split
 from ._remote import REMOTES, Remote
 
@@ -85,13 +96,17 @@ __all__ = [
     "csv_digest",
     "DataError",
     "DataSet",
+    "ImageSource",
     "Remote",
     "Split",
     "default_data_dir",
+    "ensure_images",
     "export_csv",
+    "image_folder",
     "load_csv_dataset",
     "load_dataset",
     "mnist5k_arrays",
     "read_csv_split",
     "read_idx_gz",
+    "training_image_files",
 ]

@@ -134,6 +134,61 @@ def mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     return images, np.asarray(y).astype(np.int64)
 
 
+# --------------------------------------------------------------------- image files
+
+def image_folder(name: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """Where the PNG files of a built-in data set live: <data folder>/<name>/png."""
+    key = str(name).strip().lower()
+    if key not in BUILTIN:
+        raise DataError(f"unknown data set {name!r}: expected one of {', '.join(BUILTIN)}")
+    folder = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    return folder / key / "png"
+
+
+def ensure_images(name: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """Write the images a built-in data set's training splits come from as PNG files, once.
+
+    The files get the paths the Splits carry, below :func:`image_folder`: every image of
+    mnist5k (``images/{i:05d}.png``) and, for the downloaded sets, every image of the
+    official training file (``train/{i:05d}.png``), whichever split a seed puts it in.
+    They are written into a staging folder that is renamed into place when complete,
+    so a folder that exists is whole; concurrent processes wait for each other (file
+    lock), and later calls return at once. Returns the folder.
+    """
+    import shutil
+
+    from filelock import FileLock
+
+    key = str(name).strip().lower()
+    root = image_folder(key, data_dir)
+    sub = "images" if key == "mnist5k" else "train"
+    if (root / sub).is_dir():
+        return root
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot write the image files of {key} to {root} ({exc.strerror or exc})") from None
+    with FileLock(str(root / ".lock")):
+        if (root / sub).is_dir():
+            return root
+        for stale in root.glob(".staging-*"):  # left by a killed process (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        if key == "mnist5k":
+            images, _ = mnist5k_arrays()
+        else:
+            images = _decoded(key, root.parent)["train_x"]
+        from ._nnc import write_pngs
+
+        staging = root / f".staging-{os.getpid()}"
+        try:
+            write_pngs({f"{sub}/{i:05d}.png": img for i, img in enumerate(images)}, staging, key,
+                       atomic=False)
+            os.replace(staging / sub, root / sub)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return root
+
+
 # --------------------------------------------------------------------- decoded cache
 
 

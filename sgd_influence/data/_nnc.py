@@ -358,27 +358,13 @@ def export_csv(ds: DataSet, out_dir: str | os.PathLike, seed: int) -> dict[str, 
         _claim(out, ds.name)
     except OSError as exc:
         raise DataError(f"--export-csv: cannot write to {out} ({exc.strerror or exc})") from None
-    from PIL import Image
-
     splits = {"train": ds.train, "val": ds.val, "test": ds.test}
     todo: dict[str, np.ndarray] = {}
     for split in splits.values():
         for path, image in zip(split.paths, split.images, strict=True):
-            pure = PurePosixPath(path.replace("\\", "/"))
-            if pure.is_absolute() or ".." in pure.parts:
-                raise DataError(f"cannot export image path {path!r}: expected a relative path below the export folder")
-            if path not in todo and not (out / pure).exists():
+            if path not in todo:
                 todo[path] = image
-    if todo:
-        log.info("writing %d PNG files to %s", len(todo), out)
-    with _progress(len(todo), f"writing {ds.name} PNGs", "img") as bar:
-        for path, image in todo.items():
-            target = out / PurePosixPath(path.replace("\\", "/"))
-            pixels = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
-            pil = Image.fromarray(np.ascontiguousarray(pixels))  # uint8: mode L or RGB
-            with atomic_write(target) as f:
-                pil.save(f, format="PNG")
-            bar.update()
+    write_pngs(todo, out, ds.name)
     result = {}
     for part, split in splits.items():
         csv_path = out / (f"{part}_{seed}.csv" if part != "test" else "test.csv")
@@ -388,6 +374,39 @@ def export_csv(ds: DataSet, out_dir: str | os.PathLike, seed: int) -> dict[str, 
             writer.writerows(zip(split.paths, split.labels.tolist(), strict=True))
         result[part] = csv_path
     return result
+
+
+def write_pngs(images: dict[str, np.ndarray], out: Path, name: str, atomic: bool = True) -> int:
+    """Write each uint8 (C, H, W) image of ``images`` to out/<its relative path> as PNG.
+
+    An image file already there is not written again; each file is written under a
+    temporary name and renamed (``atomic=False``: directly, for a folder that is itself
+    renamed into place when complete). Returns the number of files written.
+    """
+    from PIL import Image
+
+    todo = {}
+    for path, image in images.items():
+        pure = PurePosixPath(path.replace("\\", "/"))
+        if pure.is_absolute() or ".." in pure.parts:
+            raise DataError(f"cannot export image path {path!r}: expected a relative path below {out}")
+        target = out / pure
+        if not target.exists():
+            todo[target] = image
+    if todo:
+        log.info("writing %d PNG files to %s", len(todo), out)
+    with _progress(len(todo), f"writing {name} PNGs", "img") as bar:
+        for target, image in todo.items():
+            pixels = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
+            pil = Image.fromarray(np.ascontiguousarray(pixels))  # uint8: mode L or RGB
+            if atomic:
+                with atomic_write(target) as f:
+                    pil.save(f, format="PNG")
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                pil.save(target, format="PNG")
+            bar.update()
+    return len(todo)
 
 
 def _claim(out: Path, name: str) -> None:
