@@ -62,7 +62,7 @@ Image files
 an image file that exists: for a CSV data set the file the CSV lists (made absolute),
 for a built-in set a PNG written once by ``ensure_images`` into
 ``<data folder>/<name>/png/`` (only when asked, e.g. when an influence file is
-written; mnist5k's 5,000 files take about a second).
+written; mnist5k's 5,000 files take a few seconds once).
 
 Errors
 ------
