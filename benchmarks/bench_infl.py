@@ -1,6 +1,8 @@
 """Influence step cost, side by side in one run, on the same recorded steps.
 
-Prints seconds per step of: one Hessian-vector product alone; our influence step
+Prints seconds per step of: one Hessian-vector product alone; the exact-BN step
+(``--bn-influence exact``: one double backward of one scalar through weighted batch
+statistics, all per-sample terms and the adjoint update at once); our influence step
 (Ours: final weights held in memory, per-sample terms by the context's cheapest exact
 path); Hara's step (parameters read from the every-step cache); and the reference-style
 procedure (a batch-one loop for the per-sample terms, a separate HVP, and the parameters
@@ -51,6 +53,7 @@ def main() -> None:
     eng.net.load_state_dict(final)
     comp = InfluenceComputer(eng, context="cpu")
     u = comp.val_gradient()
+    a_theta, a_r = comp.val_gradient_exact()
     steps = list(rec.window(1))
     params_at = cached_params(out, 0, rec, rec.window(1))
     snap_file = paths.train_dir(out, 0) / "bench_step.npz"
@@ -65,6 +68,7 @@ def main() -> None:
         comp.hvp(x, y, u)
         comp.per_sample_dots(x, y, u, mode="loop")
         comp.per_sample_dots(x, y, u, mode="weighted")
+        comp.exact_step_terms(x, y, a_theta, a_r, 0.05)
 
     def timed(fn):
         t0 = time.perf_counter()
@@ -89,6 +93,10 @@ def main() -> None:
         x, y = batch(s)
         comp.step_terms(x, y, u)
 
+    def exact(s):
+        x, y = batch(s)
+        comp.exact_step_terms(x, y, a_theta, a_r, float(rec.lr[s]))
+
     def loop_only(s):
         x, y = batch(s)
         comp.per_sample_dots(x, y, u, mode="loop")
@@ -96,6 +104,7 @@ def main() -> None:
     def weighted_only(s):
         x, y = batch(s)
         comp.per_sample_dots(x, y, u, mode="weighted")
+        comp.exact_step_terms(x, y, a_theta, a_r, 0.05)
 
     def reference_style(s):
         eng.net.load_state_dict(load_snapshot(snap_file))
@@ -104,18 +113,20 @@ def main() -> None:
         comp.hvp(x, y, u)
 
     rows = {}
-    for name, fn in (("forward+backward", fwd_bwd), ("one HVP", hvp_only), ("Ours step", ours),
+    for name, fn in (("forward+backward", fwd_bwd), ("one HVP", hvp_only), ("exact-BN step", exact),
+                     ("one HVP (again)", hvp_only), ("Ours step", ours),
                      ("Hara step", hara), ("reference-style step", reference_style),
                      ("per-sample: loop", loop_only), ("per-sample: weighted", weighted_only)):
         rows[name] = timed(fn)
         eng.net.load_state_dict(final)
-    hvp = rows["one HVP"]
+    hvp = 0.5 * (rows["one HVP"] + rows["one HVP (again)"])  # before and after: drift
     print(f"cifarnet width {a.width}, batch {a.batch}, {a.channels} channel(s), {len(steps)} steps, "
           f"per-sample path '{comp.per_sample}'")
     print(f"{'':24s} {'s/step':>8s} {'x HVP':>7s} {'x fwd+bwd':>10s}")
     for name, sec in rows.items():
         print(f"{name:24s} {sec:8.3f} {sec / hvp:7.2f} {sec / rows['forward+backward']:10.2f}")
     print(f"goal: Ours step <= 1.3 x one HVP -> {rows['Ours step'] / hvp:.2f}")
+    print(f"goal: exact-BN step <= 1.5 x one HVP -> {rows['exact-BN step'] / hvp:.2f}")
 
 
 if __name__ == "__main__":

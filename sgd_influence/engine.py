@@ -11,12 +11,13 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import nnabla as nn
 import nnabla.functions as F
 import nnabla.solvers as S
 import numpy as np
 
 from . import preprocess
-from .models import ModelSpec, Network, input_variables
+from .models import BN_DECAY, ModelSpec, Network, input_variables
 
 if TYPE_CHECKING:
     from .data import ImageSource
@@ -116,6 +117,7 @@ class Engine:
         self.solver = S.Sgd(lr=1.0)
         self.solver.set_parameters(self.net.trainable)
         self._train_graphs: dict[int, tuple] = {}
+        self._weighted_graphs: dict[int, tuple] = {}
         self._eval_graphs: dict[int, tuple] = {}
 
     # ---------------------------------------------------------------- inputs
@@ -135,6 +137,46 @@ class Engine:
             loss = F.mean(F.softmax_cross_entropy(logits, t))
             g = self._train_graphs[bs] = (x, t, logits, loss)
         return g
+
+    def _weighted_train_graph(self, bs: int):
+        g = self._weighted_graphs.get(bs)
+        if g is None:
+            x, t = input_variables(bs, self.data.in_shape)
+            w = nn.Variable((bs, 1), need_grad=False)
+            stats: list = []
+            logits = self.net.logits(x, bn="weighted", w=w, stats=stats)
+            logits.persistent = True
+            losses = F.softmax_cross_entropy(logits, t)
+            loss = F.sum(losses * w)
+            stat_vars = [v for pair in stats for v in pair]
+            for v in [loss, *stat_vars]:
+                v.persistent = True
+            fwd = F.sink(loss, *stat_vars) if stat_vars else loss  # the stats feed no loss
+            g = self._weighted_graphs[bs] = (x, t, w, logits, loss, stats, fwd)
+        return g
+
+    def weighted_step(self, idx: np.ndarray, seeds: np.ndarray, lr: float,
+                      weights: np.ndarray) -> tuple[float, int]:
+        """One SGD step on sum_i w_i l_i / |B| with BN batch statistics weighted by w.
+
+        Each BN running statistic moves toward the weighted batch statistic (the
+        variance made unbiased with n = sum(w) H W), as nnabla's own update does with
+        w = 1. Returns (weighted mean loss, number correct)."""
+        x, t, w, logits, loss, stats, fwd = self._weighted_train_graph(len(idx))
+        x.d, t.d = self.train_inputs(idx, seeds)
+        w.d = np.asarray(weights, np.float32).reshape(-1, 1)
+        fwd.forward(clear_no_need_grad=True)
+        self.solver.zero_grad()
+        loss.backward(clear_buffer=True)
+        self.solver.set_learning_rate(lr / len(idx))
+        self.solver.update()
+        names = self.net.bn_state_names()
+        for (mean, var), mname, vname in zip(stats, names[0::2], names[1::2]):
+            for v, name in ((mean, mname), (var, vname)):
+                r = self.net.variables[name]
+                r.d = np.float32(BN_DECAY) * r.d + np.float32(1 - BN_DECAY) * v.d
+        correct = int((logits.d.argmax(axis=1) == t.d[:, 0]).sum())
+        return float(loss.d) / len(idx), correct
 
     def step(self, idx: np.ndarray, seeds: np.ndarray, lr: float, full_size: int) -> tuple[float, int]:
         """One SGD step on the samples ``idx``; the gradient of their mean loss is scaled

@@ -295,9 +295,10 @@ def read_floor(out) -> pd.DataFrame:
 # --------------------------------------------------------------------------- CLI
 PHASE_FLAGS = (
     "output", "n_trials", "dataset", "train_csv", "val_csv", "test_csv", "data_dir", "label_noise",
-    "model", "width", "lr", "batch_size", "n_epochs", "augment", "infl_epochs", "methods",
-    "hvp_scaling", "remove_n_list", "noise_floor_k", "noise_floor_draws", "retrain_all", "context",
-    "device_id", "jobs", "overwrite", "wait", "preset",
+    "model", "width", "lr", "lr_schedule", "lr_final", "lr_decay_epochs", "batch_size", "n_epochs",
+    "augment", "infl_epochs", "methods", "hvp_scaling", "bn_influence", "remove_n_list",
+    "noise_floor_k", "noise_floor_draws", "retrain_all", "context", "device_id", "jobs", "overwrite",
+    "wait", "preset",
 )
 
 

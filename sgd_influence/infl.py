@@ -18,9 +18,18 @@ validation loss = j is harmful. Methods:
 ``--hvp-scaling reference`` divides the H u term by |B_t| once more, as the reference
 code does; the default is the update above.
 
-Batch normalisation: the per-sample terms use per-sample statistics (the reference's
-one-sample-at-a-time gradients in training mode); H_t u uses the batch statistics; the
-running statistics are never changed.
+Batch normalisation (``--bn-influence``):
+
+* ``exact``: the walk differentiates the step with per-sample weights w (DESIGN.md
+  section 2b): loss sum_i w_i l_i / |B_t|, BN batch statistics weighted by w, running
+  statistics r' = d r + (1 - d) stat_B(theta, w). Its state is (u, a_r), from
+  dL_val/dtheta and dL_val/dr at the final model; per step one double backward of
+  S_t = -lr <u, grad_theta L_B> + (1 - d) <a_r, stat_B> gives u += dS/dtheta,
+  a_r <- d a_r and infl_j += -dS/dw_j. Without BN this is the walk above.
+* ``reference``: the per-sample terms use per-sample statistics (the reference's
+  one-sample-at-a-time gradients in training mode); H_t u uses the batch statistics.
+
+Either way the saved model and its running statistics are never changed.
 
 How the per-sample terms are computed (``per_sample``):
 
@@ -55,7 +64,7 @@ from tqdm import tqdm
 from . import checks, fileio, paths, preprocess, trajectory
 from . import config as C
 from .engine import Engine, Prepared, model_spec
-from .models import input_variables
+from .models import BN_DECAY, input_variables, sample_losses
 from .trajectory import Record
 
 logger = logging.getLogger(__name__)
@@ -96,6 +105,10 @@ class InfluenceComputer:
         self._weighted: dict[int, tuple] = {}
         self._one: tuple | None = None
         self._val: dict[int, tuple] = {}
+        self._exact: dict[int, tuple] = {}
+        self._val_exact: dict[int, tuple] = {}
+        self._running: dict[str, nn.Variable] = {
+            k: nn.Variable(self.net.variables[k].shape, need_grad=True) for k in self.net.bn_state_names()}
 
     # ------------------------------------------------------------------ vectors
     def _set_vector(self, vs, u: list[np.ndarray]) -> None:
@@ -114,7 +127,7 @@ class InfluenceComputer:
         outputs = d s / d theta (= H u) and, when weighted, d s / d w."""
         x, t = input_variables(bs, self.engine.data.in_shape)
         logits = self.net.logits(x, bn=bn)
-        losses = F.softmax_cross_entropy(logits, t)
+        losses = sample_losses(logits, t)
         w = None
         if weighted:
             w = nn.Variable((bs, 1), need_grad=True)
@@ -155,9 +168,76 @@ class InfluenceComputer:
         if self._one is None:
             x, t = input_variables(1, self.engine.data.in_shape)
             bn = "batch" if self.net.has_batchnorm() else "train"
-            loss = F.mean(F.softmax_cross_entropy(self.net.logits(x, bn=bn), t))
+            loss = F.mean(sample_losses(self.net.logits(x, bn=bn), t))
             self._one = (x, t, loss)
         return self._one
+
+    def _exact_graph(self, bs: int):
+        """S = <c, grad_theta L_B(theta, w)> + sum_k <r_k, stat_k(theta, w)> (DESIGN 2b).
+
+        L_B = sum_i w_i l_i / bs with BN batch statistics weighted by w; stat_k are the
+        (mean, unbiased variance) the running statistics move toward. The walk puts
+        c = -lr a_theta and r_k = (1 - d) a_r,k into the vector variables; the outputs are
+        dS/dtheta (the adjoint's increment) and dS/dw (minus the per-sample terms)."""
+        g = self._exact.get(bs)
+        if g is not None:
+            return g
+        x, t = input_variables(bs, self.engine.data.in_shape)
+        w = nn.Variable((bs, 1), need_grad=True)
+        w.d = 1.0
+        stats: list = []
+        if self.net.has_batchnorm():
+            logits = self.net.logits(x, bn="weighted", w=w, stats=stats)
+        else:
+            logits = self.net.logits(x, bn="train")
+        loss = F.sum(sample_losses(logits, t) * w) / bs
+        grads = nn.grad([loss], self.params)
+        vs = [nn.Variable(p.shape, need_grad=False) for p in self.params]
+        stat_vars = [v for pair in stats for v in pair]
+        rs = [nn.Variable(v.shape, need_grad=False) for v in stat_vars]
+        terms = [F.sum(a * b) for a, b in zip(grads + stat_vars, vs + rs)]
+        s = F.add_n(*terms) if len(terms) > 1 else terms[0]
+        outs = nn.grad([s], self.params + [w])
+        for o in outs:
+            o.persistent = True
+        g = self._exact[bs] = (x, t, w, vs, rs, outs, F.sink(*outs))
+        return g
+
+    def exact_step_terms(self, x, y, a_theta, a_r, lr: float):
+        """(-dS/dw, dS/dtheta) of one step for the adjoints (a_theta, a_r)."""
+        xv, tv, w, vs, rs, outs, sink = self._exact_graph(len(y))
+        xv.d, tv.d = x, y
+        w.d = 1.0
+        self._set_vector(vs, [np.float32(-lr) * a for a in a_theta])
+        self._set_vector(rs, [np.float32(1 - BN_DECAY) * a for a in a_r])
+        sink.forward(clear_no_need_grad=True)
+        return -outs[-1].d[:, 0].astype(np.float64), [o.d.copy() for o in outs[:-1]]
+
+    def val_gradient_exact(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """dL_val/dtheta and dL_val/dr (running statistics, in bn_state_names order) at
+        the current state, inference-mode BN."""
+        d = self.engine.data
+        n = len(d.val_y)
+        running = list(self._running.values())
+        for name, v in self._running.items():
+            v.d = self.net.variables[name].d
+            v.grad.zero()
+        for p in self.params:
+            p.grad.zero()
+        for start in range(0, n, VAL_BATCH):
+            yb = d.val_y[start : start + VAL_BATCH]
+            g = self._val_exact.get(len(yb))
+            if g is None:
+                x, t = input_variables(len(yb), d.in_shape)
+                logits = self.net.logits(x, bn="eval", running=self._running or None)
+                loss = F.sum(F.softmax_cross_entropy(logits, t))
+                g = self._val_exact[len(yb)] = (x, t, loss)
+            x, t, loss = g
+            x.d = preprocess.normalize(d.val_x[start : start + VAL_BATCH])
+            t.d = yb[:, None]
+            loss.forward(clear_no_need_grad=True)
+            loss.backward(1.0 / n, clear_buffer=True)
+        return [p.g.copy() for p in self.params], [v.g.copy() for v in running]
 
     # ------------------------------------------------------------------ pieces
     def hvp(self, x: np.ndarray, y: np.ndarray, u: list[np.ndarray]) -> list[np.ndarray]:
@@ -225,13 +305,23 @@ class InfluenceComputer:
 
     # ------------------------------------------------------------------ the walk
     def influence(self, record: Record, steps, params_at=None, hvp_scaling: str = "correct",
-                  progress: str | None = None) -> np.ndarray:
+                  progress: str | None = None, bn_influence: str = "reference") -> np.ndarray:
         """Walk ``steps`` backwards; returns infl over the training samples.
 
-        The network must hold the final parameters when called. ``params_at(s)``, when
-        given, returns the flat trainable parameters before step s (Hara); without it the
-        final parameters are used everywhere (Ours)."""
-        u = self.val_gradient()
+        The network must hold the final state (parameters and running statistics) when
+        called. ``params_at(s)``, when given, returns the flat trainable parameters before
+        step s (Hara; called for descending s); without it the final parameters are used
+        everywhere (Ours). ``bn_influence='exact'`` walks the state (parameters, running
+        statistics) through the weighted step of DESIGN section 2b; 'reference' is the
+        walk of section 2 with per-sample BN statistics in the per-sample terms. Without
+        BN both are the same walk."""
+        if bn_influence not in C.BN_INFLUENCE:
+            raise ValueError(f"--bn-influence: expected exact or reference, got {bn_influence!r}")
+        exact = bn_influence == "exact"
+        if exact:
+            u, a_r = self.val_gradient_exact()
+        else:
+            u, a_r = self.val_gradient(), []
         u_norm0 = _norm(u)
         final_flat = self.net.get_flat()
         infl = np.zeros(record.n_train, np.float64)
@@ -242,6 +332,13 @@ class InfluenceComputer:
             idx, seeds = record.batch(s)
             x, y = self.engine.train_inputs(idx, seeds)
             lr, bs = float(record.lr[s]), len(idx)
+            if exact:
+                scale = 1.0 / bs if hvp_scaling == "reference" else 1.0
+                terms, du = self.exact_step_terms(x, y, u, a_r, lr)
+                np.add.at(infl, idx, terms)
+                u = [a + np.float32(scale) * h for a, h in zip(u, du)]
+                a_r = [np.float32(BN_DECAY) * a for a in a_r]
+                continue
             dots, hu = self.step_terms(x, y, u)
             np.add.at(infl, idx, (lr / bs) * dots)
             scale = lr / bs if hvp_scaling == "reference" else lr
@@ -321,7 +418,7 @@ def compute_scores(cfg: C.Config, seed: int, method: str, data: Prepared,
     if method == "Hara":
         params_at = hara_params(cfg, seed, data, record, steps, progress=f"replay seed {seed}")
     scores = comp.influence(record, steps, params_at, cfg.hvp_scaling,
-                            progress=f"influence {method} seed {seed}")
+                            progress=f"influence {method} seed {seed}", bn_influence=cfg.bn_influence)
     if facts is not None:
         facts.update(u_growth=float(comp.last_u_growth), window_steps=len(steps))
     return scores
@@ -368,8 +465,9 @@ def run_influence(cfg: C.Config, seed: int, method: str, data: Prepared | None =
 # --------------------------------------------------------------------------- CLI
 PHASE_FLAGS = (
     "output", "dataset", "train_csv", "val_csv", "test_csv", "data_dir", "label_noise", "model",
-    "width", "lr", "batch_size", "n_epochs", "augment", "infl_epochs", "methods", "hvp_scaling",
-    "hara_cache", "context", "device_id", "overwrite", "wait", "preset",
+    "width", "lr", "lr_schedule", "lr_final", "lr_decay_epochs", "batch_size", "n_epochs", "augment",
+    "infl_epochs", "methods", "hvp_scaling", "bn_influence", "hara_cache", "context", "device_id",
+    "overwrite", "wait", "preset",
 )
 
 

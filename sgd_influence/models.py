@@ -18,6 +18,14 @@ Batch-normalisation modes of :meth:`Network.logits`:
 ``instance``
     per-sample statistics over each sample's H x W (instance normalisation with BN's
     gamma/beta): a batched equal of ``batch`` at batch size one.
+``weighted``
+    batch statistics weighted by per-sample weights ``w`` (shape (B, 1)), written in
+    basic ops so they can be differentiated twice, in w too; ``stats`` (a list) receives
+    per BN layer the (mean, unbiased variance) that the running statistics move toward.
+    With w = 1 this is ``batch`` up to float rounding.
+``eval`` with ``running``
+    inference mode with the running statistics given as variables (basic ops), so the
+    validation loss can be differentiated with respect to them.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import nnabla.functions as F
 import numpy as np
 
 MODELS = ("cifarnet", "logreg", "mlp")
-BN_MODES = ("train", "batch", "eval", "instance")
+BN_MODES = ("train", "batch", "eval", "instance", "weighted")
 BN_DECAY = 0.9
 BN_EPS = 1e-5
 MLP_HIDDEN = 64
@@ -45,6 +53,9 @@ class ModelSpec:
     in_shape: tuple[int, int, int]
     num_classes: int
     width: int = 32  # channels of cifarnet's first block (32 in the paper)
+    # cifarnet with softplus for ReLU and average- for max-pooling: the same graph without
+    # kinks, for finite-difference oracles of derivatives through training steps
+    smooth: bool = False
 
     def __post_init__(self):
         if self.arch not in MODELS:
@@ -146,9 +157,18 @@ class Network:
         return np.concatenate([v.g.ravel() for v in self.trainable.values()]).astype(np.float32)
 
     # ----------------------------------------------------------------- graphs
-    def _bn(self, x, block: int, mode: str):
+    def bn_state_names(self) -> list[str]:
+        """Names of the BN running statistics, in layer order (mean, var per layer)."""
+        return [k for k, v in self.variables.items() if k.startswith("bn") and k not in self.trainable]
+
+    def _bn(self, x, block: int, mode: str, w=None, stats=None, running=None):
         beta = self.variables[f"bn{block}/beta"]
         gamma = self.variables[f"bn{block}/gamma"]
+        if mode == "weighted":
+            return weighted_batch_norm(x, beta, gamma, w, stats)
+        if mode == "eval" and running is not None:
+            mean, var = running[f"bn{block}/mean"], running[f"bn{block}/var"]
+            return (x - mean) * F.pow_scalar(var + BN_EPS, -0.5) * gamma + beta
         if mode == "eval":
             return F.batch_normalization(
                 x, beta, gamma, self.variables[f"bn{block}/mean"], self.variables[f"bn{block}/var"],
@@ -167,18 +187,24 @@ class Network:
             x, beta, gamma, mean, var, axes=[1], decay_rate=BN_DECAY, eps=BN_EPS, batch_stat=True
         )
 
-    def logits(self, x: nn.Variable, bn: str = "train") -> nn.Variable:
+    def logits(self, x: nn.Variable, bn: str = "train", w: nn.Variable | None = None,
+               stats: list | None = None, running: dict | None = None) -> nn.Variable:
+        """Logits of ``x``; ``w``/``stats`` for bn='weighted', ``running`` for bn='eval'
+        (see the module docstring)."""
         if bn not in BN_MODES:
             raise ValueError(f"bn mode: expected one of {BN_MODES}, got {bn!r}")
+        if bn == "weighted" and w is None:
+            raise ValueError("bn mode 'weighted' needs the per-sample weights w")
         v = self.variables
         if self.spec.arch == "cifarnet":
             h = x
             for block in range(1, 4):
                 i = 2 * block - 1
                 h = F.convolution(h, v[f"conv{i}/W"], v[f"conv{i}/b"], pad=(1, 1))
-                h = F.relu(self._bn(h, block, bn))
+                act, pool = (F.softplus, F.average_pooling) if self.spec.smooth else (F.relu, F.max_pooling)
+                h = act(self._bn(h, block, bn, w, stats, running))
                 h = F.convolution(h, v[f"conv{i + 1}/W"], v[f"conv{i + 1}/b"], pad=(1, 1))
-                h = F.max_pooling(F.relu(h), (2, 2))
+                h = pool(act(h), (2, 2))
             return F.affine(h, v["fc/W"], v["fc/b"])
         if self.spec.arch == "logreg":
             return F.affine(x, v["fc/W"], v["fc/b"])
@@ -187,6 +213,37 @@ class Network:
 
     def has_batchnorm(self) -> bool:
         return self.spec.arch == "cifarnet"
+
+
+def weighted_batch_norm(x, beta, gamma, w, stats: list | None = None):
+    """Batch normalisation over axes (0, 2, 3) with per-sample weights ``w`` (B, 1).
+
+    mean = sum_i w_i x_i / n, var = sum_i w_i (x_i - mean)^2 / n with n = sum_i w_i * H * W
+    (the plain batch statistics at w = 1, those of the batch without j at w_j = 0).
+    ``stats`` receives (mean, var * n / (n - 1)): nnabla's running-variance update uses the
+    unbiased variance over the B*H*W values of a channel.
+    """
+    b, _, h, wd = x.shape
+    wb = F.reshape(w, (b, 1, 1, 1))
+    n = F.reshape(F.sum(w), (1, 1, 1, 1)) * float(h * wd)
+    mean = F.sum(x * wb, axis=(0, 2, 3), keepdims=True) / n
+    xc = x - mean
+    var = F.sum(xc * xc * wb, axis=(0, 2, 3), keepdims=True) / n
+    if stats is not None:
+        stats.append((mean, var * n / (n - 1.0)))
+    return xc * F.pow_scalar(var + BN_EPS, -0.5) * gamma + beta
+
+
+def sample_losses(logits: nn.Variable, t: nn.Variable) -> nn.Variable:
+    """Per-sample softmax cross-entropy (B, 1).
+
+    At batch size one nnabla's second derivative of ``F.softmax_cross_entropy`` fails
+    ('Dimensions of inputs must match'); there the same loss is written as
+    -<log_softmax(z), onehot(t)>, which differentiates twice at any batch size."""
+    if logits.shape[0] > 1:
+        return F.softmax_cross_entropy(logits, t)
+    k = logits.shape[1]
+    return -F.sum(F.log_softmax(logits, axis=1) * F.one_hot(t, (k,)), axis=1, keepdims=True)
 
 
 def input_variables(batch_size: int, in_shape) -> tuple[nn.Variable, nn.Variable]:

@@ -111,7 +111,8 @@ def train(cfg: C.Config, seed: int, data: Prepared) -> Engine:
     out = Path(cfg.output)
     spec = model_spec(cfg, data)
     engine = Engine(spec, seed, data, augment=cfg.augment)
-    rec = make_record(seed, data.n_train, cfg.n_epochs, cfg.batch_size, cfg.lr)
+    rec = make_record(seed, data.n_train, cfg.n_epochs, cfg.batch_size, cfg.lr,
+                      **cfg.lr_schedule_args())
     fileio.write_json(paths.train_identity(out, seed), cfg.train_identity())
     if cfg.label_noise > 0:
         fileio.write_csv(paths.label_noise(out, seed), pd.DataFrame({
@@ -155,8 +156,8 @@ def train(cfg: C.Config, seed: int, data: Prepared) -> Engine:
 # --------------------------------------------------------------------------- CLI
 PHASE_FLAGS = (
     "output", "dataset", "train_csv", "val_csv", "test_csv", "data_dir", "label_noise", "model",
-    "width", "lr", "batch_size", "n_epochs", "augment", "infl_epochs", "methods", "hara_cache",
-    "context", "device_id", "overwrite", "wait", "preset",
+    "width", "lr", "lr_schedule", "lr_final", "lr_decay_epochs", "batch_size", "n_epochs", "augment",
+    "infl_epochs", "methods", "hara_cache", "context", "device_id", "overwrite", "wait", "preset",
 )
 
 

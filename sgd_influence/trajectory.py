@@ -94,8 +94,40 @@ class Record:
         )
 
 
-def make_record(seed: int, n_train: int, n_epochs: int, batch_size: int, lr: float) -> Record:
-    """The whole schedule of a run: seeded batch order per epoch, running augmentation seeds."""
+LR_SCHEDULES = ("constant", "cosine", "linear", "step")
+
+
+def learning_rates(lr: float, n_epochs: int, steps_per_epoch: int, schedule: str = "constant",
+                   lr_final: float = 0.0, decay_epochs: int = 1) -> np.ndarray:
+    """The learning rate of every step (float64).
+
+    ``constant``: ``lr`` throughout (the paper). Otherwise ``lr`` until the last
+    ``decay_epochs`` epochs, which go from ``lr`` (their first step) to ``lr_final``
+    (the run's last step) by half a cosine (``cosine``) or a straight line (``linear``),
+    or run at ``lr_final`` throughout (``step``)."""
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"--lr-schedule: expected one of {', '.join(LR_SCHEDULES)}, got {schedule!r}")
+    total = n_epochs * steps_per_epoch
+    out = np.full(total, float(lr), np.float64)
+    if schedule == "constant":
+        return out
+    n = min(decay_epochs, n_epochs) * steps_per_epoch
+    frac = np.arange(n, dtype=np.float64) / max(n - 1, 1) if n > 1 else np.ones(1)
+    if schedule == "cosine":
+        tail = lr_final + (lr - lr_final) * 0.5 * (1.0 + np.cos(np.pi * frac))
+    elif schedule == "linear":
+        tail = lr + (lr_final - lr) * frac
+    else:
+        tail = np.full(n, float(lr_final))
+    out[total - n:] = tail
+    return out
+
+
+def make_record(seed: int, n_train: int, n_epochs: int, batch_size: int, lr: float,
+                lr_schedule: str = "constant", lr_final: float = 0.0,
+                lr_decay_epochs: int = 1) -> Record:
+    """The whole schedule of a run: seeded batch order per epoch, running augmentation
+    seeds, the learning rate of every step (see :func:`learning_rates`)."""
     steps_per_epoch = -(-n_train // batch_size)
     S = steps_per_epoch * n_epochs
     epoch = np.repeat(np.arange(n_epochs, dtype=np.int64), steps_per_epoch)
@@ -114,7 +146,8 @@ def make_record(seed: int, n_train: int, n_epochs: int, batch_size: int, lr: flo
             seeds[s, :b] = preprocess.augmentation_seeds(seed, np.arange(counter, counter + b))
             counter += b
     return Record(
-        seed=seed, epoch=epoch, lr=np.full(S, lr, np.float64), batch_size=sizes,
+        seed=seed, epoch=epoch, batch_size=sizes,
+        lr=learning_rates(lr, n_epochs, steps_per_epoch, lr_schedule, lr_final, lr_decay_epochs),
         indices=indices, aug_seeds=seeds, n_train=n_train,
     )
 
@@ -130,23 +163,37 @@ def load_snapshot(path) -> dict[str, np.ndarray]:
 
 # --------------------------------------------------------------------------- replay
 def replay(engine: Engine, record: Record, steps, removed: np.ndarray | None = None,
-           on_epoch_end=None, progress: str | None = None) -> None:
+           on_epoch_end=None, progress: str | None = None,
+           weights: np.ndarray | None = None) -> None:
     """Replay recorded ``steps`` on ``engine`` (whose parameters are the start state).
 
     ``removed``: boolean mask over training samples to leave out; each step's gradient is
     that of the kept samples' mean times kept/|B| and a step with no sample left is
-    skipped. ``on_epoch_end(epoch)`` is called after the last step of each epoch.
+    skipped. ``weights``: per-sample weights over the training samples instead (the
+    counterfactual the influence walk differentiates): a step whose batch has only
+    weights 0 and 1 is the removal step above (so w_j = 0 is bit for bit the run without
+    j), any other step is :meth:`Engine.weighted_step`. ``on_epoch_end(epoch)`` is called
+    after the last step of each epoch.
     """
+    if removed is not None and weights is not None:
+        raise ValueError("replay: give removed or weights, not both")
     steps = list(steps)
     bar = tqdm(steps, desc=progress, leave=False, disable=progress is None, mininterval=1.0)
     for s in bar:
         idx, seeds = record.batch(s)
         full = len(idx)
-        if removed is not None:
-            keep = ~removed[idx]
-            idx, seeds = idx[keep], seeds[keep]
-        if len(idx):
-            engine.step(idx, seeds, float(record.lr[s]), full)
+        lr = float(record.lr[s])
+        w = None if weights is None else np.asarray(weights, np.float64)[idx]
+        if w is not None and not np.all((w == 0) | (w == 1)):
+            engine.weighted_step(idx, seeds, lr, w)
+        else:
+            if w is not None:
+                idx, seeds = idx[w == 1], seeds[w == 1]
+            elif removed is not None:
+                keep = ~removed[idx]
+                idx, seeds = idx[keep], seeds[keep]
+            if len(idx):
+                engine.step(idx, seeds, lr, full)
         last_of_epoch = s + 1 == record.n_steps or record.epoch[s + 1] != record.epoch[s]
         if on_epoch_end is not None and last_of_epoch:
             on_epoch_end(int(record.epoch[s]))

@@ -31,3 +31,19 @@ def make_dataset(n_train=200, n_val=100, n_test=100, seed=0, num_classes=10, sid
         test=make_split(n_test, rng, num_classes, side, channels, noise),
         num_classes=num_classes,
     )
+
+
+def mnist5k_subset(n_train: int, n_val: int, n_test: int = 10, seed: int = 0):
+    """A seeded random subset of the offline mnist5k splits (classes mixed), as a data set."""
+    from sgd_influence.data import load_dataset
+
+    ds = load_dataset("mnist5k", seed)
+
+    def cut(split, n):
+        k = np.random.default_rng(np.random.SeedSequence([seed, 0x5B5E7])).permutation(len(split.labels))[:n]
+        return SimpleNamespace(images=split.images[k], labels=np.asarray(split.labels)[k],
+                               rows=np.arange(len(k), dtype=np.int64),
+                               paths=tuple(split.paths[i] for i in k))
+
+    return SimpleNamespace(name="mnist5k", train=cut(ds.train, n_train), val=cut(ds.val, n_val),
+                           test=cut(ds.test, n_test), num_classes=ds.num_classes)
