@@ -305,7 +305,7 @@ class InfluenceComputer:
 
     # ------------------------------------------------------------------ the walk
     def influence(self, record: Record, steps, params_at=None, hvp_scaling: str = "correct",
-                  progress: str | None = None, bn_influence: str = "reference") -> np.ndarray:
+                  progress: str | None = None, bn_influence: str = "exact") -> np.ndarray:
         """Walk ``steps`` backwards; returns infl over the training samples.
 
         The network must hold the final state (parameters and running statistics) when
