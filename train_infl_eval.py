@@ -17,7 +17,11 @@ just add files); a different configuration is refused unless --overwrite. A CSV
 data set is identified by its content (CSV and image bytes), not by its path. One run
 at a time writes in a folder: a second one stops, naming the first (or waits, --wait).
 Reused files are checked first; a damaged one is named and computed again.
-Work is spread over --jobs worker processes (nnabla uses one core per process).
+Tasks (training per seed, influence per method and seed, one retrain per method, n
+and seed) run on a local Dask cluster of --jobs single-threaded worker processes
+(nnabla uses one core per process), in this process with --jobs 1, or with
+--scheduler ADDRESS on an existing Dask cluster (README: 'Parallel runs and several
+machines').
 
 Examples:
   python train_infl_eval.py --preset demo -o output/demo
@@ -27,22 +31,13 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from sgd_influence import config as C
-from sgd_influence import pipeline
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = pipeline.OneLineParser(prog="train_infl_eval.py", description=__doc__,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    C.add_arguments(p)
-    return p
+from sgd_influence.cli import pipeline_main
 
 
 def main(argv=None) -> int:
-    return pipeline.cli_main(build_parser(), argv, lambda cfg, ns: pipeline.run_all(cfg))
+    return pipeline_main(argv, prog="train_infl_eval.py", doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -1,23 +1,28 @@
-"""Speed-up of --jobs 2 over --jobs 1 on the demo preset's evaluation phase.
+"""Speed-up of --jobs 2 (a local Dask cluster of 2 worker processes) over --jobs 1
+(in-process) on the demo preset's evaluation phase; optionally against another revision.
 
 The training and influence phases of the demo preset are run once (or taken from a
 finished demo folder, --from, by default output/demo when it holds one); then the
-evaluation phase (every retrain: methods x n x seeds) runs on two fresh copies, first
-with --jobs 1, then with --jobs 2, in this one process, and the wall times, the
-speed-up and whether both gave byte-identical score files are printed.
+evaluation phase (every retrain: methods x n x seeds) runs on fresh copies, one after
+the other: --jobs 1, --jobs 2, and with --baseline DIR (a checkout of another revision,
+e.g. ``git archive <rev> | tar -x -C DIR``) that revision's --jobs 2 on the same work.
+Each run is a fresh Python process timed around ``pipeline.run_pipeline`` (imports
+excluded); the wall times, the ratios and whether every run gave byte-identical score
+files are printed.
 
-    python benchmarks/bench_jobs.py [--from output/demo] [--work output/bench_jobs]
+    python benchmarks/bench_jobs.py [--from output/demo] [--work output/bench_jobs] [--baseline DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import resource
 import shutil
+import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,16 +48,31 @@ def holds_demo(folder: Path) -> bool:
                for m in cfg.methods for s in range(cfg.n_trials))
 
 
-def timed_eval(base: Path, target: Path, jobs: int) -> float:
+# run in a fresh interpreter with the code of ``root``: the evaluation phase, timed
+_TIMED = """
+import json, logging, sys, time
+sys.path.insert(0, {root!r})
+from sgd_influence import config as C, pipeline
+from sgd_influence.cli import setup_logging
+from sgd_influence.context import set_context
+setup_logging({level})
+set_context("cpu")
+cfg = C.replace(C.Config(output={out!r}, **C.PRESETS["demo"], preset="demo"), jobs={jobs})
+t0 = time.perf_counter()
+pipeline.run_pipeline(cfg, phases=("eval",))
+print(json.dumps(time.perf_counter() - t0))
+"""
+
+
+def timed_eval(base: Path, target: Path, jobs: int, root: Path, level: int) -> float:
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
     for part in ("train", "influence"):
         shutil.copytree(base / part, target / part)
-    cfg = demo_config(target, jobs)
-    t0 = time.perf_counter()
-    pipeline.run_pipeline(cfg, phases=("eval",))
-    return time.perf_counter() - t0
+    code = _TIMED.format(root=str(root), out=str(target), jobs=jobs, level=level)
+    res = subprocess.run([sys.executable, "-c", code], cwd=root, stdout=subprocess.PIPE, check=True)
+    return float(json.loads(res.stdout.decode().strip().splitlines()[-1]))
 
 
 def main() -> None:
@@ -60,9 +80,12 @@ def main() -> None:
     ap.add_argument("--from", dest="source", default=str(ROOT / "output" / "demo"),
                     help="a finished demo folder to take training and influence from")
     ap.add_argument("--work", default=str(ROOT / "output" / "bench_jobs"), help="scratch folder")
+    ap.add_argument("--baseline", default=None,
+                    help="a checkout of another revision: its --jobs 2 is timed on the same work")
     ap.add_argument("--verbose", action="store_true", help="log every task")
     a = ap.parse_args()
-    setup_logging(logging.INFO if a.verbose else logging.WARNING)
+    level = logging.INFO if a.verbose else logging.WARNING
+    setup_logging(level)
     set_context("cpu")
     work = Path(a.work)
     base = Path(a.source)
@@ -76,18 +99,26 @@ def main() -> None:
     print(f"evaluation phase of the demo preset: {n_retrains} retrains "
           f"({cfg.n_trials} seeds, methods {' '.join(cfg.methods)}, n {' '.join(map(str, cfg.remove_n_list))}); "
           f"{os.cpu_count()} cores", flush=True)
+    runs = {"--jobs 1": (1, ROOT), "--jobs 2": (2, ROOT)}
+    if a.baseline:
+        runs["baseline --jobs 2"] = (2, Path(a.baseline).resolve())
     times = {}
     busy = False
-    for jobs in (1, 2):
+    for name, (jobs, root) in runs.items():
         busy0, own0 = machine_cpu_seconds(), own_cpu_seconds()
-        times[jobs] = timed_eval(base, work / f"jobs{jobs}", jobs)
-        others = (machine_cpu_seconds() - busy0 - (own_cpu_seconds() - own0)) / times[jobs]
+        times[name] = timed_eval(base, work / name.replace(" ", "").replace("-", ""), jobs, root, level)
+        others = (machine_cpu_seconds() - busy0 - (own_cpu_seconds() - own0)) / times[name]
         busy |= others > 0.2
-        print(f"--jobs {jobs}: {times[jobs]:7.1f} s   (other processes used {max(others, 0):.2f} "
+        print(f"{name:>18}: {times[name]:7.1f} s   (other processes used {max(others, 0):.2f} "
               "cores meanwhile)", flush=True)
-    same = _scores(work / "jobs1") == _scores(work / "jobs2")
-    print(f"speed-up of --jobs 2 over --jobs 1: {times[1] / times[2]:.2f}x "
-          f"(score files identical: {'yes' if same else 'NO'})")
+    scores = [_scores(work / name.replace(" ", "").replace("-", "")) for name in runs]
+    same = all(s == scores[0] for s in scores) and len(scores[0]) == n_retrains + cfg.n_trials * (
+        len(cfg.methods) - 1)
+    print(f"speed-up of --jobs 2 over --jobs 1: {times['--jobs 1'] / times['--jobs 2']:.2f}x")
+    if a.baseline:
+        print(f"--jobs 2 against the baseline's --jobs 2: {times['--jobs 2'] / times['baseline --jobs 2']:.3f} "
+              "(time ratio; < 1 is faster)")
+    print(f"score files identical in every run: {'yes' if same else 'NO'}")
     if busy:
         print("other work ran on the machine during the measurement: the ratio is not reliable")
 

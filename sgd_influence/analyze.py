@@ -44,7 +44,6 @@ of |u| and the storage table are also printed. Run alone: ``python -m sgd_influe
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -361,32 +360,7 @@ def analyze(out, methods=None, ns=None, seeds=None, title: str | None = None,
     return summary
 
 
-def main(argv=None) -> int:
-    from .cli import setup_logging
-    from .pipeline import OneLineParser
-
-    p = OneLineParser(prog="python -m sgd_influence.analyze", description=__doc__,
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-o", "--output", default=C.Config.output, help="output folder (default: output)")
-    p.add_argument("--methods", nargs="+", choices=C.METHODS, default=None,
-                   help="methods to include (default: all found)")
-    p.add_argument("-r", "--remove_n_list", type=int, nargs="+", default=None,
-                   help="numbers of removed samples to include (default: all found)")
-    p.add_argument("--seed", type=int, nargs="+", default=None, help="seeds to include (default: all found)")
-    ns = p.parse_args(argv)
-    setup_logging()
-    try:
-        title = None
-        if paths.run_config(ns.output).exists():
-            from .pipeline import run_title
-
-            title = run_title(C.Config.from_dict(fileio.read_json(paths.run_config(ns.output))))
-        analyze(ns.output, ns.methods, ns.remove_n_list, ns.seed, title)
-    except (ValueError, FileNotFoundError) as exc:
-        logging.getLogger("sgd_influence").error("%s", exc)
-        return 2
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from sgd_influence.cli import analyze_main
+
+    sys.exit(analyze_main())

@@ -28,12 +28,12 @@ into the floor (see analyze.py).
 Run alone on an output folder whose training and influence phases are finished:
 ``python -m sgd_influence.eval -o OUT``. When ``OUT/config.json`` exists (written by
 train_infl_eval.py) it supplies the settings; flags given here override them. Finished
-score files are reused; retrains run in ``--jobs`` worker processes.
+score files are reused; retrains run in ``--jobs`` worker processes (a local Dask
+cluster) or, with ``--scheduler ADDRESS``, on an existing Dask cluster.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -227,7 +227,7 @@ def run_eval_job(cfg: C.Config, job: EvalJob, data=None, progress: bool = False)
         redo = {p for _m, p in missing}
         have = [p for p in targets if p not in redo]
         if have:  # No Removal is the same for every method: copy it
-            base = pd.read_csv(have[0])
+            base = pd.read_csv(have[0], float_precision="round_trip")  # the same bytes back
             for m, p in missing:
                 fileio.write_csv(p, base.assign(method=m))
             return targets
@@ -292,31 +292,7 @@ def read_floor(out) -> pd.DataFrame:
     return _read_all(paths.floor_glob(), out, FLOOR_COLUMNS)
 
 
-# --------------------------------------------------------------------------- CLI
-PHASE_FLAGS = (
-    "output", "n_trials", "dataset", "train_csv", "val_csv", "test_csv", "data_dir", "label_noise",
-    "model", "width", "lr", "lr_schedule", "lr_final", "lr_decay_epochs", "batch_size", "n_epochs",
-    "augment", "infl_epochs", "methods", "hvp_scaling", "bn_influence", "remove_n_list",
-    "noise_floor_k", "noise_floor_draws", "retrain_all", "context", "device_id", "jobs", "overwrite",
-    "wait", "preset",
-)
-
-
-def main(argv=None) -> int:
-    from . import pipeline
-
-    p = pipeline.OneLineParser(prog="python -m sgd_influence.eval", description=__doc__,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    C.add_arguments(p, PHASE_FLAGS)
-    p.add_argument("--seed", type=int, nargs="+", default=None,
-                   help="trial seed(s) to evaluate (default: 0 .. n_trials-1)")
-
-    def body(cfg: C.Config, ns) -> None:
-        seeds = list(range(cfg.n_trials)) if ns.seed is None else list(ns.seed)
-        pipeline.run_pipeline(cfg, phases=("eval",), seeds=seeds)
-
-    return pipeline.cli_main(p, argv, body, saved_defaults=True)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from sgd_influence.cli import eval_main
+
+    sys.exit(eval_main())

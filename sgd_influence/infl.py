@@ -50,7 +50,6 @@ the walk (``u_growth``) and the number of window steps.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -462,32 +461,7 @@ def run_influence(cfg: C.Config, seed: int, method: str, data: Prepared | None =
     return target
 
 
-# --------------------------------------------------------------------------- CLI
-PHASE_FLAGS = (
-    "output", "dataset", "train_csv", "val_csv", "test_csv", "data_dir", "label_noise", "model",
-    "width", "lr", "lr_schedule", "lr_final", "lr_decay_epochs", "batch_size", "n_epochs", "augment",
-    "infl_epochs", "methods", "hvp_scaling", "bn_influence", "hara_cache", "context", "device_id",
-    "overwrite", "wait", "preset",
-)
-
-
-def main(argv=None) -> int:
-    from .cli import run_cli
-
-    p = argparse.ArgumentParser(
-        prog="python -m sgd_influence.infl", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=__doc__ + "\nRuns on a training run's folder (-o) made with the same settings.")
-    C.add_arguments(p, PHASE_FLAGS)
-    p.add_argument("--seed", type=int, nargs="+", default=[0], help="trial seed(s) (default: 0)")
-    p.add_argument("--per-sample", choices=PER_SAMPLE_MODES, default="auto",
-                   help="how per-sample terms are computed (default: auto, by network and context)")
-
-    def body(cfg, ns):
-        for seed in ns.seed:
-            for method in cfg.methods:
-                run_influence(cfg, seed, method, per_sample=ns.per_sample)
-    return run_cli(p, argv, body)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from sgd_influence.cli import infl_main
+
+    sys.exit(infl_main())

@@ -25,7 +25,6 @@ Run alone: ``python -m sgd_influence.train -o OUT --seed 0 ...``.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import shutil
 import sys
@@ -153,27 +152,7 @@ def train(cfg: C.Config, seed: int, data: Prepared) -> Engine:
     return engine
 
 
-# --------------------------------------------------------------------------- CLI
-PHASE_FLAGS = (
-    "output", "dataset", "train_csv", "val_csv", "test_csv", "data_dir", "label_noise", "model",
-    "width", "lr", "lr_schedule", "lr_final", "lr_decay_epochs", "batch_size", "n_epochs", "augment",
-    "infl_epochs", "methods", "hara_cache", "context", "device_id", "overwrite", "wait", "preset",
-)
-
-
-def main(argv=None) -> int:
-    from .cli import run_cli
-
-    p = argparse.ArgumentParser(prog="python -m sgd_influence.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    C.add_arguments(p, PHASE_FLAGS)
-    p.add_argument("--seed", type=int, nargs="+", default=[0], help="trial seed(s) (default: 0)")
-
-    def body(cfg, ns):
-        for seed in ns.seed:
-            run_training(cfg, seed)
-    return run_cli(p, argv, body)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from sgd_influence.cli import train_main
+
+    sys.exit(train_main())

@@ -1,4 +1,4 @@
-"""Unit tests of the evaluation phase, the analysis and the scheduler (no real data files)."""
+"""Unit tests of the evaluation phase and the analysis (no real data files)."""
 
 from __future__ import annotations
 
@@ -261,42 +261,6 @@ def test_stale_temporary_files_are_removed(tmp_path):
     alive.write_text("x")
     pipeline.clean_stale_tmp(tmp_path)
     assert not stale.exists() and alive.exists()
-
-
-def test_scheduler_order_prefers_held_seed_and_reports_failure(tmp_path, monkeypatch):
-    cfg = _cfg(tmp_path)
-    seen = []
-
-    def fake_run(self, task):
-        seen.append(task.label)
-        if task.kind == "eval" and task.job.n == 7:
-            raise RuntimeError("boom\nsecond line")
-
-    monkeypatch.setattr(pipeline.Runner, "run", fake_run)
-    tasks = [pipeline.Task("train", 1), pipeline.Task("train", 0)]
-
-    def on_done(task):
-        if task.kind == "train":
-            return [pipeline.Task("infl", task.seed, method=m) for m in ("Random", "Hara")]
-        if task.kind == "infl" and task.seed == 0 and task.method == "Random":
-            return [pipeline.Task("eval", 0, job=ev.EvalJob(0, 7, ("Random",)))]
-        return []
-
-    with pytest.raises(pipeline.PipelineError) as err:
-        pipeline.Scheduler(cfg, 1).run(tasks, on_done)
-    assert str(err.value) == "retrain Random n=7 seed 0 failed: RuntimeError: boom second line"
-    # training first; then the seed this process holds; Hara before Random
-    assert seen == ["train seed 0", "train seed 1", "influence Hara seed 1", "influence Random seed 1",
-                    "influence Hara seed 0", "influence Random seed 0", "retrain Random n=7 seed 0"]
-
-
-def test_user_errors_from_tasks_keep_their_message(tmp_path, monkeypatch):
-    def fake_run(self, task):
-        raise ValueError("--lr: too large")
-
-    monkeypatch.setattr(pipeline.Runner, "run", fake_run)
-    with pytest.raises(ValueError, match="^--lr: too large$"):
-        pipeline.Scheduler(_cfg(tmp_path), 1).run([pipeline.Task("train", 0)], lambda t: [])
 
 
 @pytest.mark.parametrize("retrain_all", [False, True])

@@ -1,5 +1,7 @@
 """End-to-end tests of train_infl_eval.py on a tiny CSV data set of PNG files:
-file tree and contents, reuse, resume after kills, --jobs 2 == --jobs 1, bad flags."""
+file tree and contents, reuse, resume after kills, --jobs 2 (a local Dask cluster) and
+a Dask cluster of worker processes (--scheduler) == --jobs 1, Ctrl-C, bad flags; and the
+in-process executor, the plan and the GPU choice of a worker on their own."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,9 +21,9 @@ import pytest
 from PIL import Image
 
 import train_infl_eval
+from sgd_influence import cli, execute, paths, plan
 from sgd_influence import config as C
 from sgd_influence import eval as ev
-from sgd_influence import paths
 
 ROOT = Path(__file__).resolve().parents[1]
 REMOVE = ["0", "1", "2", "3", "5", "8", "13", "20", "30", "50", "500"]  # 500 >= training size
@@ -185,9 +188,13 @@ def test_jobs_2_gives_the_same_files_as_jobs_1(reference, csv_data, tmp_path):
     assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
 
 
-def _spawn(argv, log):
+def _spawn(argv, log, sigint: bool = False):
+    """The pipeline in a new process group (``sigint``: with Ctrl-C's default action, which
+    a shell may have turned off for background jobs)."""
+    reset = (lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if sigint else None
     return subprocess.Popen([sys.executable, str(ROOT / "train_infl_eval.py"), *argv], cwd=ROOT,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=reset)
 
 
 def _kill_when(proc, condition, timeout=120.0) -> bool:
@@ -291,27 +298,25 @@ def test_other_configuration_refused_unless_overwrite(csv_data, tmp_path, logs):
 
 
 def test_phases_alone_eval_and_analyze(csv_data, tmp_path, capsys, logs):
-    from sgd_influence import analyze, infl, train
-
     out = tmp_path / "o"
     common = ["-o", str(out), "--train-csv", str(csv_data["train"]), "--test-csv", str(csv_data["test"]),
               "--model", "logreg", "--lr", "0.01", "-e", "2", "--batch-size", "32", "--methods", "Ours",
               "Random"]
     # eval before influence: one clear line, exit 2
-    assert train.main(common + ["--seed", "0"]) == 0
+    assert cli.train_main(common + ["--seed", "0"]) == 0
     logs.clear()
-    assert ev.main(common + ["-nt", "1", "-r", "0", "5"]) == 2
+    assert cli.eval_main(common + ["-nt", "1", "-r", "0", "5"]) == 2
     errs = logs.errors()
     assert len(errs) == 1 and "influence" in errs[0]
-    assert infl.main(common + ["--seed", "0"]) == 0
-    assert ev.main(common + ["-nt", "1", "-r", "0", "5", "--jobs", "1"]) == 0
+    assert cli.infl_main(common + ["--seed", "0"]) == 0
+    assert cli.eval_main(common + ["-nt", "1", "-r", "0", "5", "--jobs", "1"]) == 0
     assert paths.score(out, "Ours", 5, 0).exists() and paths.score(out, "Random", 0, 0).exists()
     capsys.readouterr()
-    assert analyze.main(["-o", str(out)]) == 0
+    assert cli.analyze_main(["-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "No Removal" in printed and "Ours" in printed and "Storage (disk" in printed
     assert paths.figure(out).exists()
-    assert analyze.main(["-o", str(tmp_path / "empty")]) == 2
+    assert cli.analyze_main(["-o", str(tmp_path / "empty")]) == 2
 
 
 @pytest.mark.slow
@@ -341,3 +346,201 @@ def test_failed_start_does_not_lock_the_folder(csv_data, tmp_path, logs):
     assert train_infl_eval.main(argv[:i + 1] + [str(bad)] + argv[i + 2:]) == 2
     assert len(logs.errors()) == 1 and "bad.csv" in logs.errors()[0]
     assert train_infl_eval.main(argv) == 0  # another data set, no --overwrite needed: nothing was made
+
+
+# --------------------------------------------------------------------------- execution
+class _FakePlan:
+    """Two seeds; each training releases two influence tasks, seed 0 also a retrain."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def initial(self):
+        return [plan.Step(plan.Task("train", 1)), plan.Step(plan.Task("train", 0))]
+
+    def released_by(self, task):
+        if task.kind != "train":
+            return []
+        infl = {m: plan.Task("infl", task.seed, method=m) for m in ("Random", "Hara")}
+        steps = [plan.Step(t) for t in infl.values()]
+        if task.seed == 0:
+            job = ev.EvalJob(0, 7, ("Random",))
+            steps.insert(0, plan.Step(plan.Task("eval", 0, job=job), (infl["Random"],)))
+        return steps
+
+
+def test_in_process_order_and_one_line_failure(tmp_path, monkeypatch):
+    seen = []
+
+    def perform(cfg, task, progress):
+        seen.append(task.label)
+        if task.kind == "eval":
+            raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(execute, "perform", perform)
+    with pytest.raises(execute.TaskFailed) as err:
+        execute.execute(_FakePlan(C.Config(output=str(tmp_path))), jobs=1)
+    assert str(err.value) == "retrain Random n=7 seed 0 failed: RuntimeError: boom second line"
+    # training first; then the seed this process holds; Hara before Random; the retrain
+    # after its influence file
+    assert seen == ["train seed 0", "train seed 1", "influence Hara seed 1", "influence Random seed 1",
+                    "influence Hara seed 0", "influence Random seed 0", "retrain Random n=7 seed 0"]
+
+
+def test_user_errors_from_tasks_keep_their_message(tmp_path, monkeypatch):
+    def perform(cfg, task, progress):
+        raise ValueError("--lr: too large")
+
+    monkeypatch.setattr(execute, "perform", perform)
+    with pytest.raises(ValueError, match="^--lr: too large$"):
+        execute.execute(_FakePlan(C.Config(output=str(tmp_path))), jobs=1)
+
+
+def test_planning_writes_nothing_and_the_no_removal_copy_is_a_task(reference, csv_data, tmp_path):
+    ref, _ = reference
+    out = tmp_path / "out"
+    shutil.copytree(ref, out)
+    missing = paths.score(out, "Ours", 0, 1)
+    missing.unlink()
+    cfg = C.from_args(cli.phase_parser("x", None, "pipeline").parse_args(_args(csv_data, out, "--jobs", "1")))
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    steps = plan.Plan(cfg, plan.PHASES, [0, 1]).initial()
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    assert [(s.task.label, s.after) for s in steps] == [("retrain No Removal seed 1", ())]
+    report = execute.execute(plan.Plan(cfg, plan.PHASES, [0, 1]), jobs=1)
+    assert report.done == 1
+    assert missing.read_bytes() == paths.score(ref, "Ours", 0, 1).read_bytes()
+
+
+def test_worker_gpu_choice():
+    """The device a worker computes on and whether tasks hold one GPU each."""
+    assert execute.device_id(3, {}) == 3  # -di
+    assert execute.device_id(3, {"CUDA_VISIBLE_DEVICES": "2"}) == 0  # the one device it sees
+    assert execute.device_id(3, {"CUDA_VISIBLE_DEVICES": "5,1,2"}) == 0  # dask-cuda: its own first
+    assert execute.device_id(1, {"CUDA_VISIBLE_DEVICES": ""}) == 1
+    assert execute.device_id(1, {"CUDA_VISIBLE_DEVICES": "-1"}) == 1
+    gpus = [{"resources": {"GPU": 1}}, {"resources": {}}]
+    assert execute.one_task_per_gpu("auto", gpus) and execute.one_task_per_gpu("cudnn", gpus)
+    assert not execute.one_task_per_gpu("cpu", gpus)
+    assert not execute.one_task_per_gpu("cudnn", [{"resources": {}}, {}])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def dask_cluster(tmp_path_factory):
+    """A Dask scheduler and two single-threaded worker processes on 127.0.0.1."""
+    from distributed import Client
+
+    dask = str(Path(sys.executable).with_name("dask"))
+    addr = f"tcp://127.0.0.1:{_free_port()}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    log = open(tmp_path_factory.mktemp("dask") / "log.txt", "wb")  # noqa: SIM115
+    cmds = [[dask, "scheduler", "--host", "127.0.0.1", "--port", addr.rsplit(":", 1)[1], "--no-dashboard"]]
+    cmds += [[dask, "worker", addr, "--nthreads", "1", "--nworkers", "1", "--host", "127.0.0.1",
+              "--no-dashboard", "--name", f"w{i}"] for i in range(2)]
+    procs = [subprocess.Popen(c, cwd=tmp_path_factory.mktemp("cwd"), env=env, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True) for c in cmds]
+    try:
+        with Client(addr, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+        yield addr
+    finally:
+        for p in procs[::-1]:
+            os.killpg(p.pid, signal.SIGTERM)
+        for p in procs[::-1]:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        log.close()
+
+
+@pytest.mark.slow
+def test_dask_cluster_gives_the_same_files_as_jobs_1(reference, csv_data, dask_cluster, tmp_path):
+    ref, _ = reference
+    out = tmp_path / "out"
+    assert train_infl_eval.main(_args(csv_data, out, "--scheduler", dask_cluster)) == 0
+    a, b = _csvs(ref), _csvs(out)
+    assert a.keys() == b.keys()
+    assert [k for k in a if a[k] != b[k]] == []
+
+
+@pytest.mark.slow
+def test_worker_killed_in_a_task_then_rerun_gives_the_same_files(reference, csv_data, dask_cluster,
+                                                                 tmp_path):
+    from distributed import Client
+
+    ref, _ = reference
+    out = tmp_path / "out"
+    shutil.copytree(ref, out)
+    for part in ("score", "summary", "fig"):
+        shutil.rmtree(out / part)
+    argv = _args(csv_data, out, "--scheduler", dask_cluster)
+    argv[argv.index("-r") + 1:argv.index("-r") + 1 + len(REMOVE)] = ["0", "1", "2", "3", "5"]
+    killed = None
+    with open(tmp_path / "log.txt", "wb") as log, Client(dask_cluster) as client:
+        proc = _spawn(argv, log)
+        t_end = time.monotonic() + 120
+        while killed is None and proc.poll() is None and time.monotonic() < t_end:
+            if len(list((out / "score").rglob("score_*.csv"))) >= 4:
+                busy = {w: keys for w, keys in client.processing().items()
+                        if any("retrain" in str(k) for k in keys)}
+                if busy:
+                    worker = sorted(busy)[0]
+                    pid = client.run(os.getpid, workers=[worker])[worker]
+                    os.kill(pid, signal.SIGKILL)
+                    killed = worker
+            time.sleep(0.01)
+        rc = proc.wait(120)
+        client.wait_for_workers(2, timeout=60)  # the nanny started another worker process
+    text = (tmp_path / "log.txt").read_text()
+    assert killed is not None, text[-3000:]
+    # Dask ran the task again on a worker (rc 0), or the run ended with one error line
+    errors = [ln for ln in text.splitlines() if " ERROR " in ln]
+    assert rc == 0 and errors == [] or rc == 1 and len(errors) == 1 and "failed" in errors[0], text[-3000:]
+    assert "Traceback" not in text
+    print("exit status after the kill:", rc)
+    assert train_infl_eval.main(argv) == 0
+    a, b = _csvs(ref), _csvs(out)
+    scores = [k for k in b if k.startswith("score")]
+    assert len(scores) == 2 * 3 * 5  # seeds x methods x n
+    assert [k for k in b if not k.startswith("summary") and a[k] != b[k]] == []  # all but the summary
+    assert list(out.rglob(".*tmp*")) == []
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_with_one_line_exit_130_and_stops_the_workers(reference, csv_data, tmp_path):
+    ref, _ = reference
+    out = tmp_path / "out"
+    shutil.copytree(ref, out)
+    shutil.rmtree(out / "score")
+    with open(tmp_path / "log.txt", "wb") as log:
+        proc = _spawn(_args(csv_data, out, "--jobs", "2"), log, sigint=True)
+        t_end = time.monotonic() + 120
+        while not len(list((out / "score").rglob("score_*.csv"))) >= 4:
+            assert proc.poll() is None and time.monotonic() < t_end, "the run ended before Ctrl-C"
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        rc = proc.wait(60)
+    text = (tmp_path / "log.txt").read_text()
+    errors = [ln for ln in text.splitlines() if " ERROR " in ln]
+    assert rc == 130 and len(errors) == 1 and "interrupted" in errors[0], text[-3000:]
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text
+    t_end = time.monotonic() + 20
+    while _group_alive(proc.pid):  # the worker processes end with the run
+        assert time.monotonic() < t_end, "worker processes outlived the run"
+        time.sleep(0.1)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True

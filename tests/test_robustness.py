@@ -22,8 +22,8 @@ import pytest
 from PIL import Image
 
 import train_infl_eval
+from sgd_influence import cli, fileio, paths, runlock
 from sgd_influence import config as C
-from sgd_influence import fileio, paths, runlock
 from sgd_influence.data import read_csv_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,9 +165,8 @@ def test_edited_labels_are_another_data_set(run_own_data, logs, monkeypatch):
     assert Path(saved.train_csv).is_absolute()
     # a phase alone, started elsewhere, finds the data through the saved absolute paths
     monkeypatch.chdir(out.parent)  # where ./train.csv does not exist
-    from sgd_influence import eval as ev
 
-    assert ev.main(["-o", str(out), "-r", "0", "3"]) == 0
+    assert cli.eval_main(["-o", str(out), "-r", "0", "3"]) == 0
     after = _files(out)
     assert after.pop("config.json") != before.pop("config.json")  # the data's paths: here now
     assert after == before
@@ -260,10 +259,9 @@ def test_influence_file_cut_at_a_line_boundary_is_recomputed(run, logs):
     target = paths.influence(out, "Ours", 0)
     lines = target.read_text().splitlines(keepends=True)
     target.write_text("".join(lines[: len(lines) // 2]))
-    from sgd_influence import eval as ev
 
     # the evaluation alone names the file and says how to recompute it
-    assert ev.main(["-o", str(out), "-r", "0", "3"]) == 2
+    assert cli.eval_main(["-o", str(out), "-r", "0", "3"]) == 2
     _one_error(logs, str(target), "rows, expected", "influence phase")
     logs.clear()
     assert _run(_argv(data, out)) == 0
@@ -284,7 +282,6 @@ def test_influence_file_cut_mid_line_is_recomputed_with_overwrite(run, logs):
 
 @pytest.mark.parametrize("which", ["record", "snapshot", "window_snapshot"])
 def test_truncated_training_files_named_then_recomputed(run, logs, which):
-    from sgd_influence import infl
 
     data, out = run
     before = _results(out)
@@ -298,7 +295,7 @@ def test_truncated_training_files_named_then_recomputed(run, logs, which):
     phase = ["-o", str(out), "--train-csv", str(data["train"]), "--val-csv", str(data["val"]),
              "--test-csv", str(data["test"]), "--model", "logreg", "--lr", "0.005", "-e", "2",
              "--batch-size", "8", "--methods", method]
-    assert infl.main(phase) == 2
+    assert cli.infl_main(phase) == 2
     _one_error(logs, str(damaged), "damaged or truncated")
     logs.clear()
     # the whole command: named, retrained, identical files
@@ -369,7 +366,6 @@ def test_divergence_stops_training_with_one_line(finished, tmp_path, logs, model
 
 # --------------------------------------------------------------- a phase alone
 def test_phase_alone_refuses_other_settings_than_the_training_run(run, logs):
-    from sgd_influence import infl
 
     data, out = run
     shutil.rmtree(out / "influence")
@@ -377,10 +373,10 @@ def test_phase_alone_refuses_other_settings_than_the_training_run(run, logs):
     phase = ["-o", str(out), "--train-csv", str(data["train"]), "--val-csv", str(data["val"]),
              "--test-csv", str(data["test"]), "--model", "logreg", "-e", "2", "--batch-size", "8",
              "--methods", "Ours"]
-    assert infl.main([*phase, "--lr", "0.01"]) == 2
+    assert cli.infl_main([*phase, "--lr", "0.01"]) == 2
     _one_error(logs, "--lr 0.005 (given: 0.01)", str(paths.train_identity(out, 0)))
     assert _files(out) == before
-    assert infl.main([*phase, "--lr", "0.005"]) == 0
+    assert cli.infl_main([*phase, "--lr", "0.005"]) == 0
     assert paths.influence(out, "Ours", 0).exists()
 
 
