@@ -261,8 +261,9 @@ def _run_dask(plan: Plan, steps: list[Step], report: Report, bar, jobs: int,
         if cluster is not None:
             cluster.close()
         raise ValueError(f"--scheduler: no Dask scheduler reachable at {scheduler} ({one_line(exc)})") from exc
-    # the workers may run elsewhere: the output folder by its absolute name
-    cfg = replace(plan.cfg, output=str(Path(plan.cfg.output).resolve()))
+    # the workers may run elsewhere: folders by their absolute names
+    data_dir = plan.cfg.data_dir and str(Path(plan.cfg.data_dir).resolve())
+    cfg = replace(plan.cfg, output=str(Path(plan.cfg.output).resolve()), data_dir=data_dir)
     token = uuid.uuid4().hex[:8]  # keys of this run only (a shared cluster runs others too)
     futures: dict[Task, object] = {}
     tasks: dict[str, Task] = {}
