@@ -106,9 +106,16 @@ def test_recall_rows_inspected_and_curve():
     flipped = np.array([True, False, True, False] + [False] * 16)
     rec = D.recall_at(flipped)
     assert rec == {1: 0.5, 5: 0.5, 10: 0.5, 20: 1.0}  # 1, 1, 2 and 4 rows
-    x, y = D.detection_curve(np.arange(20.0), flipped, points=21)
-    assert x[0] == 0 and y[0] == 0 and x[-1] == 1 and y[-1] == 1
-    assert np.all(np.diff(y) >= 0)
+    # the curve follows the ranking (ascending influence = most harmful first), not the row
+    # order: samples 19 and 12 are flipped and ranked 1st and 8th of 20
+    influence = -np.arange(20.0)
+    flags = np.zeros(20, bool)
+    flags[[19, 12]] = True
+    x, y = D.detection_curve(influence, flags, points=5)  # 0, 5, 10, 15, 20 rows inspected
+    np.testing.assert_array_equal(x, [0.0, 0.25, 0.5, 0.75, 1.0])
+    np.testing.assert_array_equal(y, [0.0, 0.5, 1.0, 1.0, 1.0])
+    _, y_rev = D.detection_curve(-influence, flags, points=5)  # now ranked 20th and 13th
+    np.testing.assert_array_equal(y_rev, [0.0, 0.0, 0.0, 0.5, 1.0])
 
 
 # --------------------------------------------------------------------------- files and figures
