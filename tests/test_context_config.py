@@ -35,9 +35,8 @@ def test_cudnn_context_is_requested_deterministic(monkeypatch):
 
         return nn.Context()
 
-    import nnabla.ext_utils
-
     import nnabla as nn
+    import nnabla.ext_utils
 
     monkeypatch.setattr(nnabla.ext_utils, "get_extension_context", fake_get_extension_context)
     monkeypatch.setattr(context, "cudnn_available", lambda: True)

@@ -1,0 +1,73 @@
+"""Every output path lives under the output folder, with the names the README documents."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+
+from sgd_influence import paths
+
+# Arguments for each path function; a function added to paths.py without an entry here fails
+# test_every_path_function_is_covered.
+ARGS = {
+    "run_config": (), "phase_root": ("score",), "train_dir": (3,), "train_identity": (3,),
+    "record": (3,), "snapshot": (3, "final"), "window_params": (3,), "history": (3,),
+    "cache_size": (3,), "label_noise": (3,), "influence": ("Ours", 3),
+    "influence_identity": (), "score": ("Hara", 40, 3), "score_identity": (),
+    "summary": (), "cache_table": (), "detection": (), "figure": (),
+}
+
+EXPECTED = {
+    "run_config": "config.json",
+    "phase_root": "score",
+    "train_dir": "train/seed_3",
+    "train_identity": "train/seed_3/config.json",
+    "record": "train/seed_3/record.npz",
+    "snapshot": "train/seed_3/snapshots/final.npz",
+    "window_params": "train/seed_3/snapshots/window_steps.npy",
+    "history": "train/seed_3/history.csv",
+    "cache_size": "train/seed_3/cache_size.json",
+    "label_noise": "train/seed_3/label_noise.csv",
+    "influence": "influence/Ours/influence_3.csv",
+    "influence_identity": "influence/config.json",
+    "score": "score/Hara/score_delete_worst_40_seed_3.csv",
+    "score_identity": "score/config.json",
+    "summary": "summary/summary.csv",
+    "cache_table": "summary/cache_size.csv",
+    "detection": "summary/detection.csv",
+    "figure": "fig/result.png",
+}
+
+
+def _path_functions():
+    return {name: f for name, f in inspect.getmembers(paths, inspect.isfunction)
+            if f.__module__ == paths.__name__ and inspect.signature(f).parameters
+            and next(iter(inspect.signature(f).parameters)) == "out"}
+
+
+def test_every_path_function_is_covered():
+    assert set(_path_functions()) == set(ARGS)
+
+
+@pytest.mark.parametrize("name", sorted(ARGS))
+def test_pattern_lies_under_the_output_folder(tmp_path, name):
+    out = tmp_path / "run"
+    got = _path_functions()[name](out, *ARGS[name])
+    assert isinstance(got, Path)
+    assert got.relative_to(out).as_posix() == EXPECTED[name]
+    assert paths.run_config(str(out)) == out / "config.json"  # a str folder works the same
+
+
+def test_score_glob_matches_score_files_only(tmp_path):
+    hit = paths.score(tmp_path, "Random", 0, 1).relative_to(tmp_path)
+    assert hit.match(paths.score_glob())
+    for other in (paths.influence(tmp_path, "Random", 1), paths.score_identity(tmp_path)):
+        assert not other.relative_to(tmp_path).match(paths.score_glob())
+
+
+def test_named_figure_and_unknown_phase(tmp_path):
+    assert paths.figure(tmp_path, "detection") == tmp_path / "fig" / "detection.png"
+    with pytest.raises(ValueError, match="phase folder"):
+        paths.phase_root(tmp_path, "weights")
