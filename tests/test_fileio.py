@@ -36,7 +36,7 @@ def test_failing_dataframe_write_leaves_nothing(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", broken)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(fileio.WriteError, match=r"x\.csv: cannot write \(disk full\)"):
         fileio.write_csv(tmp_path / "x.csv", df)
     assert list(tmp_path.iterdir()) == []
 
