@@ -13,10 +13,10 @@ from sgd_influence import paths
 # test_every_path_function_is_covered.
 ARGS = {
     "run_config": (), "phase_root": ("score",), "train_dir": (3,), "train_identity": (3,),
-    "record": (3,), "snapshot": (3, "final"), "window_params": (3,), "history": (3,),
-    "cache_size": (3,), "label_noise": (3,), "influence": ("Ours", 3),
+    "record": (3,), "epoch_snapshot": (3, 7), "final_model": (3,), "step_cache": (3, 19),
+    "history": (3,), "label_noise": (3,), "influence": ("Ours", 3),
     "influence_identity": (), "score": ("Hara", 40, 3), "score_identity": (),
-    "summary": (), "cache_table": (), "detection": (), "figure": (),
+    "summary": (), "storage_table": (), "detection": (), "figure": (),
 }
 
 EXPECTED = {
@@ -25,17 +25,17 @@ EXPECTED = {
     "train_dir": "train/seed_3",
     "train_identity": "train/seed_3/config.json",
     "record": "train/seed_3/record.npz",
-    "snapshot": "train/seed_3/snapshots/final.npz",
-    "window_params": "train/seed_3/snapshots/window_steps.npy",
+    "epoch_snapshot": "train/seed_3/snapshots/epoch_007.npz",
+    "final_model": "train/seed_3/final.h5",
+    "step_cache": "train/seed_3/snapshots/steps_from_epoch_019.npy",
     "history": "train/seed_3/history.csv",
-    "cache_size": "train/seed_3/cache_size.json",
     "label_noise": "train/seed_3/label_noise.csv",
     "influence": "influence/Ours/influence_3.csv",
     "influence_identity": "influence/config.json",
     "score": "score/Hara/score_delete_worst_40_seed_3.csv",
     "score_identity": "score/config.json",
     "summary": "summary/summary.csv",
-    "cache_table": "summary/cache_size.csv",
+    "storage_table": "summary/storage.csv",
     "detection": "summary/detection.csv",
     "figure": "fig/result.png",
 }
@@ -60,7 +60,11 @@ def test_pattern_lies_under_the_output_folder(tmp_path, name):
     assert paths.run_config(str(out)) == out / "config.json"  # a str folder works the same
 
 
-def test_score_glob_matches_score_files_only(tmp_path):
+def test_globs_match_their_files_only(tmp_path):
+    snap = paths.epoch_snapshot(tmp_path, 0, 12).relative_to(paths.train_dir(tmp_path, 0))
+    assert snap.match(paths.epoch_snapshot_glob())
+    cache = paths.step_cache(tmp_path, 0, 12).relative_to(paths.train_dir(tmp_path, 0))
+    assert not cache.match(paths.epoch_snapshot_glob())
     hit = paths.score(tmp_path, "Random", 0, 1).relative_to(tmp_path)
     assert hit.match(paths.score_glob())
     for other in (paths.influence(tmp_path, "Random", 1), paths.score_identity(tmp_path)):
