@@ -15,8 +15,9 @@ ARGS = {
     "run_config": (), "phase_root": ("score",), "train_dir": (3,), "train_identity": (3,),
     "record": (3,), "epoch_snapshot": (3, 7), "final_model": (3,), "step_cache": (3, 19),
     "history": (3,), "label_noise": (3,), "influence": ("Ours", 3),
-    "influence_identity": (), "score": ("Hara", 40, 3), "score_identity": (),
-    "summary": (), "storage_table": (), "detection": (), "figure": (),
+    "influence_stats": ("Hara", 3), "influence_identity": (), "score": ("Hara", 40, 3),
+    "floor_score": (4, 1, 3), "score_identity": (), "summary": (), "storage_table": (),
+    "detection": (), "paired_tests": (), "figure": (),
 }
 
 EXPECTED = {
@@ -31,12 +32,15 @@ EXPECTED = {
     "history": "train/seed_3/history.csv",
     "label_noise": "train/seed_3/label_noise.csv",
     "influence": "influence/Ours/influence_3.csv",
+    "influence_stats": "influence/Hara/influence_3.json",
     "influence_identity": "influence/config.json",
     "score": "score/Hara/score_delete_worst_40_seed_3.csv",
+    "floor_score": "score/noise_floor/score_draw_1_delete_random_4_seed_3.csv",
     "score_identity": "score/config.json",
     "summary": "summary/summary.csv",
     "storage_table": "summary/storage.csv",
     "detection": "summary/detection.csv",
+    "paired_tests": "summary/paired_tests.csv",
     "figure": "fig/result.png",
 }
 
@@ -67,8 +71,16 @@ def test_globs_match_their_files_only(tmp_path):
     assert not cache.match(paths.epoch_snapshot_glob())
     hit = paths.score(tmp_path, "Random", 0, 1).relative_to(tmp_path)
     assert hit.match(paths.score_glob())
-    for other in (paths.influence(tmp_path, "Random", 1), paths.score_identity(tmp_path)):
-        assert not other.relative_to(tmp_path).match(paths.score_glob())
+    floor = paths.floor_score(tmp_path, 2, 0, 1).relative_to(tmp_path)
+    assert floor.match(paths.floor_glob()) and not hit.match(paths.floor_glob())
+    infl = paths.influence(tmp_path, "Random", 1)
+    assert infl.relative_to(tmp_path).match(paths.influence_glob())
+    assert paths.parse_influence(infl) == ("Random", 1)
+    assert paths.parse_influence(paths.influence_stats(tmp_path, "Ours", 1)) is None
+    assert paths.seed_of_train_file(paths.record(tmp_path, 12)) == 12
+    for other in (infl.relative_to(tmp_path), paths.score_identity(tmp_path).relative_to(tmp_path),
+                  floor):
+        assert not other.match(paths.score_glob())
 
 
 def test_named_figure_and_unknown_phase(tmp_path):
