@@ -215,28 +215,33 @@ class InfluenceComputer:
     def val_gradient_exact(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """dL_val/dtheta and dL_val/dr (running statistics, in bn_state_names order) at
         the current state, inference-mode BN."""
-        d = self.engine.data
-        n = len(d.val_y)
         running = list(self._running.values())
         for name, v in self._running.items():
             v.d = self.net.variables[name].d
             v.grad.zero()
+        self._accumulate_val_gradient(self._val_exact, self._running or None)
+        return [p.g.copy() for p in self.params], [v.g.copy() for v in running]
+
+    def _accumulate_val_gradient(self, graphs: dict, running) -> None:
+        """Zero the parameter gradients, then accumulate into them (and into ``running``'s
+        gradients, when given) the gradient of the mean validation loss, inference BN."""
+        d = self.engine.data
+        n = len(d.val_y)
         for p in self.params:
             p.grad.zero()
         for start in range(0, n, VAL_BATCH):
             yb = d.val_y[start : start + VAL_BATCH]
-            g = self._val_exact.get(len(yb))
+            g = graphs.get(len(yb))
             if g is None:
                 x, t = input_variables(len(yb), d.in_shape)
-                logits = self.net.logits(x, bn="eval", running=self._running or None)
+                logits = self.net.logits(x, bn="eval", running=running)
                 loss = F.sum(F.softmax_cross_entropy(logits, t))
-                g = self._val_exact[len(yb)] = (x, t, loss)
+                g = graphs[len(yb)] = (x, t, loss)
             x, t, loss = g
             x.d = preprocess.normalize(d.val_x[start : start + VAL_BATCH])
             t.d = yb[:, None]
             loss.forward(clear_no_need_grad=True)
             loss.backward(1.0 / n, clear_buffer=True)
-        return [p.g.copy() for p in self.params], [v.g.copy() for v in running]
 
     # ------------------------------------------------------------------ pieces
     def hvp(self, x: np.ndarray, y: np.ndarray, u: list[np.ndarray]) -> list[np.ndarray]:
@@ -284,22 +289,7 @@ class InfluenceComputer:
 
     def val_gradient(self) -> list[np.ndarray]:
         """Gradient of the mean validation loss at the current parameters (inference BN)."""
-        d = self.engine.data
-        n = len(d.val_y)
-        for p in self.params:
-            p.grad.zero()
-        for start in range(0, n, VAL_BATCH):
-            yb = d.val_y[start : start + VAL_BATCH]
-            g = self._val.get(len(yb))
-            if g is None:
-                x, t = input_variables(len(yb), d.in_shape)
-                loss = F.sum(F.softmax_cross_entropy(self.net.logits(x, bn="eval"), t))
-                g = self._val[len(yb)] = (x, t, loss)
-            x, t, loss = g
-            x.d = preprocess.normalize(d.val_x[start : start + VAL_BATCH])
-            t.d = yb[:, None]
-            loss.forward(clear_no_need_grad=True)
-            loss.backward(1.0 / n, clear_buffer=True)  # accumulates into the parameter grads
+        self._accumulate_val_gradient(self._val, None)
         return [p.g.copy() for p in self.params]
 
     # ------------------------------------------------------------------ the walk

@@ -1,6 +1,9 @@
-"""Shared fixtures: every test leaves nnabla's global context as it found it."""
+"""Shared fixtures: nnabla's global context restored after every test; the package's
+log records captured."""
 
 from __future__ import annotations
+
+import logging
 
 import nnabla as nn
 import pytest
@@ -15,3 +18,33 @@ def _restore_nnabla_context():
         yield
     finally:
         nn.set_default_context(saved)
+
+
+class LogRecords(logging.Handler):
+    """Records of the package's loggers (the command line replaces the root logger's
+    handlers, so pytest's caplog does not see what a main() logs)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+    def at(self, level) -> list[str]:
+        return [r.getMessage() for r in self.records if r.levelno == level]
+
+    def at_least(self, level) -> list[str]:
+        return [r.getMessage() for r in self.records if r.levelno >= level]
+
+    def clear(self):
+        self.records.clear()
+
+
+@pytest.fixture
+def logs():
+    h = LogRecords()
+    pkg = logging.getLogger("sgd_influence")
+    pkg.addHandler(h)
+    yield h
+    pkg.removeHandler(h)

@@ -61,33 +61,6 @@ def _args(csv_data, out, *extra) -> list[str]:
             "--noise-floor-k", "1", "3", "--noise-floor-draws", "1", *extra]
 
 
-class _Records(logging.Handler):
-    """Records of the package's loggers (the CLI replaces the root logger's handlers,
-    so pytest's caplog does not see what a main() logs)."""
-
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record):
-        self.records.append(record)
-
-    def errors(self) -> list[str]:
-        return [r.getMessage() for r in self.records if r.levelno >= logging.ERROR]
-
-    def clear(self):
-        self.records.clear()
-
-
-@pytest.fixture
-def logs():
-    h = _Records()
-    pkg = logging.getLogger("sgd_influence")
-    pkg.addHandler(h)
-    yield h
-    pkg.removeHandler(h)
-
-
 def _csvs(out: Path) -> dict[str, bytes]:
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*.csv"))
             if not p.name.startswith(".")}
@@ -268,7 +241,7 @@ def test_csv_without_test_csv_and_missing_files(csv_data, tmp_path, logs):
     assert _exit_code(["-o", str(tmp_path / "o"), "-ds", "csv", "--train-csv", str(csv_data["train"])]) == 2
     assert _exit_code(["-o", str(tmp_path / "o"), "--train-csv", str(tmp_path / "nope.csv"),
                        "--test-csv", str(csv_data["test"])]) == 2
-    errs = logs.errors()
+    errs = logs.at_least(logging.ERROR)
     assert len(errs) == 2
     assert "--test-csv" in errs[0] and "nope.csv" in errs[1]
 
@@ -285,7 +258,7 @@ def test_other_configuration_refused_unless_overwrite(csv_data, tmp_path, logs):
     first = _csvs(out)
     logs.clear()
     assert _exit_code(_tiny(csv_data, out, "--lr", "0.02")) == 2
-    errs = logs.errors()
+    errs = logs.at_least(logging.ERROR)
     assert len(errs) == 1 and "lr: 0.01 -> 0.02" in errs[0] and "--overwrite" in errs[0]
     assert _csvs(out) == first
     # what may change between runs: jobs, more n, another method subset, more seeds
@@ -309,7 +282,7 @@ def test_phases_alone_eval_and_analyze(csv_data, tmp_path, capsys, logs):
     assert cli.train_main(common + ["--seed", "0"]) == 0
     logs.clear()
     assert cli.eval_main(common + ["-nt", "1", "-r", "0", "5"]) == 2
-    errs = logs.errors()
+    errs = logs.at_least(logging.ERROR)
     assert len(errs) == 1 and "influence" in errs[0]
     assert cli.infl_main(common + ["--seed", "0"]) == 0
     assert cli.eval_main(common + ["-nt", "1", "-r", "0", "5", "--jobs", "1"]) == 0
@@ -335,7 +308,7 @@ def test_failing_worker_stops_the_run_with_one_line(reference, tmp_path, csv_dat
     rec.save(paths.record(out, 1))
     logs.clear()
     assert train_infl_eval.main(_args(csv_data, out, "--jobs", "2")) == 1
-    errs = logs.errors()
+    errs = logs.at_least(logging.ERROR)
     assert len(errs) == 1 and "seed 1 failed" in errs[0] and "\n" not in errs[0]
     assert paths.score(out, "Hara", 5, 0).exists()  # finished files stay
 
@@ -347,7 +320,7 @@ def test_failed_start_does_not_lock_the_folder(csv_data, tmp_path, logs):
     argv = _tiny(csv_data, out)
     i = argv.index("--train-csv")
     assert train_infl_eval.main(argv[:i + 1] + [str(bad)] + argv[i + 2:]) == 2
-    assert len(logs.errors()) == 1 and "bad.csv" in logs.errors()[0]
+    assert len(logs.at_least(logging.ERROR)) == 1 and "bad.csv" in logs.at_least(logging.ERROR)[0]
     assert train_infl_eval.main(argv) == 0  # another data set, no --overwrite needed: nothing was made
 
 

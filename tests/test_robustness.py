@@ -80,30 +80,6 @@ def _tmp_files(out: Path) -> list[Path]:
     return [p for p in Path(out).rglob(".*") if p.is_file() and p.name != runlock.LOCK_NAME]
 
 
-class _Records(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record):
-        self.records.append(record)
-
-    def at(self, level) -> list[str]:
-        return [r.getMessage() for r in self.records if r.levelno == level]
-
-    def clear(self):
-        self.records.clear()
-
-
-@pytest.fixture
-def logs():
-    h = _Records()
-    pkg = logging.getLogger("sgd_influence")
-    pkg.addHandler(h)
-    yield h
-    pkg.removeHandler(h)
-
-
 def _one_error(logs, *words) -> str:
     errs = logs.at(logging.ERROR)
     assert len(errs) == 1, errs
