@@ -12,8 +12,6 @@ analyses the scores.
 from __future__ import annotations
 
 import logging
-import os
-import re
 import shutil
 from pathlib import Path
 
@@ -34,32 +32,6 @@ def prepare_influence_folder(cfg: C.Config) -> None:
                    cfg.infl_identity(), cfg.overwrite, "influence result")
 
 
-_TMP = re.compile(r"^\..+\.tmp(\d+)$")
-
-
-def clean_stale_tmp(out) -> None:
-    """Delete temporary files left by killed processes (their process no longer exists)."""
-    out = Path(out)
-    if not out.is_dir():
-        return
-    for root, _dirs, files in os.walk(out):
-        for name in files:
-            m = _TMP.match(name)
-            if m and not _pid_alive(int(m.group(1))):
-                (Path(root) / name).unlink(missing_ok=True)
-                logger.debug("removed stale temporary file %s", Path(root) / name)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def run_pipeline(cfg: C.Config, phases=PHASES, seeds=None, scheduler: str | None = None) -> None:
     """Run the requested phases for ``seeds`` (default: every trial), reusing finished files.
 
@@ -69,7 +41,6 @@ def run_pipeline(cfg: C.Config, phases=PHASES, seeds=None, scheduler: str | None
     seeds = list(range(cfg.n_trials)) if seeds is None else list(seeds)
     plan = Plan(cfg, phases, seeds)  # checks the phase names; reads nothing yet
     out = Path(cfg.output)
-    clean_stale_tmp(out)
     if "infl" in phases:
         prepare_influence_folder(cfg)
     elif "eval" in phases:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from synth import make_dataset
 
-from sgd_influence import analyze, fileio, paths, pipeline
+from sgd_influence import analyze, fileio, paths
 from sgd_influence import config as C
 from sgd_influence import eval as ev
 from sgd_influence.engine import Engine, model_spec, prepare
@@ -251,16 +251,19 @@ def test_score_identity_refused_then_cleared_with_overwrite(tmp_path):
     assert fileio.read_json(paths.score_identity(tmp_path)) == other.eval_identity()
 
 
-def test_stale_temporary_files_are_removed(tmp_path):
-    import os
+def test_stale_temporary_files_are_removed_under_the_lock(tmp_path):
+    """Holding the folder's lock, no other process writes there: every temporary file
+    (a killed run's) is removed before anything is written; finished files stay."""
+    from sgd_influence import runlock
 
     stale = tmp_path / "score" / "Ours" / ".score_delete_worst_1_seed_0.csv.tmp999999999"
-    alive = tmp_path / "score" / "Ours" / f".score_delete_worst_2_seed_0.csv.tmp{os.getpid()}"
+    done = tmp_path / "score" / "Ours" / "score_delete_worst_2_seed_0.csv"
     stale.parent.mkdir(parents=True)
     stale.write_text("x")
-    alive.write_text("x")
-    pipeline.clean_stale_tmp(tmp_path)
-    assert not stale.exists() and alive.exists()
+    done.write_text("y")
+    with runlock.hold(tmp_path):
+        assert not stale.exists()
+    assert done.read_text() == "y"
 
 
 @pytest.mark.parametrize("retrain_all", [False, True])
