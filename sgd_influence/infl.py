@@ -364,8 +364,8 @@ def read_influence(path) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"{path}: influence file not found (run the influence phase first)")
     df = pd.read_csv(path)
-    expected = ["x:image", "y:label", "influence", "datasource_index"]
-    if list(df.columns[:4]) != expected:
+    expected = checks.INFLUENCE_COLUMNS
+    if tuple(df.columns[:4]) != expected:
         raise ValueError(f"{path}: expected columns {','.join(expected)}, got {','.join(df.columns)}")
     return df
 
