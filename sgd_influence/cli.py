@@ -26,7 +26,7 @@ logger = logging.getLogger("sgd_influence")
 DATASETS = ("mnist5k", "mnist", "cifar10", "stl10", "csv")
 
 _DATA = ("output", "dataset", "train_csv", "val_csv", "test_csv", "data_dir", "label_noise")
-_TRAIN = ("model", "width", "lr", "lr_schedule", "lr_final", "lr_decay_epochs", "batch_size", "n_epochs",
+_TRAIN = ("model", "width", "smooth", "lr", "lr_schedule", "lr_final", "lr_decay_epochs", "batch_size", "n_epochs",
           "augment", "infl_epochs", "methods")
 _DEVICE = ("context", "device_id")
 PHASE_FLAGS: dict[str, tuple[str, ...]] = {

@@ -53,8 +53,8 @@ class ModelSpec:
     in_shape: tuple[int, int, int]
     num_classes: int
     width: int = 32  # channels of cifarnet's first block (32 in the paper)
-    # cifarnet with softplus for ReLU and average- for max-pooling: the same graph without
-    # kinks, for finite-difference oracles of derivatives through training steps
+    # cifarnet with softplus for ReLU and average- for max-pooling (--smooth): the same
+    # graph without kinks, so the trained model is a smooth function of the training data
     smooth: bool = False
 
     def __post_init__(self):
