@@ -6,8 +6,15 @@ without each of ``--n-loo`` samples of that epoch (seeded choice) to measure the
 change of the validation loss. Prints, per learning-rate schedule, Kendall tau, Pearson
 r and the scale (least-squares slope of real on estimated change) of every variant.
 
+Two more measurements put the numbers in context: the same leave-one-out computed a
+second way (through the weighted step, equal in exact arithmetic; row "LOO again"), whose
+agreement with the first bounds what any estimate can reach in float32, and with
+``--fd-eps`` the derivative in each sample's weight by finite differences (columns
+tau_d / r_d). ``--smooth`` runs cifarnet with softplus and average pooling.
+
     python benchmarks/bench_loo.py [--width 8] [--n-train 256] [--batch 32] [--epochs 8]
-        [--n-loo 100] [--schedules constant cosine] [--seed 0]
+        [--n-loo 100] [--schedules constant cosine] [--decay-epochs 1] [--seed 0]
+        [--smooth] [--fd-eps 0.01]
 """
 
 from __future__ import annotations
@@ -26,44 +33,49 @@ from sgd_influence import paths
 from sgd_influence.engine import Engine, model_spec, prepare
 from sgd_influence.infl import compute_scores
 from sgd_influence.train import run_training
-from sgd_influence.trajectory import Record, is_running_statistic, load_epoch_state, replay
+from sgd_influence.trajectory import Record, load_epoch_state
 
 
-def changes(cfg, data, seed: int, samples: np.ndarray, eps: float = 1.0, jitter: float = 0.0) -> np.ndarray:
-    """Real change of the final validation loss when each sample's weight in the window
-    goes from 1 to 0 (eps = 1: leave-one-out, the removal path of replay, bit for bit the
-    run without the sample), or for eps < 1 its derivative in the weight (times -1) by
-    central differences at 1 +- eps: what a first-order estimate approximates.
+def changes(cfg, data, seed: int, samples: np.ndarray, how: str = "removal", eps: float = 0.01) -> np.ndarray:
+    """Real change of the final validation loss when each sample leaves the window.
 
-    ``jitter`` > 0 first multiplies every trainable parameter of the window's start state
-    by 1 +- jitter (seeded signs): at float32 rounding level (3e-7, a few units in the last
-    place) this is a second, equally valid measurement of the same changes, and the
-    agreement of the two bounds what any estimate can reach."""
+    ``how``:
+
+    * ``removal``: leave-one-out by replay's removal path (j's batch runs as a batch of
+      |B| - 1; bit for bit the run without j): the ground truth.
+    * ``weighted``: the same leave-one-out through the weighted step, w_j = 0 against
+      w_j = 1 (j's batch keeps its size). Mathematically equal to ``removal``; in float32
+      the two differ by rounding, so their agreement bounds what any estimate can reach.
+    * ``fd``: the derivative in w_j (times -1) by central differences at 1 +- ``eps``,
+      both sides through the weighted step: what a first-order estimate approximates.
+    """
     rec = Record.load(paths.record(cfg.output, seed))
     eng = Engine(model_spec(cfg, data), seed, data, augment=cfg.augment)
     start = load_epoch_state(cfg.output, seed, rec.n_epochs - 1)
-    if jitter:
-        rng = np.random.default_rng(np.random.SeedSequence([seed, 0x7177]))
-        start = {k: v if is_running_statistic(k) else
-                 (v * (1 + jitter * rng.choice([-1.0, 1.0], size=v.shape))).astype(v.dtype)
-                 for k, v in start.items()}
+    steps = rec.window(1)
 
-    def val_loss(weights):
+    def val_loss(j=None, w_j=1.0, removal=False):
         eng.net.load_state_dict(start)
-        replay(eng, rec, rec.window(1), weights=weights)
+        for s in steps:
+            idx, sd = rec.batch(s)
+            lr = float(rec.lr[s])
+            if j is None or j not in idx:
+                eng.step(idx, sd, lr, len(idx))
+            elif removal:
+                keep = idx != j
+                eng.step(idx[keep], sd[keep], lr, len(idx))
+            else:
+                eng.weighted_step(idx, sd, lr, np.where(idx == j, w_j, 1.0))
         return eng.evaluate_split("val")[0]
 
-    def weighted(j, value):
-        w = np.ones(rec.n_train)
-        w[j] = value
-        return val_loss(w)
-
-    if eps == 1.0:
-        base = val_loss(None)
-        return np.array([weighted(j, 0.0) - base for j in samples])
-    # central differences, both sides through the weighted step (the unweighted step
-    # rounds differently, and that difference divided by a small eps would dominate)
-    return np.array([(weighted(j, 1.0 - eps) - weighted(j, 1.0 + eps)) / (2 * eps) for j in samples])
+    if how == "removal":
+        base = val_loss()
+        return np.array([val_loss(j, removal=True) - base for j in samples])
+    if how == "weighted":
+        return np.array([val_loss(j, 0.0) - val_loss(j, 1.0) for j in samples])
+    if how == "fd":
+        return np.array([(val_loss(j, 1.0 - eps) - val_loss(j, 1.0 + eps)) / (2 * eps) for j in samples])
+    raise ValueError(f"changes: unknown measurement {how!r}")
 
 
 def agreement(label: dict, est: np.ndarray, real: np.ndarray, deriv: np.ndarray | None, seconds=np.nan) -> dict:
@@ -74,7 +86,7 @@ def agreement(label: dict, est: np.ndarray, real: np.ndarray, deriv: np.ndarray 
     return row
 
 
-def measure(cfg, data, seed: int, n_loo: int, jitter: float, fd_eps: float) -> list[dict]:
+def measure(cfg, data, seed: int, n_loo: int, again: bool, fd_eps: float) -> list[dict]:
     run_training(cfg, seed, data)
     rec = Record.load(paths.record(cfg.output, seed))
     window = np.unique(rec.indices[rec.window(1).start:][rec.indices[rec.window(1).start:] >= 0])
@@ -83,12 +95,12 @@ def measure(cfg, data, seed: int, n_loo: int, jitter: float, fd_eps: float) -> l
     t0 = time.perf_counter()
     real = changes(cfg, data, seed, samples)
     t_loo = time.perf_counter() - t0
-    deriv = changes(cfg, data, seed, samples, eps=fd_eps) if fd_eps else None
+    deriv = changes(cfg, data, seed, samples, "fd", fd_eps) if fd_eps else None
     rows = []
     sched = dict(schedule=cfg.lr_schedule, method="")
-    if jitter:
-        again = changes(cfg, data, seed, samples, jitter=jitter)
-        rows.append(agreement(dict(sched, bn=f"(LOO again, start x(1+-{jitter:g}))"), again, real, None))
+    if again:
+        rows.append(agreement(dict(sched, bn="(LOO again, weighted step)"),
+                              changes(cfg, data, seed, samples, "weighted"), real, deriv))
     if deriv is not None:
         rows.append(agreement(dict(sched, bn=f"(FD derivative, eps {fd_eps:g})"), deriv, real, deriv))
     for bn in ("exact", "reference"):
@@ -116,9 +128,10 @@ def main() -> None:
     ap.add_argument("--schedules", nargs="+", default=["constant", "cosine"], choices=C.LR_SCHEDULES)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False)
-    ap.add_argument("--jitter", type=float, default=3e-7,
-                    help="also measure leave-one-out again from a start state scaled by 1 +- JITTER "
-                         "(0 = not): how well two measurements agree bounds what an estimate can reach")
+    ap.add_argument("--again", action=argparse.BooleanOptionalAction, default=True,
+                    help="measure leave-one-out a second time through the weighted step (equal in "
+                         "exact arithmetic): how well the two agree bounds what an estimate can reach")
+    ap.add_argument("--smooth", action="store_true", help="cifarnet with softplus and average pooling")
     ap.add_argument("--fd-eps", type=float, default=0.0,
                     help="also measure the derivative in each sample's weight by finite differences "
                          "(weight 1 - EPS); columns tau_d / r_d compare every estimate with it")
@@ -130,9 +143,9 @@ def main() -> None:
         cfg = C.Config(output=tempfile.mkdtemp(prefix="bench_loo_"), model="cifarnet", width=a.width,
                        n_epochs=a.epochs, infl_epochs=1, batch_size=a.batch, lr=a.lr,
                        lr_schedule=schedule, lr_final=a.lr_final, lr_decay_epochs=a.decay_epochs,
-                       augment=a.augment, methods=("Hara", "Ours")).validate()
-        rows += measure(cfg, data, a.seed, a.n_loo, a.jitter, a.fd_eps)
-    print(f"cifarnet width {a.width}, mnist5k subset n={a.n_train} (val {a.n_val}), batch {a.batch}, "
+                       augment=a.augment, smooth=a.smooth, methods=("Hara", "Ours")).validate()
+        rows += measure(cfg, data, a.seed, a.n_loo, a.again, a.fd_eps)
+    print(f"cifarnet{' (smooth)' if a.smooth else ''} width {a.width}, mnist5k subset n={a.n_train} (val {a.n_val}), batch {a.batch}, "
           f"{a.epochs} epochs, lr {a.lr}, window = last epoch, {a.n_loo} leave-one-out replays, "
           f"seed {a.seed}, augment {a.augment}")
     print(f"{'schedule':9s} {'bn':>34s} {'method':>6s} {'tau':>6s} {'pearson':>8s} {'scale':>6s} "

@@ -49,7 +49,7 @@ class Config:
     width: int = _f(32, ["--width"], "channels of cifarnet's first block (paper: 32)")
     smooth: bool = _f(
         False, ["--smooth"],
-        "cifarnet with softplus instead of ReLU and average instead of max pooling (the paper: "
+        "cifarnet with softplus (beta 5) instead of ReLU and average instead of max pooling (the paper: "
         "off); without kinks, the validation loss is a smooth function of each sample's weight "
         "and the scores predict leave-one-out retraining far better", bool_flag=True)
     lr: float = _f(0.05, ["--lr"], "SGD learning rate (no momentum, no weight decay)")

@@ -42,6 +42,10 @@ MODELS = ("cifarnet", "logreg", "mlp")
 BN_MODES = ("train", "batch", "eval", "instance", "weighted")
 BN_DECAY = 0.9
 BN_EPS = 1e-5
+# --smooth: softplus(x) = log(1 + exp(beta x)) / beta. Measured on the demo setting (mnist5k,
+# width 8, 10 epochs): beta 5 trains as well as ReLU with max pooling (test accuracy 0.934
+# vs 0.938, one seed) and keeps leave-one-out tau 0.98; beta 1-2 train 4 points worse.
+SOFTPLUS_BETA = 5.0
 MLP_HIDDEN = 64
 
 
@@ -53,8 +57,9 @@ class ModelSpec:
     in_shape: tuple[int, int, int]
     num_classes: int
     width: int = 32  # channels of cifarnet's first block (32 in the paper)
-    # cifarnet with softplus for ReLU and average- for max-pooling (--smooth): the same
-    # graph without kinks, so the trained model is a smooth function of the training data
+    # cifarnet with softplus (beta SOFTPLUS_BETA) for ReLU and average- for max-pooling
+    # (--smooth): the same graph without kinks, so the trained model is a smooth function
+    # of the training data
     smooth: bool = False
 
     def __post_init__(self):
@@ -201,7 +206,7 @@ class Network:
             for block in range(1, 4):
                 i = 2 * block - 1
                 h = F.convolution(h, v[f"conv{i}/W"], v[f"conv{i}/b"], pad=(1, 1))
-                act, pool = (F.softplus, F.average_pooling) if self.spec.smooth else (F.relu, F.max_pooling)
+                act, pool = (_smooth_relu, F.average_pooling) if self.spec.smooth else (F.relu, F.max_pooling)
                 h = act(self._bn(h, block, bn, w, stats, running))
                 h = F.convolution(h, v[f"conv{i + 1}/W"], v[f"conv{i + 1}/b"], pad=(1, 1))
                 h = pool(act(h), (2, 2))
@@ -213,6 +218,10 @@ class Network:
 
     def has_batchnorm(self) -> bool:
         return self.spec.arch == "cifarnet"
+
+
+def _smooth_relu(x: nn.Variable) -> nn.Variable:
+    return F.softplus(x, beta=SOFTPLUS_BETA)
 
 
 def weighted_batch_norm(x, beta, gamma, w, stats: list | None = None):
