@@ -48,10 +48,11 @@ class Config:
     model: str = _f("cifarnet", ["--model"], "network: cifarnet (paper), logreg, mlp")
     width: int = _f(32, ["--width"], "channels of cifarnet's first block (paper: 32)")
     smooth: bool = _f(
-        False, ["--smooth"],
-        "cifarnet with softplus (beta 5) instead of ReLU and average instead of max pooling (the paper: "
-        "off); without kinks, the validation loss is a smooth function of each sample's weight "
-        "and the scores predict leave-one-out retraining far better", bool_flag=True)
+        True, ["--smooth"],
+        "cifarnet with softplus (beta 5) instead of ReLU and average instead of max pooling; "
+        "without kinks the trained model is a smooth function of each sample's weight and the "
+        "scores predict leave-one-out retraining (--no-smooth: the paper's ReLU/max-pool "
+        "cifarnet; ignored by logreg and mlp)", bool_flag=True)
     lr: float = _f(0.05, ["--lr"], "SGD learning rate (no momentum, no weight decay)")
     lr_schedule: str = _f(
         "cosine", ["--lr-schedule"],
@@ -130,7 +131,13 @@ class Config:
             "dataset", "label_noise", "model", "width", "smooth", "lr", "lr_schedule", "lr_final",
             "lr_decay_epochs", "batch_size", "n_epochs", "augment",
         )
-        return {**{k: _jsonable(getattr(self, k)) for k in keys}, "data_digest": self.data_identity()}
+        ident = {k: _jsonable(getattr(self, k)) for k in keys}
+        ident["smooth"] = self.smooth_net()
+        return {**ident, "data_digest": self.data_identity()}
+
+    def smooth_net(self) -> bool:
+        """--smooth as it applies: only cifarnet has ReLUs and max pooling to replace."""
+        return self.smooth and self.model == "cifarnet"
 
     def data_identity(self) -> list[str] | None:
         """A CSV data set's content digests (computed when not resolved yet); None otherwise."""
@@ -163,7 +170,8 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
-        kw = {}
+        """A saved configuration; one saved before --smooth existed ran the ReLU network."""
+        kw = {"smooth": False}
         for f in fields(cls):
             if f.name in d:
                 v = d[f.name]
@@ -184,8 +192,6 @@ class Config:
             raise ValueError("-ds csv: expected --train-csv and --test-csv")
         if self.model not in ("cifarnet", "logreg", "mlp"):
             raise ValueError(f"--model: expected cifarnet, logreg or mlp, got {self.model!r}")
-        if self.smooth and self.model != "cifarnet":
-            raise ValueError(f"--smooth: applies to --model cifarnet only (got --model {self.model})")
         for name, low in (("n_trials", 1), ("n_epochs", 1), ("batch_size", 1), ("width", 1)):
             if getattr(self, name) < low:
                 flag = _flag(name)
@@ -272,7 +278,7 @@ def add_arguments(parser: argparse.ArgumentParser, names=ALL_FIELDS) -> None:
         text = md["help"] if "default:" in md["help"] else f"{md['help']} (default: {default_txt})"
         kw = dict(dest=name, default=argparse.SUPPRESS, help=text)
         if md.get("bool_flag"):
-            kw["action"] = argparse.BooleanOptionalAction if name == "augment" else "store_true"
+            kw["action"] = argparse.BooleanOptionalAction if name in ("augment", "smooth") else "store_true"
         else:
             base = f.default
             typ = type(base[0]) if isinstance(base, tuple) else (type(base) if base is not None else str)

@@ -102,7 +102,7 @@ def prepare(ds, seed: int, label_noise: float = 0.0, images: ImageSource | None 
 
 def model_spec(cfg, data: Prepared) -> ModelSpec:
     """The network a configuration asks for, shaped for the prepared data."""
-    return ModelSpec(cfg.model, data.in_shape, data.num_classes, cfg.width, smooth=cfg.smooth)
+    return ModelSpec(cfg.model, data.in_shape, data.num_classes, cfg.width, smooth=cfg.smooth_net())
 
 
 class Engine:

@@ -226,12 +226,18 @@ def test_leave_one_out_goal_on_smooth_cifarnet(tmp_path, method):
     assert tau >= 0.8 and r >= 0.9
 
 
-def test_smooth_flag_is_validated_and_part_of_the_training_identity():
-    with pytest.raises(ValueError, match="--smooth"):
-        C.Config(model="logreg", smooth=True).validate()
-    assert C.Config(smooth=True).train_identity()["smooth"] is True
-    assert C.Config(smooth=True).train_identity() != C.Config().train_identity()
-    assert C.Config(**C.PRESETS["paper"]).smooth is False
+def test_smooth_flag_defaults_identity_and_old_configurations():
+    assert C.Config().smooth_net() and not C.Config(**C.PRESETS["paper"]).smooth_net()
+    assert C.Config(smooth=True).train_identity() != C.Config(smooth=False).train_identity()
+    # logreg and mlp have nothing to smooth: the flag does not change their run
+    assert not C.Config(model="logreg").smooth_net()
+    assert C.Config(model="logreg", smooth=True).train_identity() == C.Config(model="logreg", smooth=False).train_identity()
+    # a configuration saved before the flag existed ran the ReLU network
+    old = C.Config(smooth=False).to_dict()
+    del old["smooth"]
+    assert C.Config.from_dict(old).smooth is False
+    spec = model_spec(C.Config(), prepare(make_dataset(8, 4, seed=0), 0))
+    assert spec.smooth
 
 
 def test_defaults_and_presets_choose_schedule_and_bn_terms():

@@ -195,18 +195,32 @@ def _pf_conv(h, name):
     return PF.convolution(h, out_maps, (3, 3), pad=(1, 1), name=name)
 
 
-def _pf_cifarnet(x, n_classes):
-    """cifarnet written with nnabla's parametric functions, in inference mode."""
+def _pf_cifarnet(x, n_classes, smooth: bool):
+    """cifarnet written with nnabla's parametric functions, in inference mode (--smooth:
+    softplus with beta 5 and average pooling)."""
+    act = (lambda v: F.softplus(v, beta=5.0)) if smooth else F.relu
+    pool = F.average_pooling if smooth else F.max_pooling
     h = x
     for block in range(1, 4):
         i = 2 * block - 1
-        h = F.relu(PF.batch_normalization(_pf_conv(h, f"conv{i}"), batch_stat=False, name=f"bn{block}"))
-        h = F.max_pooling(F.relu(_pf_conv(h, f"conv{i + 1}")), (2, 2))
+        h = act(PF.batch_normalization(_pf_conv(h, f"conv{i}"), batch_stat=False, name=f"bn{block}"))
+        h = pool(act(_pf_conv(h, f"conv{i + 1}")), (2, 2))
     return PF.affine(h, n_classes, name="fc")
 
 
-def test_final_model_loads_with_nnabla_and_equals_the_final_snapshot(cached_run):
+@pytest.fixture(scope="module", params=["smooth", "relu"])
+def final_run(request, cached_run, tmp_path_factory):
+    """The cached run (default: smooth cifarnet) and the same run with --no-smooth."""
+    if request.param == "smooth":
+        return cached_run
     cfg, data = cached_run
+    cfg = C.replace(cfg, output=str(tmp_path_factory.mktemp("relu")), smooth=False, hara_cache=False)
+    train_mod.run_training(cfg, 0, data)
+    return cfg, data
+
+
+def test_final_model_loads_with_nnabla_and_equals_the_final_snapshot(final_run):
+    cfg, data = final_run
     final = trajectory.load_final_state(cfg.output, 0)
     nn.clear_parameters()
     try:
@@ -219,7 +233,7 @@ def test_final_model_loads_with_nnabla_and_equals_the_final_snapshot(cached_run)
         # a network built with nnabla's parametric functions picks the arrays up
         x, _ = input_variables(6, data.in_shape)
         x.d = np.random.default_rng(0).standard_normal(x.shape).astype(np.float32)
-        y = _pf_cifarnet(x, data.num_classes)
+        y = _pf_cifarnet(x, data.num_classes, cfg.smooth_net())
         y.forward()
         assert len(nn.get_parameters(grad_only=False)) == len(final)  # none created anew
         pf_logits = y.d.copy()
