@@ -82,7 +82,7 @@ def cross_val_fold(cfg_dict: dict, seed: int, fold: int, folds: int) -> tuple[np
         original_y=data.original_y[keep])
     model_seed = 1000 * (seed + 1) + fold  # not the pipeline's own initialisation
     engine = Engine(model_spec(cfg, sub), model_seed, sub, augment=cfg.augment)
-    rec = make_record(model_seed, sub.n_train, cfg.n_epochs, cfg.batch_size, cfg.lr, cfg.window_epochs())
+    rec = make_record(model_seed, sub.n_train, cfg.n_epochs, cfg.batch_size, cfg.lr, **cfg.lr_schedule_args())
     replay(engine, rec, range(rec.n_steps))
     graphs = {}
     probs = []
