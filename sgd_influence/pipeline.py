@@ -108,4 +108,5 @@ def run_all(cfg: C.Config, scheduler: str | None = None) -> None:
 def run_title(cfg: C.Config) -> str:
     data = Path(cfg.train_csv).name if cfg.is_csv else cfg.dataset
     window = "all epochs" if cfg.infl_epochs == 0 else f"last {cfg.infl_epochs} epoch(s)"
-    return f"{data}, {cfg.model}, {cfg.n_epochs} epochs, window {window}"
+    model = f"{cfg.model} (smooth)" if cfg.smooth_net() else cfg.model
+    return f"{data}, {model}, {cfg.n_epochs} epochs, window {window}"
