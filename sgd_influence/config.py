@@ -245,9 +245,10 @@ def _flag(name: str) -> str:
 
 # Named settings. 'demo' runs the whole pipeline on the offline mnist5k data set in a few
 # minutes on a 2-core laptop, with 10 % of its training labels flipped so there is
-# something to find; 'paper' is the paper's setting on MNIST (constant learning rate, the
-# reference code's batch-norm terms). With no preset: the decayed end of training and the
-# exact batch-norm derivative (the configuration whose scores predict retraining).
+# something to find; 'paper' is the paper's setting on MNIST (ReLU cifarnet, constant
+# learning rate, the reference code's batch-norm terms). With no preset: the smooth
+# cifarnet, the decayed end of training and the exact batch-norm derivative (the
+# configuration whose scores predict retraining).
 PRESETS: dict[str, dict] = {
     "demo": dict(
         dataset="mnist5k", model="cifarnet", width=8, n_epochs=10, n_trials=2, label_noise=0.1,
