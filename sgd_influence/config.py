@@ -352,7 +352,7 @@ def check_trained_with(cfg: Config, out, seed: int) -> None:
     path = paths.train_identity(out, seed)
     if not path.exists():
         return
-    saved, ours = fileio.read_json(path), cfg.train_identity()
+    saved, ours = older_identity(fileio.read_json(path)), cfg.train_identity()
     diff = sorted(k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
     if not diff:
         return
@@ -366,6 +366,14 @@ def check_trained_with(cfg: Config, out, seed: int) -> None:
     raise ConfigMismatch(
         f"{path}: seed {seed} was trained with {'; '.join(parts)}; give the training run's settings, "
         "or train again with yours in another -o folder")
+
+
+def older_identity(saved: dict) -> dict:
+    """A saved identity as this version writes it: one written before --smooth existed
+    described a run of the ReLU network."""
+    if "model" in saved and "smooth" not in saved:
+        return {**saved, "smooth": False}
+    return saved
 
 
 def _show(v) -> str:
@@ -390,7 +398,7 @@ def check_saved(path: Path, identity: dict, overwrite: bool, what: str) -> bool:
     path = Path(path)
     if not path.exists():
         return False
-    saved = fileio.read_json(path)
+    saved = older_identity(fileio.read_json(path))
     if not describe_diff(saved, identity):  # a key saved as null or left out: the same
         return True
     if overwrite:

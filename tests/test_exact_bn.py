@@ -241,6 +241,18 @@ def test_smooth_flag_defaults_identity_and_old_configurations():
     assert spec.smooth
 
 
+def test_identity_saved_before_the_smooth_flag_is_a_relu_run(tmp_path):
+    from sgd_influence import fileio
+
+    relu = C.Config(smooth=False).infl_identity()
+    old = {k: v for k, v in relu.items() if k != "smooth"}
+    path = tmp_path / "identity.json"
+    fileio.write_json(path, old)
+    assert C.check_saved(path, relu, False, "influence result")  # reused with --no-smooth
+    with pytest.raises(C.ConfigMismatch, match="smooth: False -> True"):
+        C.check_saved(path, C.Config().infl_identity(), False, "influence result")
+
+
 def test_defaults_and_presets_choose_schedule_and_bn_terms():
     cfg = C.Config()
     assert (cfg.lr_schedule, cfg.bn_influence, cfg.final_lr()) == ("cosine", "exact", pytest.approx(0.0005))
