@@ -128,12 +128,11 @@ class Config:
     def train_identity(self) -> dict:
         """Fields that define a training run: a folder holding another is refused."""
         keys = (
-            "dataset", "label_noise", "model", "width", "smooth", "lr", "lr_schedule", "lr_final",
+            "dataset", "label_noise", "model", "width", "lr", "lr_schedule", "lr_final",
             "lr_decay_epochs", "batch_size", "n_epochs", "augment",
         )
-        ident = {k: _jsonable(getattr(self, k)) for k in keys}
-        ident["smooth"] = self.smooth_net()
-        return {**ident, "data_digest": self.data_identity()}
+        return {**{k: _jsonable(getattr(self, k)) for k in keys}, "smooth": self.smooth_net(),
+                "data_digest": self.data_identity()}
 
     def smooth_net(self) -> bool:
         """--smooth as it applies: only cifarnet has ReLUs and max pooling to replace."""

@@ -44,7 +44,7 @@ BN_DECAY = 0.9
 BN_EPS = 1e-5
 # --smooth: softplus(x) = log(1 + exp(beta x)) / beta. Measured on the demo setting (mnist5k,
 # width 8, 10 epochs): beta 5 trains as well as ReLU with max pooling (test accuracy 0.934
-# vs 0.938, one seed) and keeps leave-one-out tau 0.98; beta 1-2 train 4 points worse.
+# vs 0.938, one seed) and keeps leave-one-out tau 0.98; beta 1-2 train 3-7 points worse.
 SOFTPLUS_BETA = 5.0
 MLP_HIDDEN = 64
 
