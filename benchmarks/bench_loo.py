@@ -33,7 +33,7 @@ from sgd_influence import paths
 from sgd_influence.engine import Engine, model_spec, prepare
 from sgd_influence.infl import compute_scores
 from sgd_influence.train import run_training
-from sgd_influence.trajectory import Record, load_epoch_state
+from sgd_influence.trajectory import Record, load_epoch_state, replay
 
 
 def changes(cfg, data, seed: int, samples: np.ndarray, how: str = "removal", eps: float = 0.01) -> np.ndarray:
@@ -53,28 +53,34 @@ def changes(cfg, data, seed: int, samples: np.ndarray, how: str = "removal", eps
     eng = Engine(model_spec(cfg, data), seed, data, augment=cfg.augment)
     start = load_epoch_state(cfg.output, seed, rec.n_epochs - 1)
     steps = rec.window(1)
+    one = np.eye(rec.n_train, dtype=bool)
 
-    def val_loss(j=None, w_j=1.0, removal=False):
+    def val_loss(removed=None, weights=None, forced_weighted_j=None, w_j=1.0):
         eng.net.load_state_dict(start)
-        for s in steps:
-            idx, sd = rec.batch(s)
-            lr = float(rec.lr[s])
-            if j is None or j not in idx:
-                eng.step(idx, sd, lr, len(idx))
-            elif removal:
-                keep = idx != j
-                eng.step(idx[keep], sd[keep], lr, len(idx))
-            else:
-                eng.weighted_step(idx, sd, lr, np.where(idx == j, w_j, 1.0))
+        if forced_weighted_j is None:
+            replay(eng, rec, steps, removed, weights=weights)
+        else:  # the weighted step on j's batch even at w_j = 0 or 1 (replay takes those
+            # through the removal path)
+            j = forced_weighted_j
+            for s in steps:
+                idx, sd = rec.batch(s)
+                if j in idx:
+                    eng.weighted_step(idx, sd, float(rec.lr[s]), np.where(idx == j, w_j, 1.0))
+                else:
+                    eng.step(idx, sd, float(rec.lr[s]), len(idx))
         return eng.evaluate_split("val")[0]
+
+    def weighted(j, w_j):
+        return val_loss(weights=np.where(one[j], w_j, 1.0))
 
     if how == "removal":
         base = val_loss()
-        return np.array([val_loss(j, removal=True) - base for j in samples])
+        return np.array([val_loss(one[j]) - base for j in samples])
     if how == "weighted":
-        return np.array([val_loss(j, 0.0) - val_loss(j, 1.0) for j in samples])
+        return np.array([val_loss(forced_weighted_j=j, w_j=0.0) - val_loss(forced_weighted_j=j)
+                         for j in samples])
     if how == "fd":
-        return np.array([(val_loss(j, 1.0 - eps) - val_loss(j, 1.0 + eps)) / (2 * eps) for j in samples])
+        return np.array([(weighted(j, 1.0 - eps) - weighted(j, 1.0 + eps)) / (2 * eps) for j in samples])
     raise ValueError(f"changes: unknown measurement {how!r}")
 
 
@@ -133,8 +139,8 @@ def main() -> None:
                          "exact arithmetic): how well the two agree bounds what an estimate can reach")
     ap.add_argument("--smooth", action="store_true", help="cifarnet with softplus and average pooling")
     ap.add_argument("--fd-eps", type=float, default=0.0,
-                    help="also measure the derivative in each sample's weight by finite differences "
-                         "(weight 1 - EPS); columns tau_d / r_d compare every estimate with it")
+                    help="also measure the derivative in each sample's weight by central differences "
+                         "(weights 1 +- EPS); columns tau_d / r_d compare every estimate with it")
     a = ap.parse_args()
 
     data = prepare(mnist5k_subset(a.n_train, a.n_val, 10, seed=a.seed), a.seed)
