@@ -23,8 +23,8 @@ Extra flags go to ``train_infl_eval.py`` after ``--preset demo --label-noise NOI
 are reused by a second run.
 
 Run time on 2 CPU cores (cifarnet width 8, window = last epoch), measured: the demo
-preset as it stands (10 epochs) about 9 minutes (pipeline ~5.5 min, cross-validation
-~2-3 min); ``-e 4`` about 8 minutes; ``-e 12`` about 12 minutes; the whole-run window
+preset (10 epochs) about 9 minutes (pipeline ~5.5 min, cross-validation ~1.5 min per
+seed; 538 s for 6 seeds on a finished 6-seed run); ``-e 4`` about 8 minutes; ``-e 12`` about 12 minutes; the whole-run window
 ``-e 4 --infl-epochs 0`` about 13 minutes. The table is also saved to
 ``OUT/bench/label_noise.csv`` and the curves (cleanlab included) to
 ``OUT/bench/detection.png``.
