@@ -22,16 +22,14 @@ import pandas as pd
 from sgd_influence import config as C
 from sgd_influence import detection as D
 from sgd_influence import fileio, paths
-from sgd_influence.engine import load_prepared
 from sgd_influence.trajectory import load_record
 
 PARTS = 5
 
 
-def visit_share(record, n_train: int) -> np.ndarray:
-    """Per training position: where in the window it was seen (0 = first step, < 1)."""
-    steps = record.window(1)
-    where = np.full(n_train, np.nan)
+def visit_share(record, steps: range) -> np.ndarray:
+    """Per training position: where in the window ``steps`` it was seen (0 = first step, < 1)."""
+    where = np.full(record.n_train, np.nan)
     for s in steps:
         idx, _ = record.batch(s)
         where[idx] = (s - steps.start) / len(steps)
@@ -41,14 +39,14 @@ def visit_share(record, n_train: int) -> np.ndarray:
 def seed_rows(cfg: C.Config, method: str, seed: int) -> list[dict]:
     out = cfg.output
     frame = pd.read_csv(paths.influence(out, method, seed))
-    flipped = D.flipped_of(frame, D.read_flipped(out, seed), str(paths.influence(out, method, seed)))
+    noise = D.read_flipped(out, seed)  # one row per training position, in that order
+    flipped = D.flipped_of(frame, noise, str(paths.influence(out, method, seed)))
     record = load_record(out, seed)
-    data = load_prepared(cfg, seed)
-    position = {row: i for i, row in enumerate(data.train_rows)}
-    where = visit_share(record, data.n_train)[[position[r] for r in frame["datasource_index"]]]
+    steps = record.window(1)
+    position = {row: i for i, row in enumerate(noise["datasource_index"])}
+    where = visit_share(record, steps)[[position[r] for r in frame["datasource_index"]]]
     score = frame["influence"].to_numpy()
     in_top = np.arange(len(frame)) < D.n_top(0.10, len(frame))  # the file is sorted
-    steps = record.window(1)
     rows = []
     for k in range(PARTS):
         part = (where >= k / PARTS) & (where < (k + 1) / PARTS)
