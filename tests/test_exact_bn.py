@@ -163,6 +163,23 @@ def test_batch_of_one_gets_scores_in_both_modes(tmp_path):
             assert np.all(np.isfinite(scores)) and scores[last] != 0
 
 
+def _window_loo(cfg, data, samples) -> np.ndarray:
+    """Real change of the final validation loss when each of ``samples`` leaves the last
+    epoch of the trained run (replayed from that epoch's snapshot, seed 0)."""
+    rec = Record.load(paths.record(cfg.output, 0))
+    eng = Engine(model_spec(cfg, data), 0, data, augment=False)
+    assert eng.spec.smooth == cfg.smooth_net()
+    start = load_epoch_state(cfg.output, 0, rec.n_epochs - 1)
+
+    def val_loss(removed):
+        eng.net.load_state_dict(start)
+        replay(eng, rec, rec.window(1), removed)
+        return eng.evaluate_split("val")[0]
+
+    base = val_loss(None)
+    return np.array([val_loss(np.arange(rec.n_train) == j) - base for j in samples])
+
+
 @pytest.mark.slow
 def test_leave_one_out_on_cifarnet_with_decayed_end(tmp_path):
     """Exact Hara against real leave-one-out replays of the last epoch (the paper's ReLU /
@@ -176,17 +193,8 @@ def test_leave_one_out_on_cifarnet_with_decayed_end(tmp_path):
     data = prepare(mnist5k_subset(64, 200, 10), 0)
     run_training(cfg, 0, data)
     rec = Record.load(paths.record(cfg.output, 0))
-    eng = Engine(model_spec(cfg, data), 0, data, augment=False)
-    start = load_epoch_state(cfg.output, 0, rec.n_epochs - 1)
-
-    def val_loss(removed):
-        eng.net.load_state_dict(start)
-        replay(eng, rec, rec.window(1), removed)
-        return eng.evaluate_split("val")[0]
-
     samples = rec.indices[rec.window(1).start:].ravel()[::2]
-    base = val_loss(None)
-    real = np.array([val_loss(np.arange(64) == j) - base for j in samples])
+    real = _window_loo(cfg, data, samples)
     out = {}
     for bn in ("exact", "reference"):
         est = compute_scores(C.replace(cfg, bn_influence=bn), 0, "Hara", data)[samples]
@@ -207,20 +215,11 @@ def test_leave_one_out_goal_on_smooth_cifarnet(tmp_path, method):
                    infl_epochs=1, batch_size=16, lr=0.05, lr_schedule="cosine", lr_decay_epochs=2,
                    augment=False, methods=(method,)).validate()
     data = prepare(mnist5k_subset(128, 500, 10), 0)
+    assert cfg.smooth_net()
     run_training(cfg, 0, data)
     rec = Record.load(paths.record(cfg.output, 0))
-    eng = Engine(model_spec(cfg, data), 0, data, augment=False)
-    assert eng.spec.smooth
-    start = load_epoch_state(cfg.output, 0, rec.n_epochs - 1)
-
-    def val_loss(removed):
-        eng.net.load_state_dict(start)
-        replay(eng, rec, rec.window(1), removed)
-        return eng.evaluate_split("val")[0]
-
     samples = rec.indices[rec.window(1).start:].ravel()[::3][:40]
-    base = val_loss(None)
-    real = np.array([val_loss(np.arange(rec.n_train) == j) - base for j in samples])
+    real = _window_loo(cfg, data, samples)
     est = compute_scores(cfg, 0, method, data)[samples]
     tau, r = kendalltau(est, real)[0], pearsonr(est, real)[0]
     print(method, tau, r)
