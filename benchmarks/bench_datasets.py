@@ -20,7 +20,7 @@ import numpy as np
 from _common import synthetic
 
 from sgd_influence.engine import Engine
-from sgd_influence.infl import InfluenceComputer
+from sgd_influence.methods import GradientOps
 from sgd_influence.models import ModelSpec
 from sgd_influence.trajectory import make_record
 
@@ -37,7 +37,7 @@ def measure(channels: int, side: int, width: int, batch: int, steps: int) -> dic
         eng.step(*rec.batch(s), 0.05, batch)
     train = (time.perf_counter() - t0) / steps
 
-    comp = InfluenceComputer(eng, per_sample="loop")
+    comp = GradientOps(eng, per_sample="loop")
     rng = np.random.default_rng(0)
     u = [rng.standard_normal(p.shape).astype(np.float32) for p in comp.params]
     x, y = eng.train_inputs(*rec.batch(1))

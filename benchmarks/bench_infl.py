@@ -23,7 +23,7 @@ from _common import synthetic
 from sgd_influence import config as C
 from sgd_influence import paths
 from sgd_influence.engine import Engine, model_spec
-from sgd_influence.infl import InfluenceComputer
+from sgd_influence.methods import GradientOps
 from sgd_influence.train import run_training
 from sgd_influence.trajectory import (
     Record,
@@ -51,7 +51,7 @@ def main() -> None:
     eng = Engine(model_spec(cfg, data), 0, data)
     final = load_final_state(out, 0)
     eng.net.load_state_dict(final)
-    comp = InfluenceComputer(eng, context="cpu")
+    comp = GradientOps(eng, context="cpu")
     u = comp.val_gradient()
     a_theta, a_r = comp.val_gradient_exact()
     steps = list(rec.window(1))

@@ -39,18 +39,20 @@ def _cfg(out, a, hara_cache: bool) -> C.Config:
 def walk(a) -> None:
     """Child process: one Hara walk over the window; prints a JSON line."""
     from sgd_influence.engine import Engine, model_spec
-    from sgd_influence.infl import InfluenceComputer, hara_params
+    from sgd_influence.methods import Context, GradientOps
+    from sgd_influence.methods import walk as influence_walk
+    from sgd_influence.methods.sgd import hara_params
 
     data = synthetic(a.batch * a.steps)
     cfg = _cfg(a.out, a, hara_cache=a.mode == "stored")
     rec = trajectory.load_record(a.out, 0)
     engine = Engine(model_spec(cfg, data), 0, data)
     engine.net.load_state_dict(trajectory.load_final_state(a.out, 0, rec))
-    comp = InfluenceComputer(engine, context="cpu")
+    comp = GradientOps(engine, context="cpu")
     steps = rec.window(1)
     x, y = engine.train_inputs(*rec.batch(steps.start))
     comp.step_terms(x, y, comp.val_gradient())  # build the graphs before timing
-    source = hara_params(cfg, 0, data, rec, steps)
+    source = hara_params(Context(cfg, 0, data))
     in_source = [0.0]
 
     def params_at(s):  # CPU time spent obtaining the parameters (reading or replaying)
@@ -61,7 +63,7 @@ def walk(a) -> None:
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0, c0 = time.perf_counter(), time.process_time()
-    scores = comp.influence(rec, steps, params_at)
+    scores, _ = influence_walk(comp, rec, steps, params_at)
     sec, cpu = time.perf_counter() - t0, time.process_time() - c0
     np.save(Path(a.out) / f"scores_{a.mode}.npy", scores)
     print(json.dumps({"mode": a.mode, "seconds": sec, "cpu": cpu, "source_cpu": in_source[0],

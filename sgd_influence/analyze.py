@@ -63,11 +63,13 @@ SUMMARY_COLUMNS = VALUES + ("method", "seed", "n_drops", "mean", "std", "row", "
 PAIRED_COLUMNS = ("method", "baseline", "n_drops", "n_seeds", "mean_diff", "sd_diff", "t", "p_t",
                   "p_wilcoxon", "floor_sd", "floor_diff", "verdict")
 ALPHA = 0.05
-ORDER = (NO_REMOVAL,) + C.METHODS + (FLOOR_METHOD,)
+def _order() -> tuple[str, ...]:
+    return (NO_REMOVAL,) + C.method_names() + (FLOOR_METHOD,)
 
 
 def _method_key(m: str) -> int:
-    return ORDER.index(m) if m in ORDER else len(ORDER)
+    order = _order()
+    return order.index(m) if m in order else len(order)
 
 
 def _final(scores: pd.DataFrame, keys) -> pd.DataFrame:

@@ -79,9 +79,9 @@ def config_from_folder(ns: argparse.Namespace) -> C.Config:
     saved_path = paths.run_config(out)
     if not saved_path.exists():
         return C.from_args(ns)
-    keep = set(C.Config().train_identity()) | set(C.Config().eval_identity()) | {
-        "n_trials", "methods", "remove_n_list", "noise_floor_k", "noise_floor_draws", "data_dir",
-        "train_csv", "val_csv", "test_csv"}
+    # the settings of what was computed, and how many trials; not how (--hara-cache and
+    # the execution section are chosen per command)
+    keep = (set(C.section_fields("data", "train", "influence", "eval")) - {"hara_cache"}) | {"n_trials"}
     saved = fileio.read_json(saved_path)
     values = {k: v for k, v in saved.items() if k in keep}
     if "train_csv" in given or "dataset" in given:  # a data set given here replaces the saved one
@@ -210,7 +210,7 @@ def analyze_main(argv=None) -> int:
     p = OneLineParser(prog="python -m sgd_influence.analyze", description=analyze.__doc__,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-o", "--output", default=C.Config.output, help="output folder (default: output)")
-    p.add_argument("--methods", nargs="+", choices=C.METHODS, default=None,
+    p.add_argument("--methods", nargs="+", choices=C.method_names(), default=None,
                    help="methods to include (default: all found)")
     p.add_argument("-r", "--remove_n_list", type=int, nargs="+", default=None,
                    help="numbers of removed samples to include (default: all found)")

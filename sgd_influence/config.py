@@ -16,9 +16,9 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from . import fileio
+from . import fileio, registry
 
-METHODS = ("Hara", "Ours", "Random")
+METHODS = ("Hara", "Ours", "Random")  # the default --methods (every registered method is a choice)
 HVP_SCALINGS = ("correct", "reference")
 LR_SCHEDULES = ("constant", "cosine", "linear", "step")
 BN_INFLUENCE = ("exact", "reference")
@@ -45,7 +45,7 @@ class Config:
     data_dir: str | None = _f(None, ["--data-dir"], "download/cache folder (default: $SGD_INFLUENCE_DATA or the user cache)")
     label_noise: float = _f(0.0, ["--label-noise"], "flip the labels of this fraction of training samples (seeded)")
     # --- model and training
-    model: str = _f("cifarnet", ["--model"], "network: cifarnet (paper), logreg, mlp")
+    model: str = _f("cifarnet", ["--model"], "network: cifarnet (paper), logreg, mlp, or your own as FILE.py:FUNCTION or MODULE:FUNCTION")
     width: int = _f(32, ["--width"], "channels of cifarnet's first block (paper: 32)")
     smooth: bool = _f(
         True, ["--smooth"],
@@ -125,14 +125,27 @@ class Config:
     def n_jobs(self) -> int:
         return self.jobs if self.jobs > 0 else (os.cpu_count() or 1)
 
+    def identity(self, *sections: str) -> dict:
+        """The fields of ``sections`` that define results, as they are saved."""
+        out = {}
+        for section in sections:
+            for name in SECTIONS[section]:
+                if name in NOT_IDENTITY:
+                    continue
+                if name == "smooth":
+                    out[name] = self.smooth_net()
+                elif name == "data_digest":
+                    out[name] = self.data_identity()
+                elif name == "model" and is_user_model(self.model):
+                    out.update(user_model_identity(self.model))
+                else:
+                    out[name] = _jsonable(getattr(self, name))
+        return out
+
     def train_identity(self) -> dict:
-        """Fields that define a training run: a folder holding another is refused."""
-        keys = (
-            "dataset", "label_noise", "model", "width", "lr", "lr_schedule", "lr_final",
-            "lr_decay_epochs", "batch_size", "n_epochs", "augment",
-        )
-        return {**{k: _jsonable(getattr(self, k)) for k in keys}, "smooth": self.smooth_net(),
-                "data_digest": self.data_identity()}
+        """Fields that define a training run (data and training sections): a folder
+        holding another is refused."""
+        return self.identity("data", "train")
 
     def smooth_net(self) -> bool:
         """--smooth as it applies: only cifarnet has ReLUs and max pooling to replace."""
@@ -147,11 +160,10 @@ class Config:
         return list(resolve_data(self).data_digest)
 
     def infl_identity(self) -> dict:
-        """The training run plus the window, the u-update and the BN terms (not
-        --hara-cache: Hara's scores are the same bit for bit whether its parameters are read
-        or replayed)."""
-        return {**self.train_identity(), "infl_epochs": self.infl_epochs,
-                "hvp_scaling": self.hvp_scaling, "bn_influence": self.bn_influence}
+        """The training run plus the influence section: the window, the u-update and the
+        BN terms (not --hara-cache: Hara's scores are the same bit for bit whether its
+        parameters are read or replayed; not --methods: which methods run)."""
+        return self.identity("data", "train", "influence")
 
     def lr_schedule_args(self) -> dict:
         """Keyword arguments of trajectory.make_record that set the per-step learning rate."""
@@ -162,7 +174,9 @@ class Config:
         return self.lr / 100 if self.lr_final is None else self.lr_final
 
     def eval_identity(self) -> dict:
-        return {**self.infl_identity(), "retrain_all": self.retrain_all}
+        """The influence identity plus the evaluation section (-ra; the n's and the
+        noise-floor draws name their own files)."""
+        return self.identity("data", "train", "influence", "eval")
 
     def to_dict(self) -> dict:
         return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
@@ -189,8 +203,9 @@ class Config:
             raise ValueError("--train-csv: use it with -ds csv (or leave -ds out)")
         if self.is_csv and not (self.train_csv and self.test_csv):
             raise ValueError("-ds csv: expected --train-csv and --test-csv")
-        if self.model not in ("cifarnet", "logreg", "mlp"):
-            raise ValueError(f"--model: expected cifarnet, logreg or mlp, got {self.model!r}")
+        if self.model not in registry.models and ":" not in self.model:
+            raise ValueError(f"--model: expected {_or(registry.models.names())} or "
+                             f"FILE.py:FUNCTION, got {self.model!r}")
         for name, low in (("n_trials", 1), ("n_epochs", 1), ("batch_size", 1), ("width", 1)):
             if getattr(self, name) < low:
                 flag = _flag(name)
@@ -212,9 +227,10 @@ class Config:
             )
         if not 0 <= self.label_noise < 1:
             raise ValueError(f"--label-noise: expected a fraction in [0, 1), got {self.label_noise}")
-        bad = [m for m in self.methods if m not in METHODS]
+        bad = [m for m in self.methods if m not in registry.methods]
         if bad or not self.methods:
-            raise ValueError(f"--methods: expected some of {' '.join(METHODS)}, got {' '.join(self.methods)}")
+            raise ValueError(f"--methods: expected some of {' '.join(method_names())}, "
+                             f"got {' '.join(self.methods)}")
         if self.hvp_scaling not in HVP_SCALINGS:
             raise ValueError(f"--hvp-scaling: expected correct or reference, got {self.hvp_scaling!r}")
         if any(n < 0 for n in self.remove_n_list):
@@ -229,6 +245,64 @@ class Config:
         if self.jobs < 0:
             raise ValueError(f"--jobs: expected 0 (all cores) or a positive integer, got {self.jobs}")
         return self
+
+
+def _or(names) -> str:
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else "".join(names)
+
+
+# Each field's section. A phase's saved identity is the identity fields of its sections
+# (train: data + train; influence: + influence; evaluation: + eval); run and exec
+# settings never define results.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "run": ("output", "n_trials"),
+    "data": ("dataset", "label_noise", "train_csv", "val_csv", "test_csv", "data_dir", "data_digest"),
+    "train": ("model", "width", "lr", "lr_schedule", "lr_final", "lr_decay_epochs", "batch_size",
+              "n_epochs", "augment", "smooth"),
+    "influence": ("infl_epochs", "hvp_scaling", "bn_influence", "methods", "hara_cache"),
+    "eval": ("retrain_all", "remove_n_list", "noise_floor_k", "noise_floor_draws"),
+    "exec": ("context", "device_id", "jobs", "overwrite", "wait", "preset"),
+}
+# in a section but not part of its identity: paths (the content digests stand for the
+# CSVs), which methods run, how Hara's parameters are obtained, and the retrains' n's
+# and draws (each names its own files)
+NOT_IDENTITY = frozenset({"train_csv", "val_csv", "test_csv", "data_dir", "methods", "hara_cache",
+                          "remove_n_list", "noise_floor_k", "noise_floor_draws"})
+
+
+def section_fields(*sections: str) -> tuple[str, ...]:
+    return tuple(name for s in sections for name in SECTIONS[s])
+
+
+def is_user_model(model: str) -> bool:
+    """``--model FILE.py:FUNCTION`` or ``MODULE:FUNCTION``: the user's own network."""
+    return ":" in model
+
+
+def user_model_identity(model: str) -> dict:
+    """A user network is identified by its function's name and its source file's bytes
+    (an edited network is another run; the same file elsewhere is the same run)."""
+    import hashlib
+    import importlib.util
+
+    where, _, fn = model.rpartition(":")
+    if where.endswith(".py") or "/" in where or os.sep in where:
+        path = Path(where).expanduser()
+    else:
+        spec = importlib.util.find_spec(where)
+        if spec is None or not spec.origin:
+            raise ValueError(f"--model: cannot import module {where!r}")
+        path = Path(spec.origin)
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise ValueError(f"--model: {path}: network file not readable ({exc.strerror or exc})") from exc
+    return {"model": f"{path.name}:{fn}", "model_digest": digest}
+
+
+def method_names() -> tuple[str, ...]:
+    """The registered influence methods, in registration order."""
+    return registry.methods.names()
 
 
 def _jsonable(v):
@@ -263,6 +337,7 @@ PRESETS: dict[str, dict] = {
 }
 
 ALL_FIELDS = tuple(f.name for f in fields(Config))
+assert sorted(ALL_FIELDS) == sorted(section_fields(*SECTIONS)), "every field has one section"
 
 
 def add_arguments(parser: argparse.ArgumentParser, names=ALL_FIELDS) -> None:
@@ -288,7 +363,7 @@ def add_arguments(parser: argparse.ArgumentParser, names=ALL_FIELDS) -> None:
             if "nargs" in md:
                 kw["nargs"] = md["nargs"]
             if name == "methods":
-                kw["choices"] = METHODS
+                kw["choices"] = method_names()
             elif name == "hvp_scaling":
                 kw["choices"] = HVP_SCALINGS
             elif name == "lr_schedule":
@@ -297,8 +372,6 @@ def add_arguments(parser: argparse.ArgumentParser, names=ALL_FIELDS) -> None:
                 kw["choices"] = BN_INFLUENCE
             elif name == "context":
                 kw["choices"] = ("auto", "cpu", "cudnn")
-            elif name == "model":
-                kw["choices"] = ("cifarnet", "logreg", "mlp")
             elif name == "preset":
                 kw["choices"] = tuple(PRESETS)
         parser.add_argument(*md["flags"], **kw)

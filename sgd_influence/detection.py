@@ -135,7 +135,7 @@ def influence_files(out, methods=None, seeds=None) -> list[tuple[str, int, Path]
         if seeds is not None and seed not in seeds:
             continue
         found.append((method, seed, p))
-    key = {m: i for i, m in enumerate(C.METHODS)}
+    key = {m: i for i, m in enumerate(C.method_names())}
     return sorted(found, key=lambda t: (key.get(t[0], len(key)), t[0], t[1]))
 
 

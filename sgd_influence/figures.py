@@ -19,11 +19,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import fileio, paths
+from . import fileio, paths, registry
 
 logger = logging.getLogger(__name__)
 
-COLORS = {"Hara": "tab:blue", "Ours": "tab:red", "Random": "tab:green", "cleanlab": "tab:purple"}
+PEER_COLORS = {"cleanlab": "tab:purple"}  # label-noise peers that are not influence methods
+
+
+def _color(method: str, default=None):
+    if method in registry.methods:
+        return getattr(registry.methods.get(method), "color", default)
+    return PEER_COLORS.get(method, default)
 
 
 def _pyplot():
@@ -69,12 +75,12 @@ def plot_result(st: pd.DataFrame, no_removal: float | None, floor_band: float,
             x = np.where(x > 1, x * (1 + shift), x + shift)
             y = s["mean"].to_numpy()
             ax.errorbar(x, y, yerr=s["std"].fillna(0).to_numpy(), marker="o", ms=4, capsize=3,
-                        label=m, color=COLORS.get(m))
+                        label=m, color=_color(m))
             hit = np.array([(m, int(n)) in real for n in s.index])
             if hit.any():
                 marked = True
                 ax.plot(x[hit], y[hit], ls="none", marker="*", ms=13, mfc="none",
-                        mec=COLORS.get(m, "black"), mew=1.4)
+                        mec=_color(m, "black"), mew=1.4)
         if marked:
             ax.plot([], [], ls="none", marker="*", ms=11, mfc="none", mec="black",
                     label="differs from Random beyond the floor")
@@ -108,7 +114,7 @@ def plot_detection(curves: dict[str, list[tuple[np.ndarray, np.ndarray]]], noise
                     label="best possible")
         for method, runs in curves.items():
             ys = np.stack([np.interp(grid, x, y) for x, y in runs])
-            ax.plot(grid, ys.mean(axis=0), lw=1.6, color=COLORS.get(method),
+            ax.plot(grid, ys.mean(axis=0), lw=1.6, color=_color(method),
                     label=f"{method} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
         for k in PERCENTS:
             ax.axvline(k / 100, color="0.85", lw=0.8, zorder=0)

@@ -21,7 +21,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import checks, paths
+from . import checks, paths, registry
 from . import config as C
 from .eval import EvalJob, plan_jobs, warn_skipped
 
@@ -51,7 +51,7 @@ class Task:
         then by seed, method and n. Independent of timing."""
         method = self.method or (self.job.needs_influence if self.job else None) or ""
         n = self.job.n if self.job else -1
-        method_rank = C.METHODS.index(method) if method in C.METHODS else -1
+        method_rank = registry.methods.rank(method)
         return (_RANK[self.kind], self.seed, method_rank, n)
 
 

@@ -122,7 +122,8 @@ def train(cfg: C.Config, seed: int, data: Prepared) -> Engine:
     epoch_loss, epoch_correct, epoch_n = 0.0, 0, 0
     bar = tqdm(range(rec.n_steps), desc=f"train seed {seed}", mininterval=1.0,
                disable=not logger.isEnabledFor(logging.INFO))
-    with TrajectoryWriter(out, seed, rec, engine.net.num_trainable(), cache_epoch(cfg)) as traj:
+    with TrajectoryWriter(out, seed, rec, engine.net.num_trainable(), cache_epoch(cfg),
+                          engine.net.export_names(), set(engine.net.trainable)) as traj:
         traj.epoch_end(0, engine.net.state_dict())
         for s in bar:
             traj.before_step(s, engine.net.get_flat)

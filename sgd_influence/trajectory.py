@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from . import fileio, paths, preprocess
 from .engine import Engine
+from .models.cifarnet import pf_name
 
 logger = logging.getLogger(__name__)
 
@@ -230,37 +231,30 @@ def training_complete(out, seed: int, n_epochs: int) -> bool:
 
 
 # --------------------------------------------------------------------------- nnabla's format
-_PF_SCOPE = {"conv": "conv", "bn": "bn", "fc": "affine"}
-
-
 def nnabla_name(name: str) -> str:
-    """Our array name -> the name nnabla's parametric functions give it.
-
-    ``conv1/W`` -> ``conv1/conv/W``, ``bn1/mean`` -> ``bn1/bn/mean``, ``fc/W`` ->
-    ``fc/affine/W``: a network built with ``PF.convolution(name='conv1')``,
-    ``PF.batch_normalization(name='bn1')`` and ``PF.affine(name='fc')`` picks the loaded
-    arrays up."""
-    layer, leaf = name.rsplit("/", 1)
-    kind = layer.rstrip("0123456789")
-    if kind not in _PF_SCOPE:
-        raise ValueError(f"no nnabla parametric function for array {name!r}")
-    return f"{layer}/{_PF_SCOPE[kind]}/{leaf}"
+    """A built-in network's array name -> the name nnabla's parametric functions give it
+    (``conv1/W`` -> ``conv1/conv/W``; see :func:`sgd_influence.models.cifarnet.pf_name`)."""
+    return pf_name(name)
 
 
 def is_running_statistic(name: str) -> bool:
-    """BN running mean/variance: state, not trainable parameters."""
+    """BN running mean/variance (by the name ``norm`` gives them): state, not trainable."""
     return name.endswith("/mean") or name.endswith("/var")
 
 
-def save_nnabla_parameters(path, state) -> None:
-    """Save ``state`` with ``nn.save_parameters`` as .h5 (atomically, no global scope used)."""
+def save_nnabla_parameters(path, state, names: dict | None = None,
+                           trainable=None) -> None:
+    """Save ``state`` with ``nn.save_parameters`` as .h5 (atomically, no global scope used).
+
+    ``names``: array name -> saved name (default: the built-in networks' PF names);
+    ``trainable``: the names saved with need_grad (default: all but running statistics)."""
     import nnabla as nn
 
     params = {}
     for k, v in state.items():
         var = nn.Variable.from_numpy_array(np.asarray(v, np.float32))
-        var.need_grad = not is_running_statistic(k)
-        params[nnabla_name(k)] = var
+        var.need_grad = (k in trainable) if trainable is not None else not is_running_statistic(k)
+        params[names[k] if names is not None else nnabla_name(k)] = var
     with fileio.atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             nn.save_parameters(fh, params, extension=".h5")
@@ -275,8 +269,10 @@ class TrajectoryWriter:
     """
 
     def __init__(self, out, seed: int, record: Record, n_trainable: int,
-                 cache_from: int | None = None):
+                 cache_from: int | None = None, export_names: dict | None = None,
+                 trainable=None):
         self.out, self.seed, self.record = Path(out), seed, record
+        self._names, self._trainable = export_names, trainable
         self._cache = None
         self._cache_steps = range(0)
         if cache_from is not None:
@@ -297,7 +293,8 @@ class TrajectoryWriter:
         if self._cache is not None:
             self._cache.close()
             self._cache = None
-        save_nnabla_parameters(paths.final_model(self.out, self.seed), final_state)
+        save_nnabla_parameters(paths.final_model(self.out, self.seed), final_state, self._names,
+                               self._trainable)
         self.record.save(paths.record(self.out, self.seed))  # last: marks a finished run
 
     def __enter__(self) -> "TrajectoryWriter":

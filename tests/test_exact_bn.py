@@ -11,7 +11,8 @@ from synth import make_dataset, mnist5k_subset
 from sgd_influence import config as C
 from sgd_influence import paths
 from sgd_influence.engine import Engine, model_spec, prepare
-from sgd_influence.infl import InfluenceComputer, compute_scores
+from sgd_influence.infl import compute_scores
+from sgd_influence.methods import GradientOps, walk
 from sgd_influence.models import ModelSpec
 from sgd_influence.train import run_training
 from sgd_influence.trajectory import Record, learning_rates, load_epoch_state, make_record, replay
@@ -110,9 +111,9 @@ def test_exact_walk_matches_finite_differences_of_weighted_replay():
     replay(eng, rec, range(rec.window(1).start))
     start = eng.net.state_dict()
     thetas = _run_with_cache(eng, rec, rec.window(1))
-    comp = InfluenceComputer(eng)
-    exact = comp.influence(rec, rec.window(1), thetas.__getitem__, bn_influence="exact")
-    ref = comp.influence(rec, rec.window(1), thetas.__getitem__, bn_influence="reference")
+    comp = GradientOps(eng)
+    exact = walk(comp, rec, rec.window(1), thetas.__getitem__, bn_influence="exact")[0]
+    ref = walk(comp, rec, rec.window(1), thetas.__getitem__, bn_influence="reference")[0]
 
     def val_loss(j, wj):
         w = np.ones(32)

@@ -16,7 +16,8 @@ from synth import make_dataset
 from sgd_influence import config as C
 from sgd_influence import fileio, paths, preprocess
 from sgd_influence.engine import Engine, model_spec, prepare
-from sgd_influence.infl import InfluenceComputer, compute_scores, run_influence
+from sgd_influence.infl import compute_scores, run_influence
+from sgd_influence.methods import GradientOps, walk
 from sgd_influence.models import ModelSpec, input_variables
 from sgd_influence.train import run_training
 from sgd_influence.trajectory import (
@@ -96,7 +97,7 @@ def test_hvp_matches_closed_form_logreg_hessian(logreg_run):
     x, y = eng.train_inputs(idx, seeds)
     rng = np.random.default_rng(1)
     u = [rng.standard_normal(p.shape).astype(np.float32) for p in eng.net.trainable.values()]
-    got = InfluenceComputer(eng).hvp(x, y, u)
+    got = GradientOps(eng).hvp(x, y, u)
     W, b = (eng.net.trainable[k].d for k in ("fc/W", "fc/b"))
     X = x.reshape(len(y), -1).astype(np.float64)
     hW, hb = LogregOracle(W, b).hvp(X, u[0].astype(np.float64), u[1].astype(np.float64))
@@ -110,7 +111,7 @@ def test_whole_walk_matches_closed_form_logreg(logreg_run, scaling):
     eng = _final_engine(cfg, data)
     rec = Record.load(paths.record(cfg.output, 0))
     steps = list(rec.steps_of(int(rec.epoch[-1])))  # the last epoch
-    got = InfluenceComputer(eng).influence(rec, steps, hvp_scaling=scaling)
+    got = walk(GradientOps(eng), rec, steps, hvp_scaling=scaling)[0]
 
     oracle = LogregOracle(eng.net.trainable["fc/W"].d, eng.net.trainable["fc/b"].d)
     Xv = preprocess.normalize(data.val_x).reshape(len(data.val_y), -1).astype(np.float64)
@@ -133,7 +134,7 @@ def test_whole_walk_matches_closed_form_logreg(logreg_run, scaling):
 def test_hvp_matches_finite_differences_on_smooth_net(tmp_path):
     cfg, data = _train(tmp_path, "mlp", n_epochs=1, lr=0.05)
     eng = _final_engine(cfg, data)
-    comp = InfluenceComputer(eng)
+    comp = GradientOps(eng)
     rec = Record.load(paths.record(cfg.output, 0))
     idx, seeds = rec.batch(0)
     x, y = eng.train_inputs(idx, seeds)
@@ -175,7 +176,7 @@ def _first_batch_and_random_u(cfg, data, seed):
 def test_fused_per_sample_terms_equal_batch_one_loop(tmp_path):
     cfg, data = _train(tmp_path, "mlp", n_epochs=1, lr=0.05)
     eng, x, y, u = _first_batch_and_random_u(cfg, data, 3)
-    comp = InfluenceComputer(eng)
+    comp = GradientOps(eng)
     assert comp.per_sample == "fused"
     loop = comp.per_sample_dots(x, y, u, mode="loop")
     fused, hu = comp.step_terms(x, y, u)
@@ -187,12 +188,12 @@ def test_bn_weighted_per_sample_terms_equal_batch_one_loop(tmp_path):
     """cifarnet: the GPU path (instance-normalised weighted loss) equals the CPU loop."""
     cfg, data = _train(tmp_path, "cifarnet", n_epochs=1, lr=0.05, n=(40, 20, 20), batch_size=8)
     eng, x, y, u = _first_batch_and_random_u(cfg, data, 4)
-    comp = InfluenceComputer(eng, context="cpu")
+    comp = GradientOps(eng, context="cpu")
     assert comp.per_sample == "loop"
     loop = comp.per_sample_dots(x, y, u, mode="loop")
     weighted = comp.per_sample_dots(x, y, u, mode="weighted")
     assert np.max(np.abs(weighted - loop)) / np.max(np.abs(loop)) < 1e-4
-    assert InfluenceComputer(eng, context="cudnn").per_sample == "weighted"
+    assert GradientOps(eng, context="cudnn").per_sample == "weighted"
 
 
 def _loo_scores(cfg, data):
@@ -300,9 +301,9 @@ def test_influence_phase_leaves_saved_model_untouched(tmp_path):
     assert all(k.startswith("influence/") for k in new), sorted(new)
     assert {f"influence/{m}/influence_0.csv" for m in ("Hara", "Ours", "Random")} <= new
     # running statistics in memory are not changed by the HVP or per-sample graphs either
-    comp = InfluenceComputer(comp_eng)
+    comp = GradientOps(comp_eng)
     rec = Record.load(paths.record(cfg.output, 0))
-    comp.influence(rec, rec.window(1))
+    walk(comp, rec, rec.window(1))
     after = comp_eng.net.state_dict()
     for k in state:
         np.testing.assert_array_equal(after[k], state[k])
@@ -326,10 +327,10 @@ def test_influence_file_format_and_order(tmp_path):
     # the growth of |u| over Ours' walk is stored beside its scores (Random has no walk)
     facts = fileio.read_json(paths.influence_stats(cfg.output, "Ours", 0))
     rec = Record.load(paths.record(cfg.output, 0))
-    comp = InfluenceComputer(_final_engine(cfg, data))
+    comp = GradientOps(_final_engine(cfg, data))
     steps = rec.window(cfg.window_epochs())
-    comp.influence(rec, steps)
-    assert facts["u_growth"] == comp.last_u_growth and facts["window_steps"] == len(steps)
+    _, walked = walk(comp, rec, steps)
+    assert facts["u_growth"] == walked["u_growth"] and facts["window_steps"] == len(steps)
     assert facts["u_growth"] != 1.0
     assert not paths.influence_stats(cfg.output, "Random", 0).exists()
 
