@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 
 from . import config as C
-from . import fileio, paths, runlock
+from . import fileio, folders, paths, runlock
 from .execute import USER_ERRORS, TaskFailed
 
 logger = logging.getLogger("sgd_influence")
@@ -157,13 +157,16 @@ def pipeline_main(argv=None, prog: str = "train_infl_eval.py", doc: str | None =
 def train_main(argv=None) -> int:
     from . import train
     from .context import set_context
+    from .engine import check_network
 
     p = phase_parser("python -m sgd_influence.train", train.__doc__, "train")
     p.add_argument("--seed", type=int, nargs="+", default=[0], help="trial seed(s) (default: 0)")
 
     def body(cfg, ns) -> None:
         set_context(cfg.context, cfg.device_id)
+        check_network(cfg)
         for seed in ns.seed:
+            folders.claim_training(cfg, seed)
             train.run_training(cfg, seed)
 
     return run_cli(p, argv, body)
@@ -181,6 +184,10 @@ def infl_main(argv=None) -> int:
 
     def body(cfg, ns) -> None:
         set_context(cfg.context, cfg.device_id)
+        for seed in ns.seed:
+            folders.check_trained_with(cfg, cfg.output, seed)
+        for method in cfg.methods:
+            folders.claim_influence(cfg, method)
         for seed in ns.seed:
             for method in cfg.methods:
                 infl.run_influence(cfg, seed, method, per_sample=ns.per_sample)
@@ -227,3 +234,21 @@ def analyze_main(argv=None) -> int:
 
 MAINS = {"train": train_main, "infl": infl_main, "eval": eval_main, "analyze": analyze_main,
          "pipeline": pipeline_main}
+
+COMMANDS = {"run": "pipeline", "train": "train", "infl": "infl", "eval": "eval", "analyze": "analyze"}
+
+
+def main(argv=None) -> int:
+    """``sgd-influence <command> [flags]``: run, train, infl, eval or analyze."""
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        got = f", got {argv[0]!r}" if argv and not argv[0].startswith("-") else ""
+        sys.stderr.write(f"sgd-influence: expected a command: {' | '.join(COMMANDS)}{got} "
+                         "(then --help for its flags)\n")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    name, rest = COMMANDS[argv[0]], argv[1:]
+    if name == "pipeline":
+        return pipeline_main(rest, prog="sgd-influence run")
+    return MAINS[name](rest)

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from . import fileio, registry
+from . import registry
 
 METHODS = ("Hara", "Ours", "Random")  # the default --methods (every registered method is a choice)
 HVP_SCALINGS = ("correct", "reference")
@@ -113,6 +113,8 @@ class Config:
     # --- not a flag: the content digests of a CSV data set (train, validation or '', test),
     # filled by resolve_data; the identity of a CSV run uses them instead of the paths
     data_digest: tuple[str, ...] = _f((), [], "content digests of the CSV data set")
+    # --- not a flag: sha256 of a user network's source file, filled by resolve_data
+    model_digest: str = _f("", [], "content digest of a user network's file")
 
     # ------------------------------------------------------------------ derived
     @property
@@ -137,7 +139,9 @@ class Config:
                 elif name == "data_digest":
                     out[name] = self.data_identity()
                 elif name == "model" and is_user_model(self.model):
-                    out.update(user_model_identity(self.model))
+                    out.update(user_model_identity(self.model, self.model_digest))
+                elif name == "model_digest":
+                    continue  # part of the model's identity (a user network only)
                 else:
                     out[name] = _jsonable(getattr(self, name))
         return out
@@ -257,7 +261,7 @@ def _or(names) -> str:
 SECTIONS: dict[str, tuple[str, ...]] = {
     "run": ("output", "n_trials"),
     "data": ("dataset", "label_noise", "train_csv", "val_csv", "test_csv", "data_dir", "data_digest"),
-    "train": ("model", "width", "lr", "lr_schedule", "lr_final", "lr_decay_epochs", "batch_size",
+    "train": ("model", "model_digest", "width", "lr", "lr_schedule", "lr_final", "lr_decay_epochs", "batch_size",
               "n_epochs", "augment", "smooth"),
     "influence": ("infl_epochs", "hvp_scaling", "bn_influence", "methods", "hara_cache"),
     "eval": ("retrain_all", "remove_n_list", "noise_floor_k", "noise_floor_draws"),
@@ -279,9 +283,18 @@ def is_user_model(model: str) -> bool:
     return ":" in model
 
 
-def user_model_identity(model: str) -> dict:
+def user_model_identity(model: str, digest: str = "") -> dict:
     """A user network is identified by its function's name and its source file's bytes
-    (an edited network is another run; the same file elsewhere is the same run)."""
+    (an edited network is another run; the same file elsewhere is the same run);
+    ``digest``, when known, stands for the bytes."""
+    where, _, fn = model.rpartition(":")
+    if digest:
+        return {"model": f"{Path(where).name}:{fn}", "model_digest": digest}
+    return {"model": f"{Path(where).name}:{fn}", "model_digest": model_source_digest(model)}
+
+
+def model_source_digest(model: str) -> str:
+    """sha256 of a user network's source file (one line naming --model when unreadable)."""
     import hashlib
     import importlib.util
 
@@ -297,7 +310,7 @@ def user_model_identity(model: str) -> dict:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError as exc:
         raise ValueError(f"--model: {path}: network file not readable ({exc.strerror or exc})") from exc
-    return {"model": f"{path.name}:{fn}", "model_digest": digest}
+    return digest
 
 
 def method_names() -> tuple[str, ...]:
@@ -307,6 +320,11 @@ def method_names() -> tuple[str, ...]:
 
 def _jsonable(v):
     return list(v) if isinstance(v, tuple) else v
+
+
+def flag(name: str) -> str:
+    """The command-line flag(s) of a configuration field, as help texts name them."""
+    return _flag(name)
 
 
 def _flag(name: str) -> str:
@@ -402,6 +420,7 @@ def resolve_data(cfg: Config) -> Config:
     layer's one-line DataError; labels are checked (one class or an absurd label is an
     error; classes without training rows a warning).
     """
+    cfg = _absolute_model(cfg)
     if not cfg.is_csv:
         return dataclasses.replace(cfg, data_digest=())
     from . import data
@@ -413,43 +432,18 @@ def resolve_data(cfg: Config) -> Config:
     return dataclasses.replace(cfg, **absolute, data_digest=digests)
 
 
-def check_trained_with(cfg: Config, out, seed: int) -> None:
-    """Refuse settings that differ from those the training run of ``seed`` in ``out`` used.
-
-    For a phase run alone on a finished training run: one line naming each differing
-    flag with the training run's value and what to do.
-    """
-    from . import paths
-
-    path = paths.train_identity(out, seed)
-    if not path.exists():
-        return
-    saved, ours = older_identity(fileio.read_json(path)), cfg.train_identity()
-    diff = sorted(k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
-    if not diff:
-        return
-    parts = []
-    for k in diff:
-        if k == "data_digest":
-            if "dataset" not in diff:
-                parts.append("a CSV data set of other content (CSV text or image bytes differ)")
-        else:
-            parts.append(f"{_flag(k)} {_show(saved.get(k))} (given: {_show(ours.get(k))})")
-    raise ConfigMismatch(
-        f"{path}: seed {seed} was trained with {'; '.join(parts)}; give the training run's settings, "
-        "or train again with yours in another -o folder")
-
-
-def older_identity(saved: dict) -> dict:
-    """A saved identity as this version writes it: one written before --smooth existed
-    described a run of the ReLU network."""
-    if "model" in saved and "smooth" not in saved:
-        return {**saved, "smooth": False}
-    return saved
-
-
-def _show(v) -> str:
-    return " ".join(str(x) for x in v) if isinstance(v, list) else str(v)
+def _absolute_model(cfg: Config) -> Config:
+    """A user network's file as an absolute path (a task started elsewhere finds it); a
+    missing file is one line naming --model."""
+    if not is_user_model(cfg.model):
+        return dataclasses.replace(cfg, model_digest="")
+    where, _, fn = cfg.model.rpartition(":")
+    if where.endswith(".py") or "/" in where or os.sep in where:
+        path = Path(where).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"--model: {where}: network file not found")
+        cfg = dataclasses.replace(cfg, model=f"{path.resolve()}:{fn}")
+    return dataclasses.replace(cfg, model_digest=model_source_digest(cfg.model))
 
 
 def replace(cfg: Config, **kw) -> Config:
@@ -458,57 +452,3 @@ def replace(cfg: Config, **kw) -> Config:
 
 class ConfigMismatch(ValueError):
     pass
-
-
-def check_saved(path: Path, identity: dict, overwrite: bool, what: str) -> bool:
-    """Compare ``identity`` with the one saved at ``path``.
-
-    Returns True when a matching identity was saved (finished work may be reused),
-    False when nothing was saved. A different identity raises ConfigMismatch unless
-    ``overwrite`` is set (then the caller starts afresh and returns False).
-    """
-    path = Path(path)
-    if not path.exists():
-        return False
-    saved = older_identity(fileio.read_json(path))
-    if not describe_diff(saved, identity):  # a key saved as null or left out: the same
-        return True
-    if overwrite:
-        return False
-    details = describe_diff(saved, identity)
-    raise ConfigMismatch(
-        f"{path}: holds a {what} of a different configuration ({details}); "
-        "use another -o folder or --overwrite"
-    )
-
-
-def describe_diff(old: dict, new: dict) -> str:
-    """'key: old -> new, ...' for the keys whose values differ (digests shortened)."""
-    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    out = []
-    for k in diff:
-        if k == "data_digest":
-            out.append("data_digest: the content of the CSV data set changed")
-        else:
-            out.append(f"{k}: {old.get(k)!r} -> {new.get(k)!r}")
-    return ", ".join(out)
-
-
-def claim_folder(identity_path: Path, root: Path, identity: dict, overwrite: bool, what: str) -> bool:
-    """Make ``root`` hold results of ``identity``: True when it already does.
-
-    Results of another configuration are refused (ConfigMismatch) unless ``overwrite``,
-    in which case the whole ``root`` folder is removed. The identity is then saved.
-    """
-    import logging
-    import shutil
-
-    if check_saved(identity_path, identity, overwrite, what):
-        return True
-    root = Path(root)
-    if root.exists() and Path(identity_path).exists():
-        logging.getLogger(__name__).warning(
-            "--overwrite: removing the %ss of another configuration in %s", what, root)
-        shutil.rmtree(root)
-    fileio.write_json(identity_path, identity)
-    return False

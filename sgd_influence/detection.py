@@ -33,7 +33,7 @@ from scipy.stats import rankdata
 
 from . import config as C
 from . import fileio, paths
-from .eval import read_u_growth
+from .artifacts import read_u_growth
 
 logger = logging.getLogger(__name__)
 

@@ -105,6 +105,16 @@ def model_spec(cfg, data: Prepared) -> ModelSpec:
     return ModelSpec(cfg.model, data.in_shape, data.num_classes, cfg.width, smooth=cfg.smooth_net())
 
 
+def check_network(cfg) -> None:
+    """Build a user network once on trial 0's data before any work starts: a network that
+    cannot be used is one line (ModelError) and nothing is written."""
+    from .config import is_user_model
+
+    if is_user_model(cfg.model):
+        data = load_prepared(cfg, 0)
+        Network(model_spec(cfg, data), 0)
+
+
 class Engine:
     """Network + solver + graphs (one per batch size) for one trial."""
 

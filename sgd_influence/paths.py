@@ -94,7 +94,18 @@ def parse_influence(path) -> tuple[str, int] | None:
 
 
 def influence_identity(out) -> Path:
+    """The identity shared by every method in folders written before identities were
+    kept per method (read only, to take such folders over)."""
     return Path(out) / "influence" / "config.json"
+
+
+def influence_dir(out, method: str) -> Path:
+    return Path(out) / "influence" / method
+
+
+def method_identity(out, method: str) -> Path:
+    """The identity of one method's influence results (training run + its settings)."""
+    return influence_dir(out, method) / "config.json"
 
 
 # --- evaluation
@@ -120,8 +131,22 @@ def floor_glob() -> str:
     return "score/noise_floor/score_draw_*_delete_random_*_seed_*.csv"
 
 
+FLOOR_FOLDER = "noise_floor"
+
+
 def score_identity(out) -> Path:
+    """The identity shared by every method's scores in folders written before identities
+    were kept per method (read only, to take such folders over)."""
     return Path(out) / "score" / "config.json"
+
+
+def score_dir(out, name: str) -> Path:
+    """``score/{method}`` (or ``score/noise_floor``)."""
+    return Path(out) / "score" / name
+
+
+def score_method_identity(out, name: str) -> Path:
+    return score_dir(out, name) / "config.json"
 
 
 # --- analysis

@@ -21,7 +21,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import checks, paths, registry
+from . import checks, folders, paths, registry
 from . import config as C
 from .eval import EvalJob, plan_jobs, warn_skipped
 
@@ -76,14 +76,35 @@ class Plan:
         self.seeds = list(seeds)
         self._warned: set = set()
 
+    # -- the folders (before anything is planned)
+    def claim(self) -> None:
+        """Claim each phase's folders for this configuration (see :mod:`.folders`): a
+        folder of another configuration is refused, or cleared with --overwrite; a phase
+        that reads an earlier one's results checks they are of this configuration."""
+        cfg = self.cfg
+        for s in self.seeds:
+            if "train" in self.phases:
+                folders.claim_training(cfg, s)
+            else:
+                folders.check_trained_with(cfg, self.out, s)
+        for m in cfg.methods:
+            if "infl" in self.phases:
+                folders.claim_influence(cfg, m)
+            elif "eval" in self.phases:
+                folders.check_influence(cfg, m)
+            if "eval" in self.phases:
+                folders.claim_scores(cfg, m)
+        if "eval" in self.phases and cfg.noise_floor_draws > 0:
+            folders.claim_scores(cfg, None)
+
     # -- state of finished work (read only)
     def train_done(self, seed: int) -> bool:
         from .train import train_done
 
         if "train" not in self.phases:
-            C.check_trained_with(self.cfg, self.out, seed)
-        same = C.check_saved(paths.train_identity(self.out, seed), self.cfg.train_identity(),
-                             self.cfg.overwrite and "train" in self.phases, "training run")
+            folders.check_trained_with(self.cfg, self.out, seed)
+        same = folders.check_saved(paths.train_identity(self.out, seed), self.cfg.train_identity(),
+                                   False, "training run")
         return same and train_done(self.cfg, seed)
 
     def infl_done(self, seed: int, method: str) -> bool:

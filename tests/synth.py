@@ -47,3 +47,25 @@ def mnist5k_subset(n_train: int, n_val: int, n_test: int = 10, seed: int = 0):
 
     return SimpleNamespace(name="mnist5k", train=cut(ds.train, n_train), val=cut(ds.val, n_val),
                            test=cut(ds.test, n_test), num_classes=ds.num_classes)
+
+
+def write_csv_split(folder, name: str, n: int, rng, classes: int = 4, side: int = 28):
+    """PNGs of a bright band whose height tells the class, plus their NNC CSV
+    (``x:image,y:label``, paths relative to the CSV); returns the CSV's path."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    folder = Path(folder)
+    (folder / name).mkdir(parents=True, exist_ok=True)
+    labels = rng.integers(0, classes, n)
+    lines = ["x:image,y:label"]
+    for i, y in enumerate(labels):
+        img = rng.random((side, side)) * 90
+        top = 3 + 6 * int(y)
+        img[top : top + 4, :] += 140
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / name / f"{i:04d}.png")
+        lines.append(f"{name}/{i:04d}.png,{int(y)}")
+    csv = folder / f"{name}.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    return csv

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from sgd_influence import config as C
-from sgd_influence import context
+from sgd_influence import context, fileio, folders
 
 
 def test_auto_picks_cudnn_only_when_installed():
@@ -102,13 +102,13 @@ def test_bad_values_name_the_flag(argv, flag):
 def test_saved_configuration_check(tmp_path):
     path = tmp_path / "config.json"
     ident = C.Config().train_identity()
-    assert C.check_saved(path, ident, False, "run") is False
-    C.fileio.write_json(path, ident)
-    assert C.check_saved(path, ident, False, "run") is True
+    assert folders.check_saved(path, ident, False, "run") is False
+    fileio.write_json(path, ident)
+    assert folders.check_saved(path, ident, False, "run") is True
     other = C.Config(lr=0.1).train_identity()
     with pytest.raises(C.ConfigMismatch, match=r"lr: 0.05 -> 0.1"):
-        C.check_saved(path, other, False, "run")
-    assert C.check_saved(path, other, True, "run") is False
+        folders.check_saved(path, other, False, "run")
+    assert folders.check_saved(path, other, True, "run") is False
     assert C.Config.from_dict(C.Config(methods=("Ours",)).to_dict()).methods == ("Ours",)
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from synth import make_dataset
 
-from sgd_influence import analyze, fileio, paths
+from sgd_influence import analyze, fileio, folders, paths
 from sgd_influence import config as C
 from sgd_influence import eval as ev
 from sgd_influence.engine import Engine, model_spec, prepare
@@ -240,15 +240,15 @@ def test_growth_factor_is_shown_in_summary_and_printed(tmp_path, capsys):
 
 def test_score_identity_refused_then_cleared_with_overwrite(tmp_path):
     cfg = _cfg(tmp_path)
-    ev.prepare_score_folder(cfg)
+    folders.claim_scores(cfg, "Ours")
     _score(tmp_path, "Ours", 10, 0, 0.5)
     other = _cfg(tmp_path, retrain_all=True)
     with pytest.raises(C.ConfigMismatch, match="retrain_all"):
-        ev.prepare_score_folder(other)
+        folders.claim_scores(other, "Ours")
     assert paths.score(tmp_path, "Ours", 10, 0).exists()
-    ev.prepare_score_folder(C.replace(other, overwrite=True))
+    folders.claim_scores(C.replace(other, overwrite=True), "Ours")
     assert not paths.score(tmp_path, "Ours", 10, 0).exists()
-    assert fileio.read_json(paths.score_identity(tmp_path)) == other.eval_identity()
+    assert fileio.read_json(paths.score_method_identity(tmp_path, "Ours")) == other.eval_identity()
 
 
 def test_stale_temporary_files_are_removed_under_the_lock(tmp_path):

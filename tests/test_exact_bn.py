@@ -9,7 +9,7 @@ from scipy.stats import kendalltau, pearsonr
 from synth import make_dataset, mnist5k_subset
 
 from sgd_influence import config as C
-from sgd_influence import paths
+from sgd_influence import folders, paths
 from sgd_influence.engine import Engine, model_spec, prepare
 from sgd_influence.infl import compute_scores
 from sgd_influence.methods import GradientOps, walk
@@ -248,9 +248,9 @@ def test_identity_saved_before_the_smooth_flag_is_a_relu_run(tmp_path):
     old = {k: v for k, v in relu.items() if k != "smooth"}
     path = tmp_path / "identity.json"
     fileio.write_json(path, old)
-    assert C.check_saved(path, relu, False, "influence result")  # reused with --no-smooth
+    assert folders.check_saved(path, relu, False, "influence result")  # reused with --no-smooth
     with pytest.raises(C.ConfigMismatch, match="smooth: False -> True"):
-        C.check_saved(path, C.Config().infl_identity(), False, "influence result")
+        folders.check_saved(path, C.Config().infl_identity(), False, "influence result")
 
 
 def test_defaults_and_presets_choose_schedule_and_bn_terms():

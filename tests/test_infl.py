@@ -14,7 +14,7 @@ from scipy.stats import kendalltau, pearsonr
 from synth import make_dataset
 
 from sgd_influence import config as C
-from sgd_influence import fileio, paths, preprocess
+from sgd_influence import fileio, folders, paths, preprocess
 from sgd_influence.engine import Engine, model_spec, prepare
 from sgd_influence.infl import compute_scores, run_influence
 from sgd_influence.methods import GradientOps, walk
@@ -350,12 +350,29 @@ def test_non_finite_scores_are_refused_and_not_written(tmp_path, monkeypatch):
     assert not paths.influence(cfg.output, "Ours", 0).exists()
 
 
-def test_overwrite_with_other_settings_drops_stale_influence_files(tmp_path):
+def test_overwrite_with_other_settings_drops_only_that_methods_stale_files(tmp_path):
     cfg, data = _train(tmp_path, "logreg", n_epochs=1, lr=0.05, n=(30, 10, 10), batch_size=10)
-    run_influence(cfg, 0, "Ours", data)
-    run_influence(cfg, 0, "Random", data)
-    other = C.replace(cfg, hvp_scaling="reference", overwrite=True)
-    run_influence(other, 0, "Ours", data)
-    assert not paths.influence(cfg.output, "Random", 0).exists()  # stale: removed
+    for m in ("Ours", "Random"):
+        folders.claim_influence(cfg, m)
+        run_influence(cfg, 0, m, data)
+    random_bytes = paths.influence(cfg.output, "Random", 0).read_bytes()
+    other = C.replace(cfg, hvp_scaling="reference")
     with pytest.raises(C.ConfigMismatch, match="hvp_scaling"):
-        run_influence(cfg, 0, "Ours", data)
+        folders.claim_influence(other, "Ours")
+    assert folders.claim_influence(other, "Random") is True  # Random has no walk settings
+    assert folders.claim_influence(C.replace(other, overwrite=True), "Ours") is False
+    assert not paths.influence(cfg.output, "Ours", 0).exists()  # stale: removed
+    run_influence(other, 0, "Ours", data)
+    assert paths.influence(cfg.output, "Random", 0).read_bytes() == random_bytes  # kept
+    with pytest.raises(C.ConfigMismatch, match="hvp_scaling"):
+        folders.claim_influence(cfg, "Ours")
+
+
+def test_a_folder_with_the_shared_identity_of_older_versions_is_taken_over(tmp_path):
+    cfg, data = _train(tmp_path, "logreg", n_epochs=1, lr=0.05, n=(30, 10, 10), batch_size=10)
+    fileio.write_json(paths.influence_identity(tmp_path), cfg.infl_identity())
+    assert folders.claim_influence(cfg, "Ours") is True and folders.claim_influence(cfg, "Random")
+    assert fileio.read_json(paths.method_identity(tmp_path, "Random")) == cfg.train_identity()
+    other = C.replace(cfg, bn_influence="reference")
+    with pytest.raises(C.ConfigMismatch, match="bn_influence"):
+        folders.claim_influence(other, "Ours")

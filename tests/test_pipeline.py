@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
+from synth import write_csv_split
 
 import train_infl_eval
 from sgd_influence import cli, execute, paths, plan
@@ -31,19 +31,7 @@ N_TRAIN, N_VAL, N_TEST, CLASSES, SIDE = 120, 40, 40, 4, 28
 
 
 def _write_split(folder: Path, name: str, n: int, rng) -> Path:
-    """PNGs of a bright band whose height tells the class, plus their NNC CSV."""
-    (folder / name).mkdir(parents=True, exist_ok=True)
-    labels = rng.integers(0, CLASSES, n)
-    lines = ["x:image,y:label"]
-    for i, y in enumerate(labels):
-        img = rng.random((SIDE, SIDE)) * 90
-        top = 3 + 6 * int(y)
-        img[top : top + 4, :] += 140
-        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / name / f"{i:04d}.png")
-        lines.append(f"{name}/{i:04d}.png,{int(y)}")
-    csv = folder / f"{name}.csv"
-    csv.write_text("\n".join(lines) + "\n")
-    return csv
+    return write_csv_split(folder, name, n, rng, CLASSES, SIDE)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 from synth import make_dataset
 
 from sgd_influence import config as C
-from sgd_influence import paths, preprocess
+from sgd_influence import folders, paths, preprocess
 from sgd_influence.engine import Engine, model_spec, prepare
 from sgd_influence.models import ModelSpec, Network
 from sgd_influence.train import run_training
@@ -201,14 +201,19 @@ def test_training_outputs_epoch_snapshots_and_optional_step_cache(tmp_path, smal
 
 def test_rerun_reuses_and_other_configuration_is_refused(tmp_path, small_data):
     cfg = _cfg(tmp_path)
+    assert folders.claim_training(cfg, 0) is False
     run_training(cfg, 0, small_data)
     final = paths.epoch_snapshot(tmp_path, 0, 2)
     mtime = final.stat().st_mtime_ns
+    assert folders.claim_training(cfg, 0) is True
     run_training(cfg, 0, small_data)
     assert final.stat().st_mtime_ns == mtime
     with pytest.raises(C.ConfigMismatch, match="lr"):
-        run_training(_cfg(tmp_path, lr=0.1), 0, small_data)
-    run_training(_cfg(tmp_path, lr=0.1, overwrite=True), 0, small_data)
+        folders.claim_training(_cfg(tmp_path, lr=0.1), 0)
+    assert final.exists()
+    other = _cfg(tmp_path, lr=0.1, overwrite=True)
+    assert folders.claim_training(other, 0) is False and not final.exists()
+    run_training(other, 0, small_data)
     assert json.loads(paths.train_identity(tmp_path, 0).read_text())["lr"] == 0.1
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from synth import make_dataset
 
-from sgd_influence import analyze, fileio, paths, pipeline, storage, trajectory
+from sgd_influence import analyze, fileio, folders, paths, storage, trajectory
 from sgd_influence import config as C
 from sgd_influence import eval as ev
 from sgd_influence import train as train_mod
@@ -89,18 +89,22 @@ def test_another_window_reuses_the_training_run(tmp_path, monkeypatch):
     calls = []
     real_train = train_mod.train
     monkeypatch.setattr(train_mod, "train", lambda *a, **k: calls.append(1) or real_train(*a, **k))
-    pipeline.check_run_config(cfg)
+    folders.claim_run(cfg)
+    folders.claim_training(cfg, 0)
     train_mod.run_training(cfg, 0, data)
+    folders.claim_influence(cfg, "Ours")
     run_influence(cfg, 0, "Ours", data)
     files = {p: p.stat().st_mtime_ns for p in paths.train_dir(tmp_path, 0).rglob("*")}
     wider = C.replace(cfg, infl_epochs=2, overwrite=True)
     assert wider.train_identity() == cfg.train_identity()
     assert wider.infl_identity() != cfg.infl_identity()
-    pipeline.check_run_config(wider)  # the whole-run folder check keeps the training
+    folders.claim_run(wider)  # the whole-run folder check keeps the training
+    folders.claim_training(wider, 0)
     train_mod.run_training(wider, 0, data)
     assert calls == [1]  # trained once
     assert {p: p.stat().st_mtime_ns for p in files} == files
     assert set(paths.train_dir(tmp_path, 0).rglob("*")) == set(files)
+    folders.claim_influence(wider, "Hara")
     run_influence(wider, 0, "Hara", data)
     assert not paths.influence(tmp_path, "Ours", 0).exists()  # the other window's result: dropped
     # retraining starts at the snapshot of the window's first epoch and ends at the model

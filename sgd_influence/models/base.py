@@ -47,15 +47,15 @@ import nnabla.functions as F
 import nnabla.initializer as I
 import numpy as np
 
+from . import registry
+from .registry import ModelError
+from .user import function_model
+
 BN_MODES = ("train", "batch", "eval", "instance", "weighted")
 BN_DECAY = 0.9
 BN_EPS = 1e-5
 # functions that normalise with statistics the walk cannot see: a network must use norm
 _OWN_BN = ("BatchNormalization", "FusedBatchNormalization", "SyncBatchNormalization")
-
-
-class ModelError(ValueError):
-    """A network that cannot be used (one line naming the network and what is wrong)."""
 
 
 class Model(Protocol):
@@ -82,16 +82,14 @@ class ModelSpec:
     smooth: bool = False  # cifarnet: softplus and average pooling instead of ReLU / max
 
     def __post_init__(self):
-        from . import registry
-
         registry.check_name(self.arch)
         if self.width < 1:
             raise ValueError(f"--width: expected a positive integer, got {self.width}")
 
     def model(self) -> Model:
-        from . import registry
-
-        return registry.make(self)
+        if registry.is_user(self.arch):
+            return function_model(self.arch, self.num_classes)
+        return registry.factory(self.arch)(self)
 
 
 # --------------------------------------------------------------------------- initializers

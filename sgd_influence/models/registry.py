@@ -11,6 +11,10 @@ from .. import registry as _registry
 register = _registry.models.register
 
 
+class ModelError(ValueError):
+    """A network that cannot be used (one line naming the network and what is wrong)."""
+
+
 def names() -> tuple[str, ...]:
     """The registered networks, in registration order."""
     return _registry.models.names()
@@ -26,9 +30,5 @@ def check_name(arch: str) -> None:
                          f"got {arch!r}")
 
 
-def make(spec):
-    if is_user(spec.arch):
-        from .user import function_model
-
-        return function_model(spec.arch, spec.num_classes)
-    return _registry.models.get(spec.arch)(spec)
+def factory(arch: str):
+    return _registry.models.get(arch)

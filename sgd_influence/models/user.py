@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from .base import ModelError
+from .registry import ModelError
 
 
 def split(arch: str) -> tuple[str, str]:

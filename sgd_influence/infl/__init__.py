@@ -23,13 +23,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import checks, fileio, paths
-from . import config as C
-from . import methods as M
-from .engine import Prepared
-from .methods.control import random_scores  # noqa: F401  (part of this module's API)
-from .methods.grads import PER_SAMPLE_MODES, choose_per_sample  # noqa: F401
-from .trajectory import Record
+from .. import checks, fileio, paths
+from .. import config as C
+from .. import methods as M
+from ..artifacts import read_influence  # noqa: F401  (part of this module's API)
+from ..engine import Prepared
+from ..methods.control import random_scores  # noqa: F401  (part of this module's API)
+from ..methods.grads import PER_SAMPLE_MODES, choose_per_sample  # noqa: F401
+from ..trajectory import Record
 
 logger = logging.getLogger(__name__)
 
@@ -49,17 +50,6 @@ def influence_frame(data: Prepared, scores: np.ndarray) -> pd.DataFrame:
     return df.sort_values("influence", kind="mergesort").reset_index(drop=True)
 
 
-def read_influence(path) -> pd.DataFrame:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: influence file not found (run the influence phase first)")
-    df = pd.read_csv(path)
-    expected = checks.INFLUENCE_COLUMNS
-    if tuple(df.columns[:4]) != expected:
-        raise ValueError(f"{path}: expected columns {','.join(expected)}, got {','.join(df.columns)}")
-    return df
-
-
 def compute_scores(cfg: C.Config, seed: int, method: str, data: Prepared,
                    per_sample: str = "auto", facts: dict | None = None) -> np.ndarray:
     """The scores of ``method`` for trial ``seed``; ``facts``, when given, receives what
@@ -73,7 +63,7 @@ def compute_scores(cfg: C.Config, seed: int, method: str, data: Prepared,
 def run_influence(cfg: C.Config, seed: int, method: str, data: Prepared | None = None,
                   per_sample: str = "auto") -> Path:
     """Write (or reuse) ``influence/{method}/influence_{seed}.csv``."""
-    from .engine import load_prepared
+    from ..engine import load_prepared
 
     if method not in C.method_names():
         raise ValueError(f"--methods: unknown method {method!r}")
@@ -81,10 +71,7 @@ def run_influence(cfg: C.Config, seed: int, method: str, data: Prepared | None =
     target = paths.influence(out, method, seed)
     if not paths.record(out, seed).exists():
         raise FileNotFoundError(f"{paths.record(out, seed)}: no finished training run for seed {seed}")
-    C.check_trained_with(cfg, out, seed)
-    same = C.claim_folder(paths.influence_identity(out), paths.phase_root(out, "influence"),
-                          cfg.infl_identity(), cfg.overwrite, "influence result")
-    if same and target.exists():
+    if target.exists():
         problem = checks.influence_problem(target, Record.load(paths.record(out, seed)).n_train)
         if problem is None:
             logger.info("seed %d %s: influence already computed, reused", seed, method)
@@ -106,5 +93,3 @@ def run_influence(cfg: C.Config, seed: int, method: str, data: Prepared | None =
     fileio.write_csv(target, frame)
     logger.info("seed %d %s: influence written to %s", seed, method, target)
     return target
-
-

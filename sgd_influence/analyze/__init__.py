@@ -45,15 +45,14 @@ of |u| and the storage table are also printed. Run alone: ``python -m sgd_influe
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import config as C
-from . import fileio, paths
-from .eval import FLOOR_METHOD, VALUES, read_floor, read_scores, read_u_growth
+from .. import config as C
+from .. import fileio, paths
+from ..artifacts import FLOOR_METHOD, VALUES, read_floor, read_scores, read_u_growth
 
 logger = logging.getLogger(__name__)
 
@@ -284,7 +283,7 @@ def window_epochs_of(out) -> int:
 def cache_table(out, seeds=None) -> pd.DataFrame:
     """The storage table (:mod:`storage`): the first finished seed's run, with its files'
     sizes, then MNIST and CIFAR-10 at the paper's settings."""
-    from . import storage
+    from .. import storage
 
     found = sorted(paths.seed_of_train_file(p) for p in Path(out).glob(paths.train_glob("record.npz")))
     found = [s for s in found if seeds is None or s in seeds]
@@ -299,7 +298,7 @@ def cache_table(out, seeds=None) -> pd.DataFrame:
 
 def cache_line(df: pd.DataFrame) -> str:
     """The run's block of the storage table (or MNIST's at the paper's settings) as text."""
-    from .storage import format_table
+    from ..storage import format_table
 
     first = df["setting"].iloc[0]
     return (f"Storage (disk; memory held by the influence walk; files on disk):\n"
@@ -316,8 +315,8 @@ def analyze(out, methods=None, ns=None, seeds=None, title: str | None = None,
     ``methods``, ``ns``, ``seeds`` restrict the score files used (default: all found); the
     noise floor uses every floor retrain of the selected seeds.
     """
-    from .detection import analyze_detection, format_table
-    from .figures import plot_detection, plot_result, worst_samples_figure
+    from ..detection import analyze_detection, format_table
+    from ..figures import plot_detection, plot_result, worst_samples_figure
 
     out = Path(out)
     scores = read_scores(out)
@@ -360,9 +359,3 @@ def analyze(out, methods=None, ns=None, seeds=None, title: str | None = None,
         if detection is not None:
             print(format_table(detection.table, "Flipped labels found in the first k % of each ranking"))
     return summary
-
-
-if __name__ == "__main__":
-    from sgd_influence.cli import analyze_main
-
-    sys.exit(analyze_main())

@@ -35,23 +35,26 @@ cluster) or, with ``--scheduler ADDRESS``, on an existing Dask cluster.
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import checks, fileio, paths
-from . import config as C
+from .. import checks, fileio, paths
+from .. import config as C
+from ..artifacts import (  # noqa: F401  (the score files' layout, part of this module's API)
+    FLOOR_COLUMNS,
+    FLOOR_METHOD,
+    SCORE_COLUMNS,
+    VALUES,
+    read_floor,
+    read_influence,
+    read_scores,
+    read_u_growth,
+)
 
 logger = logging.getLogger(__name__)
-
-#: The reference code's score columns, in its order.
-VALUES = ("val_loss", "test_loss", "val_accuracy", "test_accuracy")
-SCORE_COLUMNS = VALUES + ("method", "n", "seed", "epoch", "n_train")
-FLOOR_METHOD = "Noise floor"
-FLOOR_COLUMNS = SCORE_COLUMNS + ("draw",)
 
 
 @dataclass(frozen=True)
@@ -150,7 +153,6 @@ def warn_skipped(skipped: list[int], n_train: int) -> None:
 # --------------------------------------------------------------------------- one retrain
 def removal_mask(cfg: C.Config, seed: int, method: str, n: int, data) -> np.ndarray:
     """Boolean mask over training positions: the first ``n`` rows of the influence file."""
-    from .infl import read_influence
 
     path = paths.influence(cfg.output, method, seed)
     problem = checks.influence_problem(path, data.n_train) if path.exists() else None
@@ -178,11 +180,10 @@ def floor_mask(seed: int, k: int, draw: int, n_train: int) -> np.ndarray:
 def retrain_scores(cfg: C.Config, seed: int, data, removed: np.ndarray | None,
                    progress: str | None = None) -> pd.DataFrame:
     """Replay the window (or every epoch) without ``removed``; one row per replayed epoch."""
-    from .engine import Engine, model_spec
-    from .trajectory import load_epoch_state, load_record, replay
+    from ..engine import Engine, model_spec
+    from ..trajectory import load_epoch_state, load_record, replay
 
     out = Path(cfg.output)
-    C.check_trained_with(cfg, out, seed)
     record = load_record(out, seed)
     if record.n_train != data.n_train:
         raise ValueError(f"{paths.record(out, seed)}: recorded for {record.n_train} training samples, "
@@ -214,7 +215,7 @@ def score_frame(epochs: pd.DataFrame, method: str, n: int, seed: int, n_train: i
 
 def run_eval_job(cfg: C.Config, job: EvalJob, data=None, progress: bool = False) -> list[Path]:
     """Write (or reuse) the score file(s) of ``job``; returns their paths."""
-    from .engine import load_prepared
+    from ..engine import load_prepared
 
     out = Path(cfg.output)
     targets = job.targets(out)
@@ -251,48 +252,3 @@ def run_eval_job(cfg: C.Config, job: EvalJob, data=None, progress: bool = False)
     return targets
 
 
-# --------------------------------------------------------------------------- identity
-def prepare_score_folder(cfg: C.Config) -> None:
-    """Refuse (or with --overwrite clear) scores of another configuration; save ours."""
-    out = Path(cfg.output)
-    C.claim_folder(paths.score_identity(out), paths.phase_root(out, "score"), cfg.eval_identity(),
-                   cfg.overwrite, "evaluation")
-
-
-def _read_all(pattern: str, out, columns) -> pd.DataFrame:
-    files = sorted(Path(out).glob(pattern))
-    frames = []
-    for f in files:
-        problem = checks.score_problem(f, columns)
-        if problem:
-            raise fileio.damaged(f, problem, "run the evaluation phase again to recompute it")
-        frames.append(pd.read_csv(f))
-    frames = [f for f in frames if len(f)]
-    if not frames:
-        return pd.DataFrame(columns=list(columns))
-    return pd.concat(frames, ignore_index=True)
-
-
-def read_scores(out) -> pd.DataFrame:
-    """Every score file under ``out`` (empty frame with the score columns when none)."""
-    return _read_all(paths.score_glob(), out, SCORE_COLUMNS)
-
-
-def read_u_growth(out, method: str, seed: int) -> float:
-    """The growth factor of |u| over the influence walk of ``method`` and ``seed``
-    (``influence/{method}/influence_{seed}.json``); NaN when not recorded (Random)."""
-    path = paths.influence_stats(out, method, seed)
-    if not path.exists():
-        return float("nan")
-    return float(fileio.read_json(path)["u_growth"])
-
-
-def read_floor(out) -> pd.DataFrame:
-    """Every noise-floor score file under ``out`` (empty frame with its columns when none)."""
-    return _read_all(paths.floor_glob(), out, FLOOR_COLUMNS)
-
-
-if __name__ == "__main__":
-    from sgd_influence.cli import eval_main
-
-    sys.exit(eval_main())

@@ -26,18 +26,16 @@ Run alone: ``python -m sgd_influence.train -o OUT --seed 0 ...``.
 from __future__ import annotations
 
 import logging
-import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from . import checks, fileio, paths
-from . import config as C
-from .engine import Engine, Prepared, model_spec
-from .trajectory import TrajectoryWriter, make_record, training_complete, write_step_cache
+from .. import checks, fileio, paths
+from .. import config as C
+from ..engine import Engine, Prepared, model_spec
+from ..trajectory import TrajectoryWriter, make_record, training_complete, write_step_cache
 
 logger = logging.getLogger(__name__)
 
@@ -81,14 +79,13 @@ def train_done(cfg: C.Config, seed: int) -> bool:
 
 
 def run_training(cfg: C.Config, seed: int, data: Prepared | None = None) -> Path:
-    """Train trial ``seed`` (or reuse a finished run of the same configuration)."""
-    from .engine import load_prepared
+    """Train trial ``seed`` (or reuse a finished run). The folder must hold this
+    configuration's identity (claimed by the plan, see :mod:`sgd_influence.folders`)."""
+    from ..engine import load_prepared
 
     out = Path(cfg.output)
-    ident = paths.train_identity(out, seed)
-    same = C.check_saved(ident, cfg.train_identity(), cfg.overwrite, "training run")
     first = cache_epoch(cfg)
-    if same and train_done(C.replace(cfg, hara_cache=False), seed):
+    if train_done(C.replace(cfg, hara_cache=False), seed):
         if first is not None and not train_done(cfg, seed):
             # --hara-cache for a window the run did not cache: replay it, do not retrain
             data = load_prepared(cfg, seed) if data is None else data
@@ -98,8 +95,6 @@ def run_training(cfg: C.Config, seed: int, data: Prepared | None = None) -> Path
         else:
             logger.info("seed %d: training already finished, reused", seed)
         return paths.train_dir(out, seed)
-    if not same and paths.train_dir(out, seed).exists():
-        shutil.rmtree(paths.train_dir(out, seed))  # --overwrite of another configuration
     if data is None:
         data = load_prepared(cfg, seed)
     train(cfg, seed, data)
@@ -112,7 +107,6 @@ def train(cfg: C.Config, seed: int, data: Prepared) -> Engine:
     engine = Engine(spec, seed, data, augment=cfg.augment)
     rec = make_record(seed, data.n_train, cfg.n_epochs, cfg.batch_size, cfg.lr,
                       **cfg.lr_schedule_args())
-    fileio.write_json(paths.train_identity(out, seed), cfg.train_identity())
     if cfg.label_noise > 0:
         fileio.write_csv(paths.label_noise(out, seed), pd.DataFrame({
             "datasource_index": data.train_rows, "given_label": data.train_y,
@@ -151,9 +145,3 @@ def train(cfg: C.Config, seed: int, data: Prepared) -> Engine:
         fileio.write_csv(paths.history(out, seed), pd.DataFrame(history))
         traj.finish(engine.net.state_dict())  # the record last: it marks a finished run
     return engine
-
-
-if __name__ == "__main__":
-    from sgd_influence.cli import train_main
-
-    sys.exit(train_main())
