@@ -30,7 +30,8 @@ SHAPES = {"mnist": (1, 32), "cifar10": (3, 32), "stl10": (3, 96)}
 def measure(channels: int, side: int, width: int, batch: int, steps: int) -> dict[str, float]:
     data = synthetic(batch * (steps + 1), channels=channels, side=side)
     eng = Engine(ModelSpec("cifarnet", data.in_shape, data.num_classes, width), 0, data)
-    rec = make_record(0, data.n_train, 1, batch, 0.05, 1)
+    rec = make_record(seed=0, n_train=data.n_train, n_epochs=1, batch_size=batch, lr=0.05,
+                      lr_schedule="constant")
     eng.step(*rec.batch(0), 0.05, batch)  # build the graph before timing
     t0 = time.perf_counter()
     for s in range(1, steps + 1):

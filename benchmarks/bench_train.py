@@ -28,7 +28,8 @@ def main() -> None:
 
     data = synthetic(a.batch * (a.steps + 1), channels=a.channels)
     eng = Engine(ModelSpec("cifarnet", data.in_shape, data.num_classes, a.width), 0, data)
-    rec = make_record(0, data.n_train, 1, a.batch, 0.05, 1)
+    rec = make_record(seed=0, n_train=data.n_train, n_epochs=1, batch_size=a.batch, lr=0.05,
+                      lr_schedule="constant")
     eng.step(*rec.batch(0), 0.05, a.batch)  # build the graph before timing
     steps = range(1, a.steps + 1)
 
