@@ -8,7 +8,7 @@ cache), a read served by the decode cache (hash + cache load) and one with the d
 already known (cache load only, as in the pipeline's workers). Files are in the page
 cache (just written): a cold disk adds its read time to the hash and to the decode alike.
 
-    python benchmarks/bench_data_identity.py [--n 50000] [--folder /tmp/bench_identity]
+    python benchmarks/bench_data_identity.py [--n 50000] [--folder /tmp/bench_identity] [--smoke]
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import shutil
 import time
 from pathlib import Path
 
-import _common  # noqa: F401  (puts the project on sys.path)
 import numpy as np
+from _common import parse_with_smoke  # (also puts the project on sys.path)
 from PIL import Image
 
 from sgd_influence.data import csv_digest, mnist5k_arrays, read_csv_split
@@ -52,7 +52,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=50_000)
     ap.add_argument("--folder", default="/tmp/bench_identity")
-    a = ap.parse_args()
+    a = parse_with_smoke(ap, {"--n": 2})
     folder = Path(a.folder)
     if folder.exists():
         shutil.rmtree(folder)

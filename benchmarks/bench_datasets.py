@@ -7,7 +7,7 @@ the inference cost of the same number of samples (validation and test scoring), 
 ratios to the MNIST shape. The README's run-time estimates for CIFAR-10 and STL-10
 scale the measured MNIST times by these ratios.
 
-    python benchmarks/bench_datasets.py [--width 32] [--batch 64] [--steps 2]
+    python benchmarks/bench_datasets.py [--width 32] [--batch 64] [--steps 2] [--smoke]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import resource
 import time
 
 import numpy as np
-from _common import synthetic
+from _common import parse_with_smoke, synthetic
 
 from sgd_influence.engine import Engine
 from sgd_influence.methods import GradientOps
@@ -30,7 +30,8 @@ SHAPES = {"mnist": (1, 32), "cifar10": (3, 32), "stl10": (3, 96)}
 def measure(channels: int, side: int, width: int, batch: int, steps: int) -> dict[str, float]:
     data = synthetic(batch * (steps + 1), channels=channels, side=side)
     eng = Engine(ModelSpec("cifarnet", data.in_shape, data.num_classes, width), 0, data)
-    rec = make_record(0, data.n_train, 1, batch, 0.05, 1)
+    rec = make_record(seed=0, n_train=data.n_train, n_epochs=1, batch_size=batch, lr=0.05,
+                      lr_schedule="constant")
     eng.step(*rec.batch(0), 0.05, batch)  # build the graph before timing
     t0 = time.perf_counter()
     for s in range(1, steps + 1):
@@ -63,7 +64,7 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--steps", type=int, default=2)
-    a = ap.parse_args()
+    a = parse_with_smoke(ap, {"--width": 1, "--batch": 2, "--steps": 1})
 
     rows = {}
     for name, (channels, side) in SHAPES.items():

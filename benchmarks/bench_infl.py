@@ -9,7 +9,7 @@ procedure (a batch-one loop for the per-sample terms, a separate HVP, and the pa
 reloaded from a snapshot file on disk every step). Ratios are what to compare: the
 machine is shared and noisy.
 
-    python benchmarks/bench_infl.py [--width 32] [--batch 64] [--steps 3]
+    python benchmarks/bench_infl.py [--width 32] [--batch 64] [--steps 3] [--smoke]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import argparse
 import tempfile
 import time
 
-from _common import synthetic
+from _common import parse_with_smoke, synthetic
 
 from sgd_influence import config as C
 from sgd_influence import paths
@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--channels", type=int, default=1)
-    a = ap.parse_args()
+    a = parse_with_smoke(ap, {"--width": 1, "--batch": 2, "--steps": 1})
 
     out = tempfile.mkdtemp(prefix="bench_infl_")
     data = synthetic(a.batch * a.steps, channels=a.channels)

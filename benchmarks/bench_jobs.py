@@ -8,9 +8,12 @@ the other: --jobs 1, --jobs 2, and with --baseline DIR (a checkout of another re
 e.g. ``git archive <rev> | tar -x -C DIR``) that revision's --jobs 2 on the same work.
 Each run is a fresh Python process timed around ``pipeline.run_pipeline`` (imports
 excluded); the wall times, the ratios and whether every run gave byte-identical score
-files are printed.
+files are printed. ``--smoke`` times a much smaller evaluation instead (the demo preset at
+the smallest sizes, Random only, see SMOKE, on the 100-digit CSV data set of
+``_common.smoke_csv`` written to ``WORK/smoke_data``), in ``--work`` as well.
 
     python benchmarks/bench_jobs.py [--from output/demo] [--work output/bench_jobs] [--baseline DIR]
+        [--smoke]
 """
 
 from __future__ import annotations
@@ -28,19 +31,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _common import smoke_csv  # noqa: E402
+
 from sgd_influence import config as C  # noqa: E402
 from sgd_influence import fileio, paths, pipeline  # noqa: E402
 from sgd_influence.cli import setup_logging  # noqa: E402
 from sgd_influence.context import set_context  # noqa: E402
 
+# --smoke: the demo preset with these settings (one seed, one epoch of a width-1 network,
+# Random only, so that training and influence take seconds; two retrains per run) on a
+# CSV data set of 100 digits
+SMOKE = dict(n_trials=1, n_epochs=1, width=1, lr_decay_epochs=1, batch_size=8, methods=("Random",),
+             remove_n_list=(0, 10), noise_floor_draws=0)
 
-def demo_config(out: Path, jobs: int = 0) -> C.Config:
-    return C.replace(C.Config(output=str(out), **C.PRESETS["demo"], preset="demo"), jobs=jobs)
+
+def demo_config(out: Path, jobs: int = 0, changes: dict | None = None) -> C.Config:
+    return C.replace(C.Config(output=str(out), **C.PRESETS["demo"], preset="demo"), jobs=jobs,
+                     **(changes or {}))
 
 
-def holds_demo(folder: Path) -> bool:
-    """True when ``folder`` has finished training and influence files of the demo preset."""
-    cfg = demo_config(folder)
+def holds_demo(folder: Path, changes: dict | None = None) -> bool:
+    """True when ``folder`` has finished training and influence files of the demo preset
+    (with ``changes``)."""
+    cfg = demo_config(folder, changes=changes)
     ident = paths.influence_identity(folder)
     if not ident.exists() or fileio.read_json(ident) != cfg.infl_identity():
         return False
@@ -57,20 +70,20 @@ from sgd_influence.cli import setup_logging
 from sgd_influence.context import set_context
 setup_logging({level})
 set_context("cpu")
-cfg = C.replace(C.Config(output={out!r}, **C.PRESETS["demo"], preset="demo"), jobs={jobs})
+cfg = C.replace(C.Config(output={out!r}, **C.PRESETS["demo"], preset="demo"), jobs={jobs}, **{changes!r})
 t0 = time.perf_counter()
 pipeline.run_pipeline(cfg, phases=("eval",))
 print(json.dumps(time.perf_counter() - t0))
 """
 
 
-def timed_eval(base: Path, target: Path, jobs: int, root: Path, level: int) -> float:
+def timed_eval(base: Path, target: Path, jobs: int, root: Path, level: int, changes: dict) -> float:
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
     for part in ("train", "influence"):
         shutil.copytree(base / part, target / part)
-    code = _TIMED.format(root=str(root), out=str(target), jobs=jobs, level=level)
+    code = _TIMED.format(root=str(root), out=str(target), jobs=jobs, level=level, changes=changes)
     res = subprocess.run([sys.executable, "-c", code], cwd=root, stdout=subprocess.PIPE, check=True)
     return float(json.loads(res.stdout.decode().strip().splitlines()[-1]))
 
@@ -83,20 +96,30 @@ def main() -> None:
     ap.add_argument("--baseline", default=None,
                     help="a checkout of another revision: its --jobs 2 is timed on the same work")
     ap.add_argument("--verbose", action="store_true", help="log every task")
+    ap.add_argument("--smoke", action="store_true",
+                    help="the demo preset at the smallest sizes (one seed, one epoch, width 1, Random "
+                         "only, a CSV data set of 100 digits): checks that the script runs; its "
+                         "numbers mean nothing")
     a = ap.parse_args()
     level = logging.INFO if a.verbose else logging.WARNING
     setup_logging(level)
     set_context("cpu")
     work = Path(a.work)
+    changes = {}
+    if a.smoke:
+        train_csv, test_csv = smoke_csv(work / "smoke_data")
+        changes = {**SMOKE, "dataset": "csv", "train_csv": str(train_csv), "test_csv": str(test_csv)}
+    name = "the demo preset at the smoke sizes" if a.smoke else "the demo preset"
     base = Path(a.source)
-    if not holds_demo(base):
-        base = work / "base"
-        print(f"no finished demo in {a.source}: training and influence of the demo preset in {base} "
-              "(a few minutes, once)", flush=True)
-        pipeline.run_pipeline(demo_config(base), phases=("train", "infl"))
-    cfg = demo_config(base)
+    if not holds_demo(base, changes):
+        base = work / ("base_smoke" if a.smoke else "base")
+        print(f"no finished run of {name} in {a.source}: its training and influence in {base} "
+              f"({'seconds' if a.smoke else 'a few minutes'}, once)", flush=True)
+        jobs = 1 if a.smoke else 0  # the smoke run: no worker processes to start for seconds of work
+        pipeline.run_pipeline(demo_config(base, jobs, changes), phases=("train", "infl"))
+    cfg = demo_config(base, changes=changes)
     n_retrains = cfg.n_trials * (1 + len(cfg.methods) * (len([n for n in cfg.remove_n_list if n > 0])))
-    print(f"evaluation phase of the demo preset: {n_retrains} retrains "
+    print(f"evaluation phase of {name}: {n_retrains} retrains "
           f"({cfg.n_trials} seeds, methods {' '.join(cfg.methods)}, n {' '.join(map(str, cfg.remove_n_list))}); "
           f"{os.cpu_count()} cores", flush=True)
     runs = {"--jobs 1": (1, ROOT), "--jobs 2": (2, ROOT)}
@@ -106,7 +129,8 @@ def main() -> None:
     busy = False
     for name, (jobs, root) in runs.items():
         busy0, own0 = machine_cpu_seconds(), own_cpu_seconds()
-        times[name] = timed_eval(base, work / name.replace(" ", "").replace("-", ""), jobs, root, level)
+        times[name] = timed_eval(base, work / name.replace(" ", "").replace("-", ""), jobs, root, level,
+                                 changes)
         others = (machine_cpu_seconds() - busy0 - (own_cpu_seconds() - own0)) / times[name]
         busy |= others > 0.2
         print(f"{name:>18}: {times[name]:7.1f} s   (other processes used {max(others, 0):.2f} "

@@ -15,10 +15,14 @@ the best possible recall; and how many samples cleanlab's ``find_label_issues`` 
 
     make bench   # installs requirements-bench.txt (cleanlab, scikit-learn)
     python benchmarks/bench_label_noise.py -o output/bench_label_noise [--noise 0.1]
-        [--folds 4] [--jobs 2] [any train_infl_eval.py flag, e.g. -e 4 -nt 3 --infl-epochs 0]
+        [--folds 4] [--jobs 2] [--smoke] [any train_infl_eval.py flag, e.g. -e 4 -nt 3 --infl-epochs 0]
 
 Extra flags go to ``train_infl_eval.py`` after ``--preset demo --label-noise NOISE -r 0``
-(so they override the preset). Finished pipeline files and cross-validated probabilities
+(so they override the preset). ``--smoke`` checks that the script runs, at the smallest
+sizes: 2 folds, one worker, and before the extra flags SMOKE_FLAGS and a CSV data set of
+100 mnist5k digits (80 train and validation, 20 test) written to ``OUT/bench/smoke_data``; without
+cleanlab installed it skips cleanlab's ranking (the cross-validation still runs), where
+a full run stops at the start. Finished pipeline files and cross-validated probabilities
 (``OUT/bench/cleanlab_probs_{seed}.npz``, kept with the configuration that made them)
 are reused by a second run.
 
@@ -34,22 +38,29 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
+import logging
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-import _common  # noqa: F401  (puts the project root on sys.path)
 import numpy as np
 import pandas as pd
+from _common import parse_with_smoke, smoke_csv  # (also puts the project root on sys.path)
 
 from sgd_influence import config as C
 from sgd_influence import detection as D
 from sgd_influence import fileio, paths
+from sgd_influence.cli import setup_logging
 from sgd_influence.figures import plot_detection
 
 EVAL_BATCH = 250
+# --smoke: train_infl_eval.py flags (before the extra ones), with the data set of _common.smoke_csv
+SMOKE_FLAGS = ["-e", "1", "-nt", "1", "--width", "1", "--lr-decay-epochs", "1", "--batch-size", "8",
+               "--noise-floor-draws", "0"]
+log = logging.getLogger("bench_label_noise")
 
 
 def fold_of(n: int, folds: int, seed: int) -> np.ndarray:
@@ -116,10 +127,18 @@ def cross_val_probs(cfg: C.Config, seed: int, folds: int, pool) -> np.ndarray:
     return probs
 
 
-def cleanlab_rows(cfg: C.Config, seeds, folds: int, jobs: int):
-    """Detection metrics of cleanlab's label-quality ranking per seed, and find_label_issues."""
-    from cleanlab.filter import find_label_issues
-    from cleanlab.rank import get_label_quality_scores
+def has_cleanlab() -> bool:
+    return importlib.util.find_spec("cleanlab") is not None
+
+
+def cleanlab_rows(cfg: C.Config, seeds, folds: int, jobs: int, rank: bool = True):
+    """Detection metrics of cleanlab's label-quality ranking per seed, and find_label_issues.
+
+    ``rank=False``: the cross-validated probabilities only (no cleanlab needed); no rows.
+    """
+    if rank:
+        from cleanlab.filter import find_label_issues
+        from cleanlab.rank import get_label_quality_scores
 
     rows, curves, flagged = [], [], []
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
@@ -129,16 +148,17 @@ def cleanlab_rows(cfg: C.Config, seeds, folds: int, jobs: int):
             noise = D.read_flipped(cfg.output, seed)  # rows in training order
             labels = noise["given_label"].to_numpy()
             flipped = noise["flipped"].to_numpy(bool)
-            quality = get_label_quality_scores(labels, probs)  # low = likely mislabelled
-            issues = find_label_issues(labels, probs)
             pred, which = probs.argmax(1), fold_of(len(labels), folds, seed)
             acc = float((pred == labels).mean())
             true_acc = [float((pred == noise["original_label"].to_numpy())[which == k].mean())
                         for k in range(folds)]
-            rows.append({"method": "cleanlab", "seed": seed, "n_train": len(labels),
-                         "n_flipped": int(flipped.sum()), **D.ranking_metrics(quality, flipped)})
-            curves.append(D.detection_curve(quality, flipped))
-            flagged.append((int(issues.sum()), int((issues & flipped).sum()), int(flipped.sum()), acc))
+            if rank:
+                quality = get_label_quality_scores(labels, probs)  # low = likely mislabelled
+                issues = find_label_issues(labels, probs)
+                rows.append({"method": "cleanlab", "seed": seed, "n_train": len(labels),
+                             "n_flipped": int(flipped.sum()), **D.ranking_metrics(quality, flipped)})
+                curves.append(D.detection_curve(quality, flipped))
+                flagged.append((int(issues.sum()), int((issues & flipped).sum()), int(flipped.sum()), acc))
             print(f"seed {seed}: cross-validated probabilities ({folds} folds) in "
                   f"{time.perf_counter() - t0:.0f} s; agreement with the given labels {acc:.3f}; "
                   "held-out accuracy on the true labels per fold "
@@ -152,10 +172,23 @@ def main(argv=None) -> int:
     ap.add_argument("--noise", type=float, default=0.1, help="fraction of training labels flipped")
     ap.add_argument("--folds", type=int, default=4, help="cross-validation folds for cleanlab")
     ap.add_argument("--jobs", type=int, default=0, help="worker processes (0 = number of cores)")
-    a, extra = ap.parse_known_args(argv)
+    a, extra = parse_with_smoke(ap, {"--folds": 2, "--jobs": 1}, argv, known=True,
+                                also=f", then {' '.join(SMOKE_FLAGS)} on a CSV data set of 100 digits")
+    setup_logging()
+    rank = has_cleanlab()
+    if not rank and not a.smoke:
+        log.error("cleanlab is not installed; expected the packages of requirements-bench.txt "
+                  "(make bench installs them)")
+        return 2
+    if not rank:
+        log.warning("cleanlab is not installed: this smoke run skips cleanlab's ranking (the "
+                    "cross-validated probabilities are still computed); make bench installs it")
 
     import train_infl_eval  # at the project root, which _common puts on sys.path
 
+    if a.smoke:
+        train_csv, test_csv = smoke_csv(Path(a.output) / "bench" / "smoke_data")
+        extra = [*SMOKE_FLAGS, "--train-csv", str(train_csv), "--test-csv", str(test_csv), *extra]
     t0 = time.perf_counter()
     flags = ["--preset", "demo", "--label-noise", str(a.noise), "-r", "0", "-o", a.output]
     if a.jobs:
@@ -170,22 +203,23 @@ def main(argv=None) -> int:
 
     trials, curves, share = D.detection_results(a.output, seeds=seeds)
     t1 = time.perf_counter()
-    clean, clean_curves, flagged = cleanlab_rows(cfg, seeds, a.folds, a.jobs or cfg.n_jobs())
+    clean, clean_curves, flagged = cleanlab_rows(cfg, seeds, a.folds, a.jobs or cfg.n_jobs(), rank)
     t_cv = time.perf_counter() - t1
 
     order = {m: i for i, m in enumerate(("Hara", "Ours", "cleanlab", "Random"))}
-    both = pd.concat([trials, clean], ignore_index=True)
+    both = pd.concat([trials, clean], ignore_index=True) if rank else trials
     both = both.iloc[np.argsort([order.get(m, 9) for m in both["method"]], kind="stable")]
     table = D.summarize(both)
     fileio.write_csv(Path(a.output) / "bench" / "label_noise.csv", table)
-    curves = {m: curves[m] for m in ("Hara", "Ours") if m in curves} | {"cleanlab": clean_curves} | (
-        {"Random": curves["Random"]} if "Random" in curves else {})
+    curves = {m: curves[m] for m in ("Hara", "Ours") if m in curves} | (
+        {"cleanlab": clean_curves} if rank else {}) | ({"Random": curves["Random"]} if "Random" in curves else {})
     plot_detection(curves, share, Path(a.output) / "bench" / "detection.png")
 
     n, k = int(both["n_train"].iloc[0]), int(both["n_flipped"].iloc[0])
     title = (f"{cfg.dataset}, {cfg.model} width {cfg.width}, {cfg.n_epochs} epochs, "
              f"{cfg.label_noise:.0%} labels flipped ({k} of {n}), {len(seeds)} seed(s); "
-             f"cleanlab on {a.folds}-fold cross-validated probabilities")
+             + (f"cleanlab on {a.folds}-fold cross-validated probabilities" if rank
+                else "cleanlab skipped (not installed)"))
     print()
     print(D.format_table(table, title))
     best = "  ".join(f"{min(1.0, D.n_top(p / 100, n) / k):.3f}" for p in D.PERCENTS)

@@ -14,7 +14,7 @@ tau_d / r_d). ``--smooth`` runs cifarnet with softplus and average pooling.
 
     python benchmarks/bench_loo.py [--width 8] [--n-train 256] [--batch 32] [--epochs 8]
         [--n-loo 100] [--schedules constant cosine] [--decay-epochs 1] [--seed 0]
-        [--smooth] [--fd-eps 0.01]
+        [--smooth] [--fd-eps 0.01] [--smoke]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import tempfile
 import time
 
 import numpy as np
-from _common import ROOT  # noqa: F401  (puts the project root on sys.path)
+from _common import parse_with_smoke  # (also puts the project root on sys.path)
 from scipy.stats import kendalltau, pearsonr
 from synth import mnist5k_subset
 
@@ -141,7 +141,8 @@ def main() -> None:
     ap.add_argument("--fd-eps", type=float, default=0.0,
                     help="also measure the derivative in each sample's weight by central differences "
                          "(weights 1 +- EPS); columns tau_d / r_d compare every estimate with it")
-    a = ap.parse_args()
+    a = parse_with_smoke(ap, {"--width": 1, "--n-train": 8, "--n-val": 8, "--batch": 4, "--epochs": 2,
+                              "--n-loo": 3, "--fd-eps": 0.01})
 
     data = prepare(mnist5k_subset(a.n_train, a.n_val, 10, seed=a.seed), a.seed)
     rows = []

@@ -9,7 +9,7 @@ and prints the disk used by the training files of the demo preset and of the pap
 MNIST configuration before (three snapshots and the every-step cache of the last epoch)
 and after this layout (one snapshot per epoch, the .h5 model, no per-step file).
 
-    python benchmarks/bench_replay.py [--width 8] [--batch 64] [--steps 16] [--repeat 2]
+    python benchmarks/bench_replay.py [--width 8] [--batch 64] [--steps 16] [--repeat 2] [--smoke]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import synthetic
+from _common import parse_with_smoke, synthetic
 
 from sgd_influence import config as C
 from sgd_influence import paths, storage, trajectory
@@ -105,7 +105,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--mode", choices=("stored", "replay"), help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
-    a = ap.parse_args()
+    a = parse_with_smoke(ap, {"--width": 1, "--batch": 2, "--steps": 2, "--repeat": 1})
     if a.mode:
         walk(a)
         return

@@ -3,7 +3,7 @@
 Times the SGD steps of one epoch of cifarnet at the given batch size, and separately the
 data preparation those steps do (gather, pad-crop-flip augmentation, normalisation).
 
-    python benchmarks/bench_train.py [--width 32] [--batch 64] [--steps 10] [--channels 1]
+    python benchmarks/bench_train.py [--width 32] [--batch 64] [--steps 10] [--channels 1] [--smoke]
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from _common import synthetic
+from _common import parse_with_smoke, synthetic
 
 from sgd_influence.engine import Engine
 from sgd_influence.models import ModelSpec
@@ -24,11 +24,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--channels", type=int, default=1)
-    a = ap.parse_args()
+    a = parse_with_smoke(ap, {"--width": 1, "--batch": 2, "--steps": 1})
 
     data = synthetic(a.batch * (a.steps + 1), channels=a.channels)
     eng = Engine(ModelSpec("cifarnet", data.in_shape, data.num_classes, a.width), 0, data)
-    rec = make_record(0, data.n_train, 1, a.batch, 0.05, 1)
+    rec = make_record(seed=0, n_train=data.n_train, n_epochs=1, batch_size=a.batch, lr=0.05,
+                      lr_schedule="constant")
     eng.step(*rec.batch(0), 0.05, a.batch)  # build the graph before timing
     steps = range(1, a.steps + 1)
 

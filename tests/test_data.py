@@ -34,6 +34,7 @@ from sgd_influence.data import (
     Remote,
     Split,
     _nnc,
+    csv_digest,
     export_csv,
     load_csv_dataset,
     load_dataset,
@@ -518,6 +519,12 @@ def bad_inputs(root: Path):
         ("fractional label", write_csv(root / "frac.csv", rows + [("img/0.png", "1.5")]), "'1.5' is not an integer"),
         ("text label", write_csv(root / "text.csv", rows + [("img/0.png", "cat")]), "'cat' is not an integer"),
         ("negative label", write_csv(root / "neg.csv", rows + [("img/0.png", -2)]), "label -2 is negative"),
+        ("label beyond int64", write_csv(root / "huge.csv", rows + [("img/0.png", "1e20")]),
+         "line 6: label '1e20' is too large; expected a class index 0, 1, 2, ... up to 16777215"),
+        ("label at 2**63", write_csv(root / "i64.csv", rows + [("img/0.png", 2**63)]),
+         f"line 6: label '{2**63}' is too large"),
+        ("image path is a folder", write_csv(root / "dir.csv", rows + [("img", 1)]),
+         "line 6: image path 'img' is a folder, not an image file"),
         ("empty CSV", root / "empty.csv", "empty CSV"),
         ("header only", write_csv(root / "head.csv", []), "no data rows"),
         ("no such CSV", root / "absent.csv", "CSV file not found"),
@@ -542,6 +549,53 @@ def test_bad_csv_through_cli_exits_2(tmp_path, caplog):
     assert cli_main(["csv", "--train-csv", str(bad), "--test-csv", str(good)]) == 2
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "bad.csv line 6: label -1 is negative" in errors[0]
+
+
+@pytest.mark.parametrize("label", ["1e20", str(2**63 - 1), str(2**63), str(2**64 + 1), "16777216"])
+def test_label_too_large_is_one_line_through_cli(tmp_path, caplog, label):
+    rows = gray_set(tmp_path, n=4)
+    good = write_csv(tmp_path / "good.csv", rows)
+    bad = write_csv(tmp_path / "bad.csv", rows + [("img/0.png", label)])
+    caplog.clear()
+    assert cli_main(["csv", "--train-csv", str(bad), "--test-csv", str(good)]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == [f"{bad} line 6: label {label!r} is too large; expected a class index 0, 1, 2, ... "
+                      "up to 16777215"]
+    with pytest.raises(DataError, match="is too large"):  # the check that reads labels only
+        data.check_csv_labels(bad, good)
+
+
+def test_largest_label_reaches_the_class_count_check(tmp_path):
+    """The bound of a single label leaves the count of classes a positive number."""
+    rows = gray_set(tmp_path, n=4)
+    good = write_csv(tmp_path / "good.csv", rows)
+    bad = write_csv(tmp_path / "bad.csv", rows + [("img/0.png", 16777215)])
+    with pytest.raises(DataError) as exc:
+        data.check_csv_labels(bad, good)
+    assert str(exc.value) == (f"{bad} line 6: label 16777215 would make 16777216 classes "
+                              "for 9 samples; expected class indices 0, 1, 2, ... numbered without gaps")
+
+
+def test_folder_as_image_is_named_a_folder(tmp_path, caplog):
+    """Hashing (csv_digest, the CLI) and decoding with the digest given both say 'folder'."""
+    rows = gray_set(tmp_path, n=4)
+    (tmp_path / "img" / "sub.png").mkdir()
+    good = write_csv(tmp_path / "good.csv", rows)
+    bad = write_csv(tmp_path / "bad.csv", rows + [("img/sub.png", 1)])
+    expected = (f"{bad} line 6: image path 'img/sub.png' is a folder, not an image file "
+                f"({tmp_path / 'img' / 'sub.png'}); expected the path of an image file")
+    caplog.clear()
+    assert cli_main(["csv", "--train-csv", str(bad), "--test-csv", str(good)]) == 2
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [expected]
+    with pytest.raises(DataError) as exc:
+        csv_digest(bad)
+    assert str(exc.value) == expected
+    with pytest.raises(DataError) as exc:
+        read_csv_split(bad, digest="0" * 64)  # no hashing: the decoder meets the folder
+    assert str(exc.value) == expected
+    missing = write_csv(tmp_path / "miss.csv", rows + [("img/gone.png", 1)])
+    with pytest.raises(DataError, match=r"image file 'img/gone.png' not found"):
+        read_csv_split(missing, digest="0" * 64)
 
 
 # ------------------------------------------------------------------ own CSV data sets

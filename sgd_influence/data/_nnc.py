@@ -26,6 +26,9 @@ CACHE_SUFFIX = ".cache.npz"
 _CACHE_FORMAT = "sgd_influence.data csv v2"
 _DIGEST_FORMAT = "sgd_influence.data csv content v1"
 _MARKER = ".sgd_influence_dataset"
+# Labels reach the network as float32, which holds every integer below 2**24 exactly (and
+# a label that large would already ask for millions of output units): larger ones are refused.
+MAX_LABEL = 2**24 - 1
 
 
 def _progress(total: int, desc: str, unit: str):
@@ -102,6 +105,11 @@ def _label(cell: str, csv_path: Path, line: int) -> int:
         value = int(as_float)
     if value < 0:
         raise DataError(f"{csv_path} line {line}: label {value} is negative; expected a class index 0, 1, 2, ...")
+    if value > MAX_LABEL:
+        raise DataError(
+            f"{csv_path} line {line}: label {text!r} is too large; expected a class index 0, 1, 2, ... "
+            f"up to {MAX_LABEL}"
+        )
     return value
 
 
@@ -149,11 +157,21 @@ def _content_digest(csv_path: Path, raw: bytes, files: list[Path], paths: list[s
     for file, path, line in zip(files, paths, lines, strict=True):
         try:
             data = file.read_bytes()
-        except OSError:
-            raise DataError(f"{csv_path} line {line}: image file {path!r} not found (looked for {file})") from None
+        except OSError as exc:
+            raise _image_error(csv_path, line, path, file, exc) from None
         digest.update(f"\n{len(data)}\n".encode())
         digest.update(data)
     return digest.hexdigest()
+
+
+def _image_error(csv_path: Path, line: int, path: str, file: Path, exc: OSError) -> DataError:
+    """The one-line error for an image file of the CSV that cannot be opened."""
+    where = f"{csv_path} line {line}: image path {path!r}"
+    if isinstance(exc, IsADirectoryError) or file.is_dir():
+        return DataError(f"{where} is a folder, not an image file ({file}); expected the path of an image file")
+    if isinstance(exc, FileNotFoundError):
+        return DataError(f"{csv_path} line {line}: image file {path!r} not found (looked for {file})")
+    return DataError(f"{where}: cannot read {file} ({exc.strerror or exc}); expected a readable image file")
 
 
 def csv_digest(csv_path: str | os.PathLike) -> str:
@@ -230,6 +248,8 @@ def _decode_all(csv_path: Path, files: list[Path], paths: list[str], lines: list
             try:
                 with Image.open(file) as img:
                     arr = _to_array(img)
+            except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+                raise _image_error(csv_path, line, path, file, exc) from None
             except (OSError, ValueError, SyntaxError) as exc:
                 raise DataError(f"{csv_path} line {line}: cannot read image {path!r} ({exc})") from None
             if images is None:
