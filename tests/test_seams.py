@@ -19,6 +19,7 @@ import pytest
 from synth import write_csv_split
 
 import train_infl_eval
+from sgd_influence import config as C
 from sgd_influence import paths, preprocess, registry
 from sgd_influence.methods import register as register_method
 from sgd_influence.models import register as register_model
@@ -182,3 +183,18 @@ def test_networks_that_cannot_be_used_are_one_line_and_write_nothing(csv_data, t
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and expected in errors[0] and "\n" not in errors[0], errors
     assert not out.exists() or not any(f.is_file() for f in out.rglob("*") if f.name != ".lock")
+
+
+def test_the_spine_computes_what_the_pipeline_computes(csv_data, tmp_path):
+    from sgd_influence import cli, spine
+
+    out = tmp_path / "pipeline"
+    args = _args(csv_data, out, "--model", "cifarnet", "--width", "2")
+    assert train_infl_eval.main(args) == 0
+    cfg = cli.phase_config(cli.phase_parser("spine", None, "pipeline").parse_args(args))
+    rows = spine.run_trial(C.replace(cfg, output=str(tmp_path / "spine")), 0)
+    assert len(rows) == 3 * 3  # Hara, Ours, Random x n = 0, 4, 8
+    for r in rows.itertuples():
+        want = pd.read_csv(paths.score(out, r.method, r.n, 0)).iloc[-1]
+        for col in ("val_loss", "test_loss", "val_accuracy", "test_accuracy"):
+            assert getattr(r, col) == pytest.approx(want[col], rel=1e-12, abs=0), (r.method, r.n, col)
