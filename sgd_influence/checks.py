@@ -63,7 +63,7 @@ def influence_problem(path, n_train: int) -> str | None:
         return "an influence value that is missing or not finite"
     if df["datasource_index"].duplicated().any():
         return "a datasource_index listed twice"
-    return None
+    return fileio.verify(path)
 
 
 def score_problem(path, columns, n_rows: int | None = None) -> str | None:
@@ -80,7 +80,7 @@ def score_problem(path, columns, n_rows: int | None = None) -> str | None:
         finite = np.isfinite(numbers.astype(np.float64)).all()
     except (TypeError, ValueError):
         finite = False
-    return None if finite else "a value that is missing or not a number"
+    return fileio.verify(path) if finite else "a value that is missing or not a number"
 
 
 def training_problem(out, seed: int, cache_from: int | None = None) -> tuple[Path, str] | None:
@@ -135,6 +135,15 @@ def training_problem(out, seed: int, cache_from: int | None = None) -> tuple[Pat
     df, problem = _read_csv(hist)
     if problem or len(df) != n_epochs:
         return hist, problem or f"{len(df)} rows, expected {n_epochs} (one per epoch)"
+    # the content read back whole; its bytes must also be those written
+    files = [rec_path, model, hist]
+    files += [paths.epoch_snapshot(out, seed, e) for e in range(n_epochs + 1)]
+    if cache_from is not None:
+        files.append(paths.step_cache(out, seed, cache_from))
+    for f in files:
+        changed = fileio.verify(f)
+        if changed:
+            return f, changed
     return None
 
 

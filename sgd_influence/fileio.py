@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import io
 import json
 import os
@@ -63,6 +64,57 @@ def tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
 
 
+# --------------------------------------------------------------------------- checksums
+# Every finished file has a sha256 beside it (".NAME.sha256"), written before the file is
+# renamed into place; a file is reused only if its bytes still have that digest.
+_CHUNK = 1 << 22
+
+
+def checksum_path(path) -> Path:
+    path = Path(path)
+    return path.with_name(f".{path.name}.sha256")
+
+
+def file_digest(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _record_digest(path: Path, digest: str) -> None:
+    side = checksum_path(path)
+    tmp = tmp_name(side)
+    tmp.write_text(digest + "\n")
+    os.replace(tmp, side)
+
+
+def verify(path) -> str | None:
+    """None when ``path`` holds the bytes it was written with, else why not.
+
+    A file without a recorded digest (written before digests were kept) is taken as it
+    is and its digest recorded now; its content is still checked by the reader."""
+    path = Path(path)
+    side = checksum_path(path)
+    try:
+        want = side.read_text().strip()
+    except FileNotFoundError:
+        if path.exists():
+            with contextlib.suppress(OSError):
+                _record_digest(path, file_digest(path))
+        return None
+    except OSError as exc:
+        return f"its checksum {side.name} is unreadable ({exc.strerror or exc})"
+    try:
+        got = file_digest(path)
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    if got != want:
+        return "its bytes changed since it was written (sha256 differs from the one recorded)"
+    return None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success only.
@@ -74,6 +126,7 @@ def atomic_path(path: str | os.PathLike):
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
+        _record_digest(path, file_digest(tmp))
         os.replace(tmp, path)
     except OSError as exc:
         raise write_error(path, exc) from exc
@@ -172,6 +225,7 @@ class NpyRowWriter:
         self.shape = (int(n_rows), int(n_cols))
         self.rows = 0
         self._fd = -1
+        self._hash = hashlib.sha256()
         header = io.BytesIO()
         np.lib.format.write_array_header_1_0(
             header, {"descr": "<f4", "fortran_order": False, "shape": self.shape})
@@ -184,6 +238,7 @@ class NpyRowWriter:
             raise write_error(self.path, exc) from exc
 
     def _write(self, data: bytes) -> None:
+        self._hash.update(data)
         view = memoryview(data)
         while len(view):
             view = view[os.write(self._fd, view):]
@@ -207,6 +262,7 @@ class NpyRowWriter:
         try:
             os.close(self._fd)
             self._fd = -1
+            _record_digest(self.path, self._hash.hexdigest())
             os.replace(self.tmp, self.path)
         except OSError as exc:
             self.discard()

@@ -37,9 +37,9 @@ def check_trained_with(cfg: C.Config, out, seed: int) -> None:
     flag with the training run's value and what to do.
     """
     path = paths.train_identity(out, seed)
-    if not path.exists():
+    saved, ours = read_identity(path), cfg.train_identity()
+    if saved is None:
         return
-    saved, ours = older_identity(fileio.read_json(path)), cfg.train_identity()
     diff = sorted(k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
     if not diff:
         return
@@ -74,10 +74,9 @@ def check_saved(path: Path, identity: dict, overwrite: bool, what: str) -> bool:
     False when nothing was saved. A different identity raises ConfigMismatch unless
     ``overwrite`` is set (then the caller starts afresh and returns False).
     """
-    path = Path(path)
-    if not path.exists():
+    saved = read_identity(path)
+    if saved is None:
         return False
-    saved = older_identity(fileio.read_json(path))
     if not describe_diff(saved, identity):  # a key saved as null or left out: the same
         return True
     if overwrite:
@@ -87,6 +86,26 @@ def check_saved(path: Path, identity: dict, overwrite: bool, what: str) -> bool:
         f"{path}: holds a {what} of a different configuration ({details}); "
         "use another -o folder or --overwrite"
     )
+
+
+def read_identity(path) -> dict | None:
+    """A saved identity (as this version writes it); None when there is none or it is
+    damaged (then the results it described are of unknown configuration)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        saved = fileio.read_json(path)
+    except fileio.DamagedFile as exc:
+        logger.warning("%s: damaged (%s); the results it describes are computed again", path,
+                       exc.reason)
+        return None
+    return older_identity(saved) if isinstance(saved, dict) else None
+
+
+def _results_in(root: Path) -> bool:
+    return root.exists() and any(f.is_file() and not f.name.startswith(".") and f.name != "config.json"
+                                 for f in root.rglob("*"))
 
 
 def describe_diff(old: dict, new: dict) -> str:
@@ -110,9 +129,13 @@ def claim_folder(identity_path: Path, root: Path, identity: dict, overwrite: boo
     if check_saved(identity_path, identity, overwrite, what):
         return True
     root = Path(root)
-    if root.exists() and Path(identity_path).exists():
+    if read_identity(identity_path) is not None:
         logger.warning(
             "--overwrite: removing the %ss of another configuration in %s", what, root)
+        shutil.rmtree(root)
+    elif _results_in(root):  # an identity lost or damaged: whose results these are is unknown
+        logger.warning("%s: no readable saved configuration; removing the %ss there and "
+                       "computing them again", root, what)
         shutil.rmtree(root)
     fileio.write_json(identity_path, identity)
     return False
@@ -143,18 +166,23 @@ def score_identity(cfg: C.Config, method: str | None) -> dict:
     return {**base, **cfg.identity("eval")}
 
 
-def _legacy(shared: Path, identity: dict) -> bool:
-    """A shared identity of an older folder that agrees with ``identity`` on its keys."""
-    if not shared.exists():
-        return False
-    saved = older_identity(fileio.read_json(shared))
-    return all(saved.get(k) == v for k, v in identity.items())
+def _legacy(shared: Path, identity: dict) -> dict | None:
+    """The shared identity of an older folder, restricted to ``identity``'s keys."""
+    saved = read_identity(shared)
+    return None if saved is None else {k: saved.get(k) for k in identity}
 
 
 def _claim(path: Path, root: Path, identity: dict, legacy: Path, overwrite: bool, what: str) -> bool:
-    if not path.exists() and _legacy(legacy, identity):
-        fileio.write_json(path, identity)
-        return True
+    old = None if path.exists() else _legacy(legacy, identity)
+    if old is not None and _results_in(root):
+        if not describe_diff(old, identity):
+            fileio.write_json(path, identity)  # an older folder of this configuration: ours
+            return True
+        if not overwrite:
+            raise C.ConfigMismatch(f"{legacy}: holds a {what} of a different configuration "
+                                   f"({describe_diff(old, identity)}); use another -o folder or "
+                                   "--overwrite")
+        shutil.rmtree(root)
     return claim_folder(path, root, identity, overwrite, what)
 
 
@@ -171,7 +199,8 @@ def check_influence(cfg: C.Config, method: str) -> None:
     out = Path(cfg.output)
     path = paths.method_identity(out, method)
     identity = influence_identity(cfg, method)
-    if not path.exists() and _legacy(paths.influence_identity(out), identity):
+    old = None if path.exists() else _legacy(paths.influence_identity(out), identity)
+    if old is not None and not describe_diff(old, identity):
         return
     if not check_saved(path, identity, False, "influence result"):
         raise FileNotFoundError(f"{path}: no influence results (run the influence phase first)")
@@ -193,8 +222,9 @@ def claim_run(cfg: C.Config) -> None:
     """
     out = Path(cfg.output)
     path = paths.run_config(out)
-    if path.exists():
-        saved = C.Config.from_dict(fileio.read_json(path))
+    saved_dict = read_identity(path)
+    if saved_dict is not None:
+        saved = C.Config.from_dict(saved_dict)
         if saved.eval_identity() != cfg.eval_identity():
             old, new = saved.eval_identity(), cfg.eval_identity()
             details = describe_diff(old, new)

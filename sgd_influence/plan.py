@@ -120,6 +120,8 @@ class Plan:
         if not paths.record(self.out, seed).exists():
             return None  # checked against the training run once it exists
         problem = checks.influence_problem(path, Record.load(paths.record(self.out, seed)).n_train)
+        if problem is None and not paths.influence_stats(self.out, method, seed).exists():
+            return "its facts file is missing"
         return f"damaged ({problem})" if problem else None
 
     # -- planning

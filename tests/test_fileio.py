@@ -18,7 +18,36 @@ def test_failure_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
             tmp.write_text("half a fi")
             raise RuntimeError("interrupted")
     assert target.read_text() == "old\n"
-    assert sorted(p.name for p in target.parent.iterdir()) == ["result.csv"]
+    assert sorted(p.name for p in target.parent.iterdir()) == [".result.csv.sha256", "result.csv"]
+    assert fileio.verify(target) is None  # the old file with its own checksum
+
+
+def test_a_finished_file_is_reused_only_with_the_bytes_it_was_written_with(tmp_path):
+    target = tmp_path / "scores.csv"
+    fileio.write_text(target, "a,b\n1,2\n")
+    assert fileio.verify(target) is None
+    target.write_text("a,b\n1,3\n")  # same size, one digit changed
+    assert "sha256 differs" in fileio.verify(target)
+    fileio.write_text(target, "a,b\n1,3\n")  # written again: verified again
+    assert fileio.verify(target) is None
+    # a file from before checksums were kept: taken as it is, its checksum recorded now
+    legacy = tmp_path / "old.csv"
+    legacy.write_text("x\n")
+    assert fileio.verify(legacy) is None and fileio.checksum_path(legacy).exists()
+    legacy.write_text("y\n")
+    assert fileio.verify(legacy) is not None
+
+
+def test_the_row_writer_records_the_checksum_of_what_it_wrote(tmp_path):
+    path = tmp_path / "steps.npy"
+    with fileio.NpyRowWriter(path, 3, 4) as w:
+        for i in range(3):
+            w.write(np.full(4, i, np.float32))
+    assert fileio.verify(path) is None
+    arr = np.load(path)
+    arr[1, 2] = 7.0
+    np.save(path, arr)
+    assert "sha256 differs" in fileio.verify(path)
 
 
 def test_failure_before_anything_was_written(tmp_path):
@@ -52,7 +81,8 @@ def test_successful_writes_round_trip(tmp_path):
     assert back.keys() == arrays.keys()
     np.testing.assert_array_equal(back["w"], arrays["w"])
     assert back["w"].dtype == np.float32 and int(back["n"]) == 7
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "s.npz", "t.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".sha256")) == ["a", "s.npz", "t.csv"]
+    assert not [p for p in tmp_path.rglob(".*") if ".tmp" in p.name]  # no temporary left
 
 
 def test_npz_with_a_pickle_is_refused(tmp_path):

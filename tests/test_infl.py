@@ -332,7 +332,7 @@ def test_influence_file_format_and_order(tmp_path):
     _, walked = walk(comp, rec, steps)
     assert facts["u_growth"] == walked["u_growth"] and facts["window_steps"] == len(steps)
     assert facts["u_growth"] != 1.0
-    assert not paths.influence_stats(cfg.output, "Random", 0).exists()
+    assert "u_growth" not in fileio.read_json(paths.influence_stats(cfg.output, "Random", 0))  # no walk
 
 
 def test_model_spec_rejects_unknown_model():
@@ -370,9 +370,29 @@ def test_overwrite_with_other_settings_drops_only_that_methods_stale_files(tmp_p
 
 def test_a_folder_with_the_shared_identity_of_older_versions_is_taken_over(tmp_path):
     cfg, data = _train(tmp_path, "logreg", n_epochs=1, lr=0.05, n=(30, 10, 10), batch_size=10)
+    for m in ("Ours", "Random"):
+        folders.claim_influence(cfg, m)
+        run_influence(cfg, 0, m, data)
+        paths.method_identity(tmp_path, m).unlink()  # as an older version left the folder
     fileio.write_json(paths.influence_identity(tmp_path), cfg.infl_identity())
-    assert folders.claim_influence(cfg, "Ours") is True and folders.claim_influence(cfg, "Random")
-    assert fileio.read_json(paths.method_identity(tmp_path, "Random")) == cfg.train_identity()
+    kept = paths.influence(tmp_path, "Ours", 0).read_bytes()
     other = C.replace(cfg, bn_influence="reference")
     with pytest.raises(C.ConfigMismatch, match="bn_influence"):
         folders.claim_influence(other, "Ours")
+    assert folders.claim_influence(cfg, "Ours") is True and folders.claim_influence(cfg, "Random")
+    assert fileio.read_json(paths.method_identity(tmp_path, "Random")) == cfg.train_identity()
+    assert paths.influence(tmp_path, "Ours", 0).read_bytes() == kept
+
+
+def test_lost_or_damaged_identities_never_reuse_results_of_unknown_settings(tmp_path):
+    cfg, data = _train(tmp_path, "logreg", n_epochs=1, lr=0.05, n=(30, 10, 10), batch_size=10)
+    folders.claim_influence(cfg, "Ours")
+    run_influence(cfg, 0, "Ours", data)
+    paths.method_identity(tmp_path, "Ours").unlink()
+    assert folders.claim_influence(cfg, "Ours") is False  # unknown origin: removed
+    assert not paths.influence(tmp_path, "Ours", 0).exists()
+    run_influence(cfg, 0, "Ours", data)
+    paths.method_identity(tmp_path, "Ours").write_text('{"broken')
+    assert folders.claim_influence(cfg, "Ours") is False
+    assert not paths.influence(tmp_path, "Ours", 0).exists()
+    assert fileio.read_json(paths.method_identity(tmp_path, "Ours")) == folders.influence_identity(cfg, "Ours")

@@ -73,6 +73,8 @@ def run_influence(cfg: C.Config, seed: int, method: str, data: Prepared | None =
         raise FileNotFoundError(f"{paths.record(out, seed)}: no finished training run for seed {seed}")
     if target.exists():
         problem = checks.influence_problem(target, Record.load(paths.record(out, seed)).n_train)
+        if problem is None and not paths.influence_stats(out, method, seed).exists():
+            problem = f"its facts file {paths.influence_stats(out, method, seed).name} is missing"
         if problem is None:
             logger.info("seed %d %s: influence already computed, reused", seed, method)
             return target
@@ -87,9 +89,9 @@ def run_influence(cfg: C.Config, seed: int, method: str, data: Prepared | None =
             f"{target}: {bad} of {len(scores)} {method} scores are not finite (the training run "
             "diverged or the walk overflowed); lower --lr")
     frame = influence_frame(data, scores)
-    if facts:  # written before the influence file, whose presence marks the work finished
-        fileio.write_json(paths.influence_stats(out, method, seed),
-                          {"method": method, "seed": seed, **facts})
+    # the facts first: the influence file's presence marks the work finished
+    fileio.write_json(paths.influence_stats(out, method, seed),
+                      {"method": method, "seed": seed, **facts})
     fileio.write_csv(target, frame)
     logger.info("seed %d %s: influence written to %s", seed, method, target)
     return target
