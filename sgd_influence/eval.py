@@ -280,11 +280,12 @@ def read_scores(out) -> pd.DataFrame:
 
 def read_u_growth(out, method: str, seed: int) -> float:
     """The growth factor of |u| over the influence walk of ``method`` and ``seed``
-    (``influence/{method}/influence_{seed}.json``); NaN when not recorded (Random)."""
+    (``influence/{method}/influence_{seed}.json``); NaN when not recorded (Random, and
+    the methods without a walk: IF and TracIn report other facts)."""
     path = paths.influence_stats(out, method, seed)
     if not path.exists():
         return float("nan")
-    return float(fileio.read_json(path)["u_growth"])
+    return float(fileio.read_json(path).get("u_growth", float("nan")))
 
 
 def read_floor(out) -> pd.DataFrame:
