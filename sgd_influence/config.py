@@ -73,7 +73,9 @@ class Config:
         1, ["--infl-epochs"],
         "influence window: the last K epochs (0 = all epochs); another K reuses the training run",
     )
-    methods: tuple[str, ...] = _f(METHODS, ["--methods"], "methods to run: Hara Ours Random", nargs="+")
+    methods: tuple[str, ...] = _f(METHODS, ["--methods"],
+                                  "methods to run, among the registered ones: Hara Ours IF TracIn Random",
+                                  nargs="+")
     hvp_scaling: str = _f(
         "correct", ["--hvp-scaling"],
         "u-update: 'correct' u -= lr*H u; 'reference' divides by |B| once more, as the reference code does",
@@ -90,6 +92,10 @@ class Config:
         "statistics without j, running statistics used by the final model); 'reference' uses "
         "per-sample statistics for j's term and ignores the running statistics, as the paper's code",
     )
+    if_damping: float = _f(
+        0.01, ["--if-damping"],
+        "IF: damping lambda of the Hessian, (H + lambda I) v = grad L_val (a positive number)")
+    if_cg_iters: int = _f(100, ["--if-cg-iters"], "IF: most conjugate-gradient iterations of the solve")
     # --- evaluation
     remove_n_list: tuple[int, ...] = _f(
         DEFAULT_REMOVE, ["-r", "--remove_n_list"], "numbers of worst samples to remove", nargs="+"
@@ -229,6 +235,10 @@ class Config:
             raise ValueError(
                 f"--infl-epochs: expected 0 (all) to --n_epochs ({self.n_epochs}), got {self.infl_epochs}"
             )
+        if not self.if_damping > 0:
+            raise ValueError(f"--if-damping: expected a positive number, got {self.if_damping}")
+        if self.if_cg_iters < 1:
+            raise ValueError(f"--if-cg-iters: expected an integer >= 1, got {self.if_cg_iters}")
         if not 0 <= self.label_noise < 1:
             raise ValueError(f"--label-noise: expected a fraction in [0, 1), got {self.label_noise}")
         bad = [m for m in self.methods if m not in registry.methods]
@@ -263,7 +273,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "data": ("dataset", "label_noise", "train_csv", "val_csv", "test_csv", "data_dir", "data_digest"),
     "train": ("model", "model_digest", "width", "lr", "lr_schedule", "lr_final", "lr_decay_epochs", "batch_size",
               "n_epochs", "augment", "smooth"),
-    "influence": ("infl_epochs", "hvp_scaling", "bn_influence", "methods", "hara_cache"),
+    "influence": ("infl_epochs", "hvp_scaling", "bn_influence", "methods", "hara_cache", "if_damping",
+                  "if_cg_iters"),
     "eval": ("retrain_all", "remove_n_list", "noise_floor_k", "noise_floor_draws"),
     "exec": ("context", "device_id", "jobs", "overwrite", "wait", "preset"),
 }
@@ -375,7 +386,7 @@ def add_arguments(parser: argparse.ArgumentParser, names=ALL_FIELDS) -> None:
         else:
             base = f.default
             typ = type(base[0]) if isinstance(base, tuple) else (type(base) if base is not None else str)
-            if name in ("label_noise", "lr", "lr_final"):
+            if name in ("label_noise", "lr", "lr_final", "if_damping"):
                 typ = float
             kw["type"] = typ
             if "nargs" in md:

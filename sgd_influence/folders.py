@@ -83,9 +83,13 @@ def check_saved(path: Path, identity: dict, overwrite: bool, what: str) -> bool:
         return False
     details = describe_diff(saved, identity)
     raise C.ConfigMismatch(
-        f"{path}: holds a {what} of a different configuration ({details}); "
+        f"{path}: holds {_article(what)} {what} of a different configuration ({details}); "
         "use another -o folder or --overwrite"
     )
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def read_identity(path) -> dict | None:
@@ -179,7 +183,7 @@ def _claim(path: Path, root: Path, identity: dict, legacy: Path, overwrite: bool
             fileio.write_json(path, identity)  # an older folder of this configuration: ours
             return True
         if not overwrite:
-            raise C.ConfigMismatch(f"{legacy}: holds a {what} of a different configuration "
+            raise C.ConfigMismatch(f"{legacy}: holds {_article(what)} {what} of a different configuration "
                                    f"({describe_diff(old, identity)}); use another -o folder or "
                                    "--overwrite")
         shutil.rmtree(root)
@@ -218,15 +222,17 @@ def claim_run(cfg: C.Config) -> None:
     """Refuse a folder holding another configuration (or clear it with --overwrite); save cfg.
 
     A folder whose earlier run made no result yet (it failed at the start, e.g. on bad
-    data) is taken over without --overwrite.
+    data) is taken over without --overwrite. The influence settings are not compared
+    here: each method's folder is claimed on its own (another method's settings never
+    invalidate its files).
     """
     out = Path(cfg.output)
     path = paths.run_config(out)
     saved_dict = read_identity(path)
     if saved_dict is not None:
         saved = C.Config.from_dict(saved_dict)
-        if saved.eval_identity() != cfg.eval_identity():
-            old, new = saved.eval_identity(), cfg.eval_identity()
+        old, new = (c.identity("data", "train", "eval") for c in (saved, cfg))
+        if old != new:
             details = describe_diff(old, new)
             results = _holds_results(out)
             if results and not cfg.overwrite:
@@ -234,10 +240,8 @@ def claim_run(cfg: C.Config) -> None:
                     f"{out}: holds a run of a different configuration ({details}); "
                     "use another -o folder or --overwrite")
             wipe = ["score", "summary", "fig"]
-            if saved.infl_identity() != cfg.infl_identity() or not results:
-                wipe.append("influence")
             if saved.train_identity() != cfg.train_identity() or not results:
-                wipe.append("train")
+                wipe += ["influence", "train"]
             if results:
                 logger.warning("--overwrite: replacing the results of another configuration in %s "
                                "(%s)", out, details)

@@ -106,7 +106,9 @@ def test_another_window_reuses_the_training_run(tmp_path, monkeypatch):
     assert set(paths.train_dir(tmp_path, 0).rglob("*")) == set(files)
     folders.claim_influence(wider, "Hara")
     run_influence(wider, 0, "Hara", data)
-    assert not paths.influence(tmp_path, "Ours", 0).exists()  # the other window's result: dropped
+    # Ours keeps the other window's result under its own identity: refused for this window
+    with pytest.raises(C.ConfigMismatch, match="infl_epochs"):
+        folders.claim_influence(C.replace(wider, overwrite=False), "Ours")
     # retraining starts at the snapshot of the window's first epoch and ends at the model
     scores = ev.retrain_scores(wider, 0, data, removed=None)
     assert scores["epoch"].tolist() == [2, 3]

@@ -1,0 +1,322 @@
+"""Oracle tests of the IF and TracIn methods: IF against the closed-form damped solve
+of softmax regression and against leave-one-out retraining of an L2-regularised softmax
+regression solved to float64 precision; TracIn against a hand computation from the
+network's own per-sample gradients at the epoch snapshots; and one pipeline run with
+``--methods IF TracIn Random``."""
+
+from __future__ import annotations
+
+import nnabla.functions as F
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from scipy.stats import pearsonr
+from synth import make_dataset
+
+import train_infl_eval
+from sgd_influence import config as C
+from sgd_influence import fileio, paths, preprocess
+from sgd_influence.engine import Engine, model_spec, prepare
+from sgd_influence.infl import compute_scores
+from sgd_influence.methods import GradientOps
+from sgd_influence.methods.influence_function import influence_scores
+from sgd_influence.models import input_variables
+from sgd_influence.train import run_training
+from sgd_influence.trajectory import Record, load_epoch_state, load_final_state
+
+
+def _train(tmp_path, model, n=(48, 30, 10), classes=3, **kw):
+    cfg = C.Config(output=str(tmp_path), model=model, width=4, n_epochs=2, infl_epochs=0,
+                   batch_size=16, lr=0.01, lr_schedule="constant", **kw)
+    data = prepare(make_dataset(*n, seed=0, num_classes=classes), 0)
+    run_training(cfg, 0, data)
+    return cfg, data
+
+
+# ----------------------------------------------------------------- softmax regression in numpy
+def _softmax(z):
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _logit_losses(z, y):
+    z = z - z.max(axis=1, keepdims=True)
+    return np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(y)), y]
+
+
+def _losses(X, y, Wa):
+    return _logit_losses(X @ Wa, y)
+
+
+def _with_bias(X):
+    """Rows [x, 1]: the augmented weights Wa = [W; b] flatten as nnabla's [fc/W, fc/b]."""
+    return np.hstack([X, np.ones((len(X), 1))])
+
+
+def _train_rows(eng, data):
+    """Un-augmented training inputs as float64 rows with the bias column."""
+    x, _ = eng.train_inputs(np.arange(data.n_train), None)
+    return _with_bias(x.reshape(data.n_train, -1).astype(np.float64))
+
+
+def _val_rows(data):
+    xv = preprocess.normalize(data.val_x)
+    return _with_bias(xv.reshape(len(data.val_y), -1).astype(np.float64))
+
+
+def _dense_hessian(Xa, Wa):
+    """The Hessian of the mean loss: (1/N) sum_i (x_i x_i^T) kron (diag p_i - p_i p_i^T)."""
+    n, k = len(Xa), Wa.shape[1]
+    p = _softmax(Xa @ Wa)
+    a = np.einsum("nk,kl->nkl", p, np.eye(k)) - np.einsum("nk,nl->nkl", p, p)
+    return np.einsum("nd,ne,nkl->dkel", Xa, Xa, a, optimize=True).reshape(Wa.size, Wa.size) / n
+
+
+def _sample_grads(Xa, y, Wa):
+    r = _softmax(Xa @ Wa)
+    r[np.arange(len(y)), y] -= 1.0
+    return np.einsum("nd,nk->ndk", Xa, r).reshape(len(y), -1)
+
+
+def _weights(eng):
+    return np.vstack([eng.net.trainable["fc/W"].d, eng.net.trainable["fc/b"].d]).astype(np.float64)
+
+
+def _rel(a, b):
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+# ----------------------------------------------------------------- IF: closed form
+def test_if_matches_closed_form_damped_solve(tmp_path, record_property):
+    """IF through the method seam on a trained softmax regression (augmented training,
+    un-augmented IF) against (1/N) G (H + lambda I)^-1 g_val solved densely in float64."""
+    cfg, data = _train(tmp_path, "logreg")
+    eng = Engine(model_spec(cfg, data), 0, data, augment=cfg.augment)
+    eng.net.load_state_dict(load_final_state(cfg.output, 0))
+    Wa = _weights(eng)
+    Xa, Xv = _train_rows(eng, data), _val_rows(data)
+    H = _dense_hessian(Xa, Wa)
+    g_val = _sample_grads(Xv, data.val_y, Wa).mean(axis=0)
+    G = _sample_grads(Xa, data.train_y, Wa)
+    for damping in (0.01, 0.1):
+        facts: dict = {}
+        got = compute_scores(C.replace(cfg, if_damping=damping), 0, "IF", data, facts=facts)
+        want = G @ np.linalg.solve(H + damping * np.eye(len(H)), g_val) / data.n_train
+        err = _rel(got, want)
+        record_property(f"if_rel_error_damping_{damping}", err)
+        record_property(f"if_facts_damping_{damping}", facts)
+        print(f"damping {damping}: relative error {err:.3g}, {facts}")
+        assert err <= 1e-3
+        assert facts["hvps"] == facts["cg_iters"] + 1
+        assert 0 < facts["cg_iters"] < cfg.if_cg_iters and facts["cg_residual"] < 1e-4
+    # the solve is needed: without the Hessian the scores are far off
+    assert _rel(G @ g_val / data.n_train / 0.1, want) > 0.5
+
+
+# ----------------------------------------------------------------- IF: leave-one-out
+class RegularisedLogreg:
+    """argmin_theta (1/N) sum_i w_i l_i(theta) + (lambda/2) |theta|^2 in float64.
+
+    The minimiser lies in the span of the training rows, Wa = Xa^T C, and C solves
+    C = -diag(w) R(Xa Xa^T C) / (N lambda) (R: softmax minus one-hot); Newton on that
+    N K system, with backtracking on the objective, is run to a stationarity residual of
+    1e-13 (about 1e-11 in the weights)."""
+
+    def __init__(self, Xa, y, k, damping):
+        self.Xa, self.y, self.k, self.lam = Xa, y, k, damping
+        self.n = len(y)
+        self.gram = Xa @ Xa.T
+        self.onehot = np.eye(k)[y]
+
+    def _objective(self, C, w):
+        Z = self.gram @ C
+        return (w @ _logit_losses(Z, self.y)) / self.n + self.lam / 2 * np.sum(C * Z)
+
+    def solve(self, w, C=None):
+        n, k, lam = self.n, self.k, self.lam
+        C = np.zeros((n, k)) if C is None else C.copy()
+        for _ in range(100):
+            p = _softmax(self.gram @ C)
+            q = w[:, None] * (p - self.onehot) / n + lam * C
+            if np.abs(q).max() < 1e-13:
+                break
+            s = np.einsum("nk,kl->nkl", p, np.eye(k)) - np.einsum("nk,nl->nkl", p, p)
+            m = np.einsum("p,pkl,pm->pkml", w / n, s, self.gram).reshape(n * k, n * k)
+            step_dir = np.linalg.solve(m + lam * np.eye(n * k), q.ravel()).reshape(n, k)
+            f0, step = self._objective(C, w), 1.0
+            while self._objective(C - step * step_dir, w) > f0 + 1e-14 * abs(f0) and step > 1e-8:
+                step /= 2
+            C = C - step * step_dir
+        else:
+            raise AssertionError("Newton did not converge")
+        return C
+
+    def weights(self, C):
+        return self.Xa.T @ C
+
+
+def test_if_sign_and_scale_against_leave_one_out(record_property):
+    """At the minimiser of the L2-regularised softmax regression (lambda = --if-damping)
+    H + lambda I is its exact Hessian, so IF is its exact first-order influence: it must
+    equal the infinitesimal removal (a central difference in j's weight, float64) and
+    agree in sign with real leave-one-out retraining; flipped labels come out harmful."""
+    damping, k = 0.01, 3
+    cfg = C.Config(output="unused", model="logreg", batch_size=16, if_damping=damping)
+    data = prepare(make_dataset(36, 30, 10, seed=0, num_classes=k), 0, label_noise=0.2)
+    eng = Engine(model_spec(cfg, data), 0, data, augment=False)
+    Xa, Xv = _train_rows(eng, data), _val_rows(data)
+    n = data.n_train
+    problem = RegularisedLogreg(Xa, data.train_y, k, damping)
+    C_full = problem.solve(np.ones(n))
+
+    def val_loss(C):
+        return float(_losses(Xv, data.val_y, problem.weights(C)).mean())
+
+    base = val_loss(C_full)
+    loo, first_order = np.empty(n), np.empty(n)
+    eps = 1e-4
+    for j in range(n):
+        w = np.ones(n)
+        w[j] = 0.0
+        loo[j] = val_loss(problem.solve(w, C_full)) - base
+        w[j] = 1.0 - eps
+        down = val_loss(problem.solve(w, C_full))
+        w[j] = 1.0 + eps
+        up = val_loss(problem.solve(w, C_full))
+        first_order[j] = (down - up) / (2 * eps)  # d L_val / d(-w_j): one whole removal
+
+    Wa = problem.weights(C_full).astype(np.float32)
+    eng.net.trainable["fc/W"].d, eng.net.trainable["fc/b"].d = Wa[:-1], Wa[-1]
+    got, facts = influence_scores(GradientOps(eng), damping, 200, cfg.batch_size)
+    err, r = _rel(got, first_order), pearsonr(got, loo)[0]
+    record_property("if_vs_first_order_rel_error", err)
+    record_property("if_vs_loo_pearson", r)
+    record_property("if_loo_facts", facts)
+    print(f"IF vs infinitesimal removal: relative error {err:.3g}; vs leave-one-out: Pearson "
+          f"{r:.4f}, ratio IF/LOO median {np.median(got / loo):.3f}; {facts}")
+    assert err <= 1e-3
+    assert np.all(np.sign(got) == np.sign(loo))
+    assert r >= 0.95
+    assert data.flipped.any() and np.all(loo[data.flipped] < 0) and np.all(got[data.flipped] < 0)
+
+
+# ----------------------------------------------------------------- TracIn
+def test_tracin_matches_hand_computation(tmp_path, record_property):
+    """Two window epochs of the mlp with a decaying rate and augmentation: the sum over
+    the epoch-start snapshots of (eta_e / B) <g_val, g_j> with the network's own gradients
+    (one backward per sample, on the input training saw in that epoch)."""
+    cfg = C.Config(output=str(tmp_path), model="mlp", n_epochs=3, infl_epochs=2, batch_size=8,
+                   lr=0.05, lr_schedule="cosine", lr_decay_epochs=2)
+    data = prepare(make_dataset(20, 12, 4, seed=1, num_classes=3), 1)
+    run_training(cfg, 0, data)
+    facts: dict = {}
+    got = compute_scores(cfg, 0, "TracIn", data, facts=facts)
+    assert facts == {"checkpoints": 2}
+
+    rec = Record.load(paths.record(cfg.output, 0))
+    eng = Engine(model_spec(cfg, data), 0, data)
+    params = list(eng.net.trainable.values())
+    xv, tv = input_variables(len(data.val_y), data.in_shape)
+    val_loss = F.mean(F.softmax_cross_entropy(eng.net.logits(xv, bn="eval"), tv))
+    x1, t1 = input_variables(1, data.in_shape)
+    one_loss = F.mean(F.softmax_cross_entropy(eng.net.logits(x1, bn="train"), t1))
+
+    def grad(loss):
+        loss.forward()
+        for p in params:
+            p.grad.zero()
+        loss.backward()
+        return np.concatenate([p.g.ravel() for p in params]).astype(np.float64)
+
+    want = np.zeros(data.n_train)
+    rates = []
+    for e in (1, 2):
+        eng.net.load_state_dict(load_epoch_state(cfg.output, 0, e))
+        xv.d, tv.d = preprocess.normalize(data.val_x), data.val_y[:, None]
+        g_val = grad(val_loss)
+        eta = float(np.mean(rec.lr[rec.epoch == e]))
+        rates.append(eta)
+        for s in np.flatnonzero(rec.epoch == e):
+            idx, seeds = rec.batch(s)
+            for j, sd in zip(idx, seeds):
+                x1.d = preprocess.batch_inputs(data.train_x[j : j + 1], np.array([sd]))
+                t1.d = data.train_y[j : j + 1, None]
+                want[j] += eta / cfg.batch_size * (g_val @ grad(one_loss))
+    assert rates[0] > rates[1] * 1.5  # the epochs really have different weights
+    assert np.count_nonzero(want) == data.n_train
+    err = _rel(got, want)
+    record_property("tracin_rel_error", err)
+    print(f"TracIn: relative error {err:.3g} (rates {rates})")
+    assert err < 1e-4
+
+
+# ----------------------------------------------------------------- pipeline
+def _write_split(folder, name, n, rng, classes=3, side=28):
+    (folder / name).mkdir(parents=True, exist_ok=True)
+    labels = rng.integers(0, classes, n)
+    lines = ["x:image,y:label"]
+    for i, y in enumerate(labels):
+        img = rng.random((side, side)) * 90
+        img[4 + 7 * int(y) : 8 + 7 * int(y), :] += 140
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / name / f"{i:04d}.png")
+        lines.append(f"{name}/{i:04d}.png,{int(y)}")
+    (folder / f"{name}.csv").write_text("\n".join(lines) + "\n")
+    return folder / f"{name}.csv"
+
+
+def test_pipeline_runs_if_and_tracin(tmp_path):
+    rng = np.random.default_rng(3)
+    csv = {k: _write_split(tmp_path / "data", k, n, rng) for k, n in (("train", 40), ("val", 20),
+                                                                      ("test", 20))}
+    out = tmp_path / "out"
+    argv = ["-o", str(out), "--train-csv", str(csv["train"]), "--val-csv", str(csv["val"]),
+            "--test-csv", str(csv["test"]), "--model", "logreg", "-e", "2", "--batch-size", "8",
+            "--lr", "0.01", "-nt", "1", "-r", "0", "4", "12", "--noise-floor-draws", "0",
+            "--methods", "IF", "TracIn", "Random", "--if-damping", "0.05", "--jobs", "1"]
+    assert train_infl_eval.main(argv) == 0
+    for m in ("IF", "TracIn", "Random"):
+        inf = pd.read_csv(paths.influence(out, m, 0))
+        assert list(inf.columns) == ["x:image", "y:label", "influence", "datasource_index"]
+        assert len(inf) == 40 and sorted(inf["datasource_index"]) == list(range(40))
+        assert np.isfinite(inf["influence"]).all() and inf["influence"].is_monotonic_increasing
+    facts = fileio.read_json(paths.influence_stats(out, "IF", 0))
+    assert facts["method"] == "IF" and facts["hvps"] == facts["cg_iters"] + 1 > 1
+    assert fileio.read_json(paths.influence_stats(out, "TracIn", 0))["checkpoints"] == 1
+    assert fileio.read_json(paths.influence_identity(out))["if_damping"] == 0.05
+    ranks = {m: pd.read_csv(paths.influence(out, m, 0))["datasource_index"].tolist()
+             for m in ("IF", "TracIn", "Random")}
+    assert ranks["IF"] != ranks["Random"] and ranks["TracIn"] != ranks["Random"]
+    summary = pd.read_csv(paths.summary(out))
+    for m in ("IF", "TracIn"):
+        rows = summary[summary["method"] == m]
+        assert sorted(rows.loc[rows["row"] == "trial", "n_drops"]) == [4, 12]
+        assert (rows["row"] == "mean").sum() == 2 and (rows["row"] == "std").sum() == 2
+        assert rows["test_accuracy"].dropna().between(0, 1).all()
+        assert rows["u_growth"].isna().all()  # no walk: no growth of |u|
+        for n in (4, 12):
+            assert paths.score(out, m, n, 0).exists()
+    assert set(summary["method"]) == {"No Removal", "IF", "TracIn", "Random"}
+
+
+# ----------------------------------------------------------------- settings
+def test_if_settings_flags_and_older_identities(tmp_path):
+    cfg = C.Config(if_damping=0.5, if_cg_iters=7)
+    ident = cfg.infl_identity()
+    assert (ident["if_damping"], ident["if_cg_iters"]) == (0.5, 7)
+    from sgd_influence import methods as M
+
+    assert M.names() == ("Hara", "Ours", "IF", "TracIn", "Random")
+    assert M.get("IF").settings(cfg) == {"if_damping": 0.5, "if_cg_iters": 7}
+    assert M.get("TracIn").settings(cfg) == {"infl_epochs": cfg.infl_epochs}
+    for bad, flag in (({"if_damping": 0.0}, "--if-damping"), ({"if_cg_iters": 0}, "--if-cg-iters")):
+        with pytest.raises(ValueError, match=flag):
+            C.Config(**bad).validate()
+    # an influence identity saved before IF existed stands for IF's defaults
+    path = tmp_path / "identity.json"
+    default = C.Config().infl_identity()
+    fileio.write_json(path, {k: v for k, v in default.items() if not k.startswith("if_")})
+    assert C.check_saved(path, default, False, "influence result")
+    with pytest.raises(C.ConfigMismatch, match="if_damping"):
+        C.check_saved(path, C.Config(if_damping=0.1).infl_identity(), False, "influence result")
