@@ -11,15 +11,18 @@ OUT    ?= output/demo
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	@# the project itself, editable: `sgd-influence`, and Dask workers started in any folder
+	$(VPY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	@touch $(STAMP)
 
 demo: $(STAMP)
 	$(VPY) train_infl_eval.py --preset demo -o $(OUT)
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
 	$(VPY) -m pytest -q
 
 lint: $(STAMP)

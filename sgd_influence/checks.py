@@ -66,6 +66,32 @@ def influence_problem(path, n_train: int) -> str | None:
     return fileio.verify(path)
 
 
+def facts_problem(path) -> str | None:
+    """Why the facts file beside the influence CSV ``path`` (written just before it)
+    cannot be reused, else None."""
+    facts = Path(path).with_suffix(".json")
+    if not facts.exists():
+        return f"its facts file {facts.name} is missing"
+    try:
+        if not isinstance(fileio.read_json(facts), dict):
+            return f"its facts file {facts.name} is not a JSON object"
+    except fileio.DamagedFile as exc:
+        return f"its facts file {facts.name} is damaged ({exc.reason})"
+    return fileio.verify(facts)
+
+
+def missing_image(path, is_image) -> str | None:
+    """The first ``x:image`` of an influence file that ``is_image`` (see
+    ``data.image_file_check``) rejects: the data set moved, or an image was deleted."""
+    df, problem = _read_csv(path)
+    if problem or "x:image" not in df:
+        return None
+    for f in df["x:image"].astype(str):
+        if not is_image(f):
+            return f
+    return None
+
+
 def score_problem(path, columns, n_rows: int | None = None) -> str | None:
     """Why the score CSV ``path`` cannot be reused (``n_rows``: replayed epochs, when known)."""
     df, problem = _read_csv(path)

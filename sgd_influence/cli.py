@@ -219,15 +219,19 @@ def analyze_main(argv=None) -> int:
     p.add_argument("-o", "--output", default=C.Config.output, help="output folder (default: output)")
     p.add_argument("--methods", nargs="+", choices=C.method_names(), default=None,
                    help="methods to include (default: all found)")
+    p.add_argument("--wait", action="store_true",
+                   help="when another run is writing in -o, wait for it instead of stopping")
     p.add_argument("-r", "--remove_n_list", type=int, nargs="+", default=None,
                    help="numbers of removed samples to include (default: all found)")
     p.add_argument("--seed", type=int, nargs="+", default=None, help="seeds to include (default: all found)")
 
     def body(_cfg, ns) -> None:
-        title = None
-        if paths.run_config(ns.output).exists():
-            title = run_title(C.Config.from_dict(fileio.read_json(paths.run_config(ns.output))))
-        analyze.analyze(ns.output, ns.methods, ns.remove_n_list, ns.seed, title)
+        out = runlock.check_output(ns.output)
+        with runlock.hold(out, wait=ns.wait):  # no other run writes there while the analysis does
+            title = None
+            if paths.run_config(out).exists():
+                title = run_title(C.Config.from_dict(fileio.read_json(paths.run_config(out))))
+            analyze.analyze(out, ns.methods, ns.remove_n_list, ns.seed, title)
 
     return run_cli(p, argv, body, configured=False)
 

@@ -122,6 +122,15 @@ class Config:
     # --- not a flag: sha256 of a user network's source file, filled by resolve_data
     model_digest: str = _f("", [], "content digest of a user network's file")
 
+    def __post_init__(self):
+        # "~" the shell left alone (as in --output=~/x) means the home folder, for every path
+        for name in _PATH_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, str) and value.startswith("~"):
+                object.__setattr__(self, name, os.path.expanduser(value))
+        if isinstance(self.model, str) and self.model.startswith("~") and ":" in self.model:
+            object.__setattr__(self, "model", os.path.expanduser(self.model))
+
     # ------------------------------------------------------------------ derived
     @property
     def is_csv(self) -> bool:
@@ -259,6 +268,9 @@ class Config:
         if self.jobs < 0:
             raise ValueError(f"--jobs: expected 0 (all cores) or a positive integer, got {self.jobs}")
         return self
+
+
+_PATH_FIELDS = ("output", "train_csv", "val_csv", "test_csv", "data_dir")
 
 
 def _or(names) -> str:

@@ -236,6 +236,9 @@ def _run_here(plan: Plan, steps: list[Step], report: Report, bar) -> None:
         bar.refresh()
 
 
+_QUIET_WORKERS = {"DASK_LOGGING__DISTRIBUTED": "critical"}
+
+
 def _priority(task: Task) -> int:
     """Dask priority (larger first) following Task.order."""
     kind, seed, method, n = task.order()
@@ -250,11 +253,20 @@ def _run_dask(plan: Plan, steps: list[Step], report: Report, bar, jobs: int,
     if scheduler is None:
         # the workers inherit an ignored SIGINT: Ctrl-C is this process's to handle
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # a failed task is reported here in one line: the workers' own report of it (a
+        # block with a traceback) and their start-up messages stay quiet
+        env = {k: os.environ.get(k) for k in _QUIET_WORKERS}
+        os.environ.update(_QUIET_WORKERS)
         try:
             cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, silence_logs=logging.ERROR)
+                                   dashboard_address=None, silence_logs=logging.CRITICAL)
         finally:
             signal.signal(signal.SIGINT, previous)
+            for k, v in env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
     try:
         client = Client(cluster if cluster is not None else scheduler)
     except OSError as exc:

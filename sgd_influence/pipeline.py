@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from . import config as C
-from . import folders
+from . import data, folders
 from .analyze import analyze
 from .engine import check_network
 from .execute import execute
@@ -33,12 +33,30 @@ def run_pipeline(cfg: C.Config, phases=PHASES, seeds=None, scheduler: str | None
     seeds = list(range(cfg.n_trials)) if seeds is None else list(seeds)
     plan = Plan(cfg, phases, seeds)  # checks the phase names; reads nothing yet
     plan.claim()
+    prepare_data(cfg, phases)
     report = execute(plan, cfg.n_jobs(), scheduler)
     if report.done:
         logger.info("%d task(s) finished in %.1f s on %d worker(s)", report.done, report.seconds,
                     report.workers)
     else:
         logger.info("nothing to do: every file of %s is already there", ", ".join(phases))
+
+
+def prepare_data(cfg: C.Config, phases) -> None:
+    """What every task of a built-in data set needs, once, in this process before any
+    task runs: its download (and decoded cache) and, for the influence files' x:image,
+    its PNG files. A failure is one line here instead of one per task."""
+    if cfg.is_csv or not ({"train", "infl"} & set(phases)):
+        return
+    try:
+        if cfg.dataset != "mnist5k":
+            data.load_dataset(cfg.dataset, 0, cfg.data_dir)
+        if "infl" in phases:
+            data.ensure_images(cfg.dataset, cfg.data_dir)
+    except data.DataError as exc:
+        if cfg.data_dir:
+            raise data.DataError(f"--data-dir {cfg.data_dir}: {exc}") from None
+        raise
 
 
 # --------------------------------------------------------------------------- whole run

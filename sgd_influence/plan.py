@@ -75,6 +75,7 @@ class Plan:
         self.phases = tuple(phases)
         self.seeds = list(seeds)
         self._warned: set = set()
+        self._is_image = None
 
     # -- the folders (before anything is planned)
     def claim(self) -> None:
@@ -119,10 +120,18 @@ class Plan:
             return "not found"
         if not paths.record(self.out, seed).exists():
             return None  # checked against the training run once it exists
-        problem = checks.influence_problem(path, Record.load(paths.record(self.out, seed)).n_train)
-        if problem is None and not paths.influence_stats(self.out, method, seed).exists():
-            return "its facts file is missing"
+        problem = (checks.influence_problem(path, Record.load(paths.record(self.out, seed)).n_train)
+                   or checks.facts_problem(path))
+        if problem is None and checks.missing_image(path, self._image_check()):
+            return "an x:image that is not an image of the data set where it is now"
         return f"damaged ({problem})" if problem else None
+
+    def _image_check(self):
+        if self._is_image is None:
+            from .infl import image_check
+
+            self._is_image = image_check(self.cfg)
+        return self._is_image
 
     # -- planning
     def initial(self) -> list[Step]:

@@ -40,7 +40,7 @@ def check_output(out: str | os.PathLike) -> Path:
     text = os.fspath(out)
     if not text.strip():
         raise ValueError("-o/--output: expected a folder name, got an empty string")
-    path = Path(text)
+    path = Path(text).expanduser()
     if path.exists() and not path.is_dir():
         raise ValueError(f"-o/--output: {path} is a file, expected a folder; choose another name")
     for parent in path.parents:

@@ -248,7 +248,7 @@ def test_score_identity_refused_then_cleared_with_overwrite(tmp_path):
     assert paths.score(tmp_path, "Ours", 10, 0).exists()
     folders.claim_scores(C.replace(other, overwrite=True), "Ours")
     assert not paths.score(tmp_path, "Ours", 10, 0).exists()
-    assert fileio.read_json(paths.score_method_identity(tmp_path, "Ours")) == other.eval_identity()
+    assert fileio.read_json(paths.score_method_identity(tmp_path, "Ours")) == folders.score_identity(other, "Ours")
 
 
 def test_stale_temporary_files_are_removed_under_the_lock(tmp_path):

@@ -18,6 +18,8 @@ ARGS = {
     "influence_stats": ("Hara", 3), "influence_identity": (), "score": ("Hara", 40, 3),
     "floor_score": (4, 1, 3), "score_identity": (), "summary": (), "storage_table": (),
     "detection": (), "paired_tests": (), "figure": (),
+    "influence_dir": ("Hara",), "method_identity": ("Ours",), "score_dir": ("Random",),
+    "score_method_identity": ("noise_floor",),
 }
 
 EXPECTED = {
@@ -42,6 +44,10 @@ EXPECTED = {
     "detection": "summary/detection.csv",
     "paired_tests": "summary/paired_tests.csv",
     "figure": "fig/result.png",
+    "influence_dir": "influence/Hara",
+    "method_identity": "influence/Ours/config.json",
+    "score_dir": "score/Random",
+    "score_method_identity": "score/noise_floor/config.json",
 }
 
 

@@ -406,7 +406,9 @@ def dask_cluster(tmp_path_factory):
 
     dask = str(Path(sys.executable).with_name("dask"))
     addr = f"tcp://127.0.0.1:{_free_port()}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # as the README starts them: the venv's dask, in any folder, no PYTHONPATH (the project
+    # is installed into the venv by `make venv`)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     log = open(tmp_path_factory.mktemp("dask") / "log.txt", "wb")  # noqa: SIM115
     cmds = [[dask, "scheduler", "--host", "127.0.0.1", "--port", addr.rsplit(":", 1)[1], "--no-dashboard"]]
     cmds += [[dask, "worker", addr, "--nthreads", "1", "--nworkers", "1", "--host", "127.0.0.1",

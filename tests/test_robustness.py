@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -132,7 +133,12 @@ def run_own_data(finished, tmp_path):
 # --------------------------------------------------------------- identity by content
 def test_edited_labels_are_another_data_set(run_own_data, logs, monkeypatch):
     data, out = run_own_data
+    # the copied data set is this run's data at another place: its images are named anew
+    assert _run(_argv(data, out)) == 0
+    assert pd.read_csv(paths.influence(out, "Ours", 0))["x:image"].str.startswith(
+        str(data["train"].parent)).all()
     before = _files(out)
+    logs.clear()
     # the same data under another spelling of its path, from another folder: reused
     monkeypatch.chdir(data["train"].parent)
     rel = {k: f"./{p.name}" for k, p in data.items()}  # ./train.csv, not the absolute path
@@ -145,7 +151,7 @@ def test_edited_labels_are_another_data_set(run_own_data, logs, monkeypatch):
 
     assert cli.eval_main(["-o", str(out), "-r", "0", "3"]) == 0
     after = _files(out)
-    assert after.pop("config.json") != before.pop("config.json")  # the data's paths: here now
+    after.pop("config.json"), before.pop("config.json")  # the data's paths as given here
     assert after == before
     before = _files(out)
     # one label edited, same command: refused, nothing changed
@@ -413,3 +419,119 @@ def test_csv_flags_without_train_csv(finished, tmp_path, logs, flag):
     assert _run(["-o", str(tmp_path / "o"), flag, str(data[key]), "--model", "logreg"]) == 2
     _one_error(logs, flag, "--train-csv")
     assert not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------- nothing silently stale
+def test_a_moved_csv_data_set_names_its_images_where_they_are_now(run_own_data, tmp_path, logs):
+    data, out = run_own_data
+    before = {m: pd.read_csv(paths.influence(out, m, 0)) for m in ("Hara", "Ours", "Random")}
+    moved = tmp_path / "moved"
+    shutil.move(str(data["train"].parent), moved)
+    data = {k: moved / p.name for k, p in data.items()}
+    assert _run(_argv(data, out)) == 0
+    for m, old in before.items():
+        new = pd.read_csv(paths.influence(out, m, 0))
+        assert new["x:image"].map(lambda f: Path(f).is_file() and str(moved) in f).all(), m
+        pd.testing.assert_frame_equal(new.drop(columns="x:image"), old.drop(columns="x:image"))
+
+
+def test_lost_identity_files_never_keep_results_of_other_settings(run, logs):
+    data, out = run
+    before = _results(out)
+    for f in out.rglob("config.json"):
+        f.unlink()
+    assert _run(_argv(data, out, "--lr", "0.02")) == 0
+    after = _results(out)
+    changed = [k for k in before if k.startswith(("influence/", "score/")) and k.endswith(".csv")
+               and after.get(k) != before[k] and "Random" not in k]
+    assert any(k.startswith("influence/") for k in changed) and any(k.startswith("score/") for k in changed)
+    assert fileio.read_json(paths.train_identity(out, 0))["lr"] == 0.02
+
+
+@pytest.mark.parametrize("what", ["final.h5", "history.csv", "influence.csv", "score.csv"])
+def test_changed_bytes_of_the_same_size_are_found_and_recomputed(run, logs, what):
+    data, out = run
+    before = _results(out)
+    target = {"final.h5": paths.final_model(out, 0), "history.csv": paths.history(out, 0),
+              "influence.csv": paths.influence(out, "Hara", 0),
+              "score.csv": paths.score(out, "Ours", 3, 0)}[what]
+    raw = bytearray(target.read_bytes())
+    if what == "final.h5":
+        raw[-9] ^= 0x01  # one bit of the last array's data
+    else:
+        i = max(k for k, c in enumerate(raw) if chr(c).isdigit() and chr(raw[k - 1]).isdigit())
+        raw[i] = ord("1") if raw[i] != ord("1") else ord("2")  # one digit of a number
+    target.write_bytes(bytes(raw))
+    assert _run(_argv(data, out)) == 0
+    assert any(str(target) in m and "damaged" in m for m in logs.at(logging.WARNING)), logs.at(logging.WARNING)
+    assert _results(out) == before  # recomputed to the same bytes
+
+
+@pytest.mark.parametrize("which", ["run", "train", "facts"])
+def test_damaged_or_lost_json_is_computed_again(run, logs, which):
+    data, out = run
+    before = _results(out)
+    target = {"run": paths.run_config(out), "train": paths.train_identity(out, 0),
+              "facts": paths.influence_stats(out, "Hara", 0)}[which]
+    target.write_text('{"broken')
+    assert _run(_argv(data, out)) == 0
+    assert _results(out) == before
+    paths.influence_stats(out, "Hara", 0).unlink()
+    assert _run(_argv(data, out)) == 0
+    assert _results(out) == before  # the facts file again, and u_growth back in the summary
+
+
+def test_tilde_after_equals_is_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    p = cli.phase_parser("x", None, "pipeline")
+    cfg = cli.phase_config(p.parse_args(["--output=~/runs/a", "--data-dir=~/data"]))
+    assert cfg.output == str(tmp_path / "runs" / "a") and cfg.data_dir == str(tmp_path / "data")
+
+
+def test_analysis_and_data_export_do_not_write_into_a_folder_another_run_holds(run, logs, tmp_path):
+    _data, out = run
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from sgd_influence import runlock
+        with runlock.hold({str(out)!r}):
+            print("held", flush=True)
+            time.sleep(30)
+        """)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        summary = paths.summary(out).read_bytes()
+        assert cli.analyze_main(["-o", str(out)]) == 2
+        assert paths.summary(out).read_bytes() == summary
+    finally:
+        holder.kill()
+        holder.wait()
+    export = subprocess.run([sys.executable, "-m", "sgd_influence.data", "mnist5k", "--export-csv",
+                             str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert export.returncode == 2 and "--export-csv" in export.stderr and "run's output folder" in export.stderr
+    assert not (out / "train_0.csv").exists()
+
+
+def test_scores_do_not_depend_on_the_process_blas_threads(tmp_path):
+    """A dot product over more than ~20k values sums in another order with 2 BLAS threads
+    than with 1 (--jobs 1 computes in this process, workers are single-threaded)."""
+    from synth import make_dataset
+    from threadpoolctl import threadpool_limits
+
+    from sgd_influence.engine import prepare
+    from sgd_influence.infl import compute_scores
+
+    data = prepare(make_dataset(48, 16, 8, seed=1, num_classes=4), 0)
+    cfg = C.Config(output=str(tmp_path), model="mlp", n_epochs=1, batch_size=16, lr=0.05,
+                   methods=("Hara", "Ours"))
+    from sgd_influence import folders
+    from sgd_influence.train import run_training
+
+    folders.claim_training(cfg, 0)
+    run_training(cfg, 0, data)
+    got = {}
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads, user_api="blas"):
+            facts: dict = {}
+            scores = compute_scores(cfg, 0, "Ours", data, facts=facts)
+            got[threads] = (scores.tobytes(), repr(facts["u_growth"]))
+    assert got[1] == got[2]

@@ -83,7 +83,7 @@ from ._builtin import (
     read_idx_gz,
 )
 from ._core import DataError, DataSet, Split
-from ._files import ImageSource, training_image_files
+from ._files import ImageSource, image_file_check, training_image_files
 from ._nnc import check_csv_labels, csv_digest, export_csv, load_csv_dataset, read_csv_split
 from ._remote import REMOTES, Remote
 

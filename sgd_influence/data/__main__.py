@@ -57,6 +57,19 @@ def summary(ds: DataSet, seed: int) -> str:
     return "\n".join(lines)
 
 
+_RUN_MARKS = ("config.json", ".lock", "train", "influence", "score")
+
+
+def _refuse_run_folder(folder) -> None:
+    """A pipeline run's output folder is not a place to export a data set into."""
+    from pathlib import Path
+
+    marks = [m for m in _RUN_MARKS if (Path(folder).expanduser() / m).exists()]
+    if marks:
+        raise DataError(f"--export-csv: {folder} is a run's output folder (it holds {marks[0]}); "
+                        "export into another folder")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
@@ -70,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             if any(p is not None for p in own):
                 raise DataError(f"--train-csv/--val-csv/--test-csv apply to the data set 'csv', not {args.name!r}")
             ds = load_dataset(args.name, args.seed, args.data_dir)
+        if args.export_csv:
+            _refuse_run_folder(args.export_csv)
         print(summary(ds, args.seed))
         if args.export_csv:
             written = export_csv(ds, args.export_csv, args.seed)

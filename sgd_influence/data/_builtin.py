@@ -189,6 +189,31 @@ def ensure_images(name: str, data_dir: str | os.PathLike | None = None) -> Path:
     return root
 
 
+def restore_images(name: str, data_dir, rel_paths) -> None:
+    """Write again the PNG files ``rel_paths`` (as the Splits name them) of a built-in
+    data set whose image folder exists but lost them."""
+    from filelock import FileLock
+
+    from ._nnc import write_pngs
+
+    key = str(name).strip().lower()
+    root = ensure_images(key, data_dir)
+    sub = "images" if key == "mnist5k" else "train"
+    with FileLock(str(root / ".lock")):
+        missing = [p for p in rel_paths if not (root / p).exists()]
+        if not missing:
+            return
+        images = mnist5k_arrays()[0] if key == "mnist5k" else _decoded(key, root.parent)["train_x"]
+        wanted = {}
+        for p in missing:
+            folder, _, file = str(p).partition("/")
+            if folder != sub or not file.endswith(".png") or not file[:-4].isdigit():
+                raise DataError(f"{root / p}: not an image file of {key} (expected {sub}/NNNNN.png)")
+            wanted[str(p)] = images[int(file[:-4])]
+        log.warning("%s: %d image file(s) were missing; written again", root, len(wanted))
+        write_pngs(wanted, root, key, atomic=True)
+
+
 # --------------------------------------------------------------------- decoded cache
 
 

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._builtin import BUILTIN, ensure_images
+from ._builtin import BUILTIN, ensure_images, image_folder, restore_images
 
 
 def training_image_files(dataset: str, paths, data_dir: str | os.PathLike | None = None,
@@ -26,7 +26,26 @@ def training_image_files(dataset: str, paths, data_dir: str | os.PathLike | None
         base = ensure_images(dataset, data_dir).resolve()
     else:
         raise ValueError(f"unknown data set {dataset!r}")
-    return [str(base / p) for p in paths]  # an absolute p replaces base
+    files = [str(base / p) for p in paths]  # an absolute p replaces base
+    if dataset in BUILTIN:
+        missing = [p for p, f in zip(paths, files) if not os.path.exists(f)]
+        if missing:  # deleted since they were written: write them again
+            restore_images(dataset, data_dir, missing)
+    return files
+
+
+def image_file_check(dataset: str, data_dir=None, train_csv=None):
+    """A test ``f -> bool``: is ``f`` an image file of the data set where it is now (the
+    training CSV's images, or the built-in set's PNG folder)?"""
+    if dataset == "csv":
+        from ._nnc import _parse_csv, _read_csv_bytes
+
+        csv_path = Path(train_csv).expanduser().resolve()
+        names, _labels, _lines = _parse_csv(csv_path, _read_csv_bytes(csv_path))
+        files = {str(csv_path.parent / p) for p in names}
+        return lambda f: f in files and os.path.isfile(f)
+    root = str(image_folder(dataset, data_dir).resolve()) + os.sep
+    return lambda f: f.startswith(root) and os.path.isfile(f)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from .. import checks, fileio, paths
 from .. import config as C
@@ -51,11 +52,30 @@ def influence_frame(data: Prepared, scores: np.ndarray) -> pd.DataFrame:
     return df.sort_values("influence", kind="mergesort").reset_index(drop=True)
 
 
+def image_check(cfg: C.Config):
+    """Whether a path is an image file of the configured data set where it is now."""
+    from .. import data
+
+    return data.image_file_check(cfg.dataset, cfg.data_dir, cfg.train_csv)
+
+
+def relink_images(target: Path, data: Prepared) -> None:
+    """Rewrite the ``x:image`` column of an influence file with the image files where the
+    data set is now (the scores and their order are kept)."""
+    df = read_influence(target)
+    files = dict(zip(data.train_rows.tolist(), data.train_image_files()))
+    df["x:image"] = [files[int(r)] for r in df["datasource_index"]]
+    fileio.write_csv(target, df)
+
+
 def compute_scores(cfg: C.Config, seed: int, method: str, data: Prepared,
                    per_sample: str = "auto", facts: dict | None = None) -> np.ndarray:
     """The scores of ``method`` for trial ``seed``; ``facts``, when given, receives what
     the method reports (the walks: ``u_growth``, |u| at its end over |u| at its start)."""
-    scores, found = M.get(method).scores(M.Context(cfg, seed, data, per_sample))
+    # one BLAS thread: a dot product's summation order, and so its last bits, would depend
+    # on the process's thread count (--jobs 1 runs here, workers are single-threaded)
+    with threadpool_limits(limits=1, user_api="blas"):
+        scores, found = M.get(method).scores(M.Context(cfg, seed, data, per_sample))
     if facts is not None:
         facts.update(found)
     return scores
@@ -73,11 +93,16 @@ def run_influence(cfg: C.Config, seed: int, method: str, data: Prepared | None =
     if not paths.record(out, seed).exists():
         raise FileNotFoundError(f"{paths.record(out, seed)}: no finished training run for seed {seed}")
     if target.exists():
-        problem = checks.influence_problem(target, Record.load(paths.record(out, seed)).n_train)
-        if problem is None and not paths.influence_stats(out, method, seed).exists():
-            problem = f"its facts file {paths.influence_stats(out, method, seed).name} is missing"
+        problem = (checks.influence_problem(target, Record.load(paths.record(out, seed)).n_train)
+                   or checks.facts_problem(target))
         if problem is None:
-            logger.info("seed %d %s: influence already computed, reused", seed, method)
+            gone = checks.missing_image(target, image_check(cfg))
+            if gone is None:
+                logger.info("seed %d %s: influence already computed, reused", seed, method)
+                return target
+            logger.warning("%s: x:image %s is not an image of the data set where it is now; "
+                           "naming the images where they are", target, gone)
+            relink_images(target, data if data is not None else load_prepared(cfg, seed))
             return target
         checks.report_damaged(target, problem)
     if data is None:
