@@ -100,6 +100,7 @@ __all__ = [
     "Remote",
     "Split",
     "default_data_dir",
+    "image_file_check",
     "ensure_images",
     "export_csv",
     "image_folder",
