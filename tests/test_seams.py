@@ -198,3 +198,15 @@ def test_the_spine_computes_what_the_pipeline_computes(csv_data, tmp_path):
         want = pd.read_csv(paths.score(out, r.method, r.n, 0)).iloc[-1]
         for col in ("val_loss", "test_loss", "val_accuracy", "test_accuracy"):
             assert getattr(r, col) == pytest.approx(want[col], rel=1e-12, abs=0), (r.method, r.n, col)
+
+
+def test_the_readme_network_runs_as_written(csv_data, tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Your own network", 1)[1]
+    code = section.split("```python", 1)[1].split("```", 1)[0]
+    net = tmp_path / "net.py"
+    net.write_text(code)
+    out = tmp_path / "out"
+    assert train_infl_eval.main(_args(csv_data, out, "--model", f"{net}:net", "--methods", "Ours",
+                                      "Random")) == 0
+    assert len(pd.read_csv(paths.influence(out, "Ours", 0))) == N_TRAIN
