@@ -26,8 +26,8 @@ logger = logging.getLogger("sgd_influence")
 DATASETS = ("mnist5k", "mnist", "cifar10", "stl10", "csv")
 
 _DATA = ("output", "dataset", "train_csv", "val_csv", "test_csv", "data_dir", "label_noise")
-_TRAIN = ("model", "width", "smooth", "lr", "lr_schedule", "lr_final", "lr_decay_epochs", "batch_size", "n_epochs",
-          "augment", "infl_epochs", "methods")
+_TRAIN = ("model", "model_nnp", "nnp_network", "init_from_nnp", "width", "smooth", "lr", "lr_schedule",
+          "lr_final", "lr_decay_epochs", "batch_size", "n_epochs", "augment", "infl_epochs", "methods")
 _DEVICE = ("context", "device_id")
 PHASE_FLAGS: dict[str, tuple[str, ...]] = {
     "train": (*_DATA, *_TRAIN, "hara_cache", *_DEVICE, "overwrite", "wait", "preset"),
@@ -75,6 +75,7 @@ def phase_parser(prog: str, doc: str | None, phase: str) -> OneLineParser:
 def config_from_folder(ns: argparse.Namespace) -> C.Config:
     """Defaults < the output folder's saved run configuration < preset < flags."""
     given = {k: v for k, v in vars(ns).items() if k in C.ALL_FIELDS}
+    C.check_one_network(given)
     out = given.get("output", C.Config.output)
     saved_path = paths.run_config(out)
     if not saved_path.exists():
@@ -86,6 +87,9 @@ def config_from_folder(ns: argparse.Namespace) -> C.Config:
     values = {k: v for k, v in saved.items() if k in keep}
     if "train_csv" in given or "dataset" in given:  # a data set given here replaces the saved one
         for k in ("dataset", "train_csv", "val_csv", "test_csv"):
+            values.pop(k, None)
+    if "model" in given or "model_nnp" in given:  # so does a network
+        for k in ("model", "model_nnp", "nnp_network", "init_from_nnp"):
             values.pop(k, None)
     if given.get("preset"):
         values.update(C.PRESETS[given["preset"]])

@@ -46,6 +46,16 @@ class Config:
     label_noise: float = _f(0.0, ["--label-noise"], "flip the labels of this fraction of training samples (seeded)")
     # --- model and training
     model: str = _f("cifarnet", ["--model"], "network: cifarnet (paper), logreg, mlp, or your own as FILE.py:FUNCTION or MODULE:FUNCTION")
+    model_nnp: str | None = _f(
+        None, ["--model-nnp"],
+        "your own network as a Neural Network Console .nnp file, instead of --model "
+        "(docs/own-network.md; default: none)")
+    nnp_network: str | None = _f(
+        None, ["--nnp-network"], "the network of --model-nnp to use (default: the one its optimizer trains)")
+    init_from_nnp: bool = _f(
+        True, ["--init-from-nnp"],
+        "start training from the parameters stored in --model-nnp, as the console's plugins do "
+        "for a trained model (--no-init-from-nnp: a seeded fresh initialisation)", bool_flag=True)
     width: int = _f(32, ["--width"], "channels of cifarnet's first block (paper: 32)")
     smooth: bool = _f(
         True, ["--smooth"],
@@ -119,7 +129,8 @@ class Config:
     # --- not a flag: the content digests of a CSV data set (train, validation or '', test),
     # filled by resolve_data; the identity of a CSV run uses them instead of the paths
     data_digest: tuple[str, ...] = _f((), [], "content digests of the CSV data set")
-    # --- not a flag: sha256 of a user network's source file, filled by resolve_data
+    # --- not a flag: sha256 of a user network's source file or --model-nnp file, filled
+    # by resolve_data
     model_digest: str = _f("", [], "content digest of a user network's file")
 
     def __post_init__(self):
@@ -153,10 +164,15 @@ class Config:
                     out[name] = self.smooth_net()
                 elif name == "data_digest":
                     out[name] = self.data_identity()
+                elif name == "model" and self.model_nnp:
+                    out.update(nnp_model_identity(self.model_nnp, self.model_digest))
                 elif name == "model" and is_user_model(self.model):
                     out.update(user_model_identity(self.model, self.model_digest))
                 elif name == "model_digest":
                     continue  # part of the model's identity (a user network only)
+                elif name in ("nnp_network", "init_from_nnp"):
+                    if self.model_nnp:  # only an .nnp network has them
+                        out[name] = _jsonable(getattr(self, name))
                 else:
                     out[name] = _jsonable(getattr(self, name))
         return out
@@ -168,7 +184,7 @@ class Config:
 
     def smooth_net(self) -> bool:
         """--smooth as it applies: only cifarnet has ReLUs and max pooling to replace."""
-        return self.smooth and self.model == "cifarnet"
+        return self.smooth and self.model == "cifarnet" and not self.model_nnp
 
     def data_identity(self) -> list[str] | None:
         """A CSV data set's content digests (computed when not resolved yet); None otherwise."""
@@ -222,6 +238,13 @@ class Config:
             raise ValueError("--train-csv: use it with -ds csv (or leave -ds out)")
         if self.is_csv and not (self.train_csv and self.test_csv):
             raise ValueError("-ds csv: expected --train-csv and --test-csv")
+        if self.nnp_network is not None and not self.model_nnp:
+            raise ValueError("--nnp-network: given without --model-nnp; expected --model-nnp FILE.nnp")
+        if not self.init_from_nnp and not self.model_nnp:
+            raise ValueError("--no-init-from-nnp: given without --model-nnp; expected --model-nnp FILE.nnp")
+        if self.model_nnp is not None and not str(self.model_nnp).lower().endswith(".nnp"):
+            raise ValueError(f"--model-nnp: expected a .nnp file (Neural Network Console's export), "
+                             f"got {self.model_nnp!r}")
         if self.model not in registry.models and ":" not in self.model:
             raise ValueError(f"--model: expected {_or(registry.models.names())} or "
                              f"FILE.py:FUNCTION, got {self.model!r}")
@@ -270,7 +293,7 @@ class Config:
         return self
 
 
-_PATH_FIELDS = ("output", "train_csv", "val_csv", "test_csv", "data_dir")
+_PATH_FIELDS = ("output", "train_csv", "val_csv", "test_csv", "data_dir", "model_nnp")
 
 
 def _or(names) -> str:
@@ -283,18 +306,18 @@ def _or(names) -> str:
 SECTIONS: dict[str, tuple[str, ...]] = {
     "run": ("output", "n_trials"),
     "data": ("dataset", "label_noise", "train_csv", "val_csv", "test_csv", "data_dir", "data_digest"),
-    "train": ("model", "model_digest", "width", "lr", "lr_schedule", "lr_final", "lr_decay_epochs", "batch_size",
-              "n_epochs", "augment", "smooth"),
+    "train": ("model", "model_digest", "model_nnp", "nnp_network", "init_from_nnp", "width", "lr",
+              "lr_schedule", "lr_final", "lr_decay_epochs", "batch_size", "n_epochs", "augment", "smooth"),
     "influence": ("infl_epochs", "hvp_scaling", "bn_influence", "methods", "hara_cache", "if_damping",
                   "if_cg_iters"),
     "eval": ("retrain_all", "remove_n_list", "noise_floor_k", "noise_floor_draws"),
     "exec": ("context", "device_id", "jobs", "overwrite", "wait", "preset"),
 }
 # in a section but not part of its identity: paths (the content digests stand for the
-# CSVs), which methods run, how Hara's parameters are obtained, and the retrains' n's
-# and draws (each names its own files)
-NOT_IDENTITY = frozenset({"train_csv", "val_csv", "test_csv", "data_dir", "methods", "hara_cache",
-                          "remove_n_list", "noise_floor_k", "noise_floor_draws"})
+# CSVs and the .nnp file), which methods run, how Hara's parameters are obtained, and the
+# retrains' n's and draws (each names its own files)
+NOT_IDENTITY = frozenset({"train_csv", "val_csv", "test_csv", "data_dir", "model_nnp", "methods",
+                          "hara_cache", "remove_n_list", "noise_floor_k", "noise_floor_draws"})
 
 
 def section_fields(*sections: str) -> tuple[str, ...]:
@@ -314,6 +337,21 @@ def user_model_identity(model: str, digest: str = "") -> dict:
     if digest:
         return {"model": f"{Path(where).name}:{fn}", "model_digest": digest}
     return {"model": f"{Path(where).name}:{fn}", "model_digest": model_source_digest(model)}
+
+
+def nnp_model_identity(path: str, digest: str = "") -> dict:
+    """An .nnp network is identified by the file's bytes, not its path or name."""
+    return {"model": "nnp", "model_digest": digest or nnp_digest(path)}
+
+
+def nnp_digest(path: str) -> str:
+    """sha256 of an .nnp file (one line naming --model-nnp when unreadable)."""
+    import hashlib
+
+    try:
+        return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()
+    except OSError as exc:
+        raise ValueError(f"--model-nnp: {path}: file not readable ({exc.strerror or exc})") from exc
 
 
 def model_source_digest(model: str) -> str:
@@ -394,7 +432,8 @@ def add_arguments(parser: argparse.ArgumentParser, names=ALL_FIELDS) -> None:
         text = md["help"] if "default:" in md["help"] else f"{md['help']} (default: {default_txt})"
         kw = dict(dest=name, default=argparse.SUPPRESS, help=text)
         if md.get("bool_flag"):
-            kw["action"] = argparse.BooleanOptionalAction if name in ("augment", "smooth") else "store_true"
+            negatable = ("augment", "smooth", "init_from_nnp")
+            kw["action"] = argparse.BooleanOptionalAction if name in negatable else "store_true"
         else:
             base = f.default
             typ = type(base[0]) if isinstance(base, tuple) else (type(base) if base is not None else str)
@@ -432,7 +471,14 @@ def from_args(ns: argparse.Namespace, **overrides) -> Config:
             values[k] = tuple(v)
     if values.get("train_csv") and "dataset" not in given:
         values["dataset"] = "csv"
+    check_one_network(given)
     return Config(**values).validate()
+
+
+def check_one_network(given: dict) -> None:
+    """--model and --model-nnp both name the network: one of them."""
+    if given.get("model_nnp") and "model" in given:
+        raise ValueError("--model-nnp: given with --model; the .nnp file is the network, give one of them")
 
 
 def resolve_data(cfg: Config) -> Config:
@@ -457,7 +503,12 @@ def resolve_data(cfg: Config) -> Config:
 
 def _absolute_model(cfg: Config) -> Config:
     """A user network's file as an absolute path (a task started elsewhere finds it); a
-    missing file is one line naming --model."""
+    missing file is one line naming --model (or --model-nnp)."""
+    if cfg.model_nnp:
+        path = Path(cfg.model_nnp).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"--model-nnp: {cfg.model_nnp}: file not found")
+        return dataclasses.replace(cfg, model_nnp=str(path.resolve()), model_digest=nnp_digest(str(path)))
     if not is_user_model(cfg.model):
         return dataclasses.replace(cfg, model_digest="")
     where, _, fn = cfg.model.rpartition(":")

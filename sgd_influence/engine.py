@@ -17,7 +17,7 @@ import nnabla.solvers as S
 import numpy as np
 
 from . import preprocess
-from .models import BN_DECAY, ModelSpec, Network, input_variables
+from .models import BN_DECAY, ModelError, ModelSpec, Network, NnpSource, input_variables
 
 if TYPE_CHECKING:
     from .data import ImageSource
@@ -64,7 +64,10 @@ class Prepared:
 
 
 def load_prepared(cfg, seed: int) -> Prepared:
-    """Load the trial's data set through the data layer, resize, inject label noise."""
+    """Load the trial's data set through the data layer, resize, inject label noise.
+
+    An .nnp network's image input (C, H, W) decides the size the images are prepared
+    at; images with another number of channels are refused (one line naming both)."""
     from . import data
 
     if cfg.is_csv:
@@ -73,10 +76,31 @@ def load_prepared(cfg, seed: int) -> Prepared:
     else:
         ds = data.load_dataset(cfg.dataset, seed, cfg.data_dir)
     images = data.ImageSource(cfg.dataset, cfg.data_dir, cfg.train_csv)
-    return prepare(ds, seed, cfg.label_noise, images)
+    size = None
+    if cfg.model_nnp:
+        from .models import nnp
+
+        layout = nnp.inspect(nnp_source(cfg))
+        c, h, w = layout.in_shape
+        got = tuple(int(s) for s in ds.train.images.shape[1:])
+        if got[0] != c:
+            raise ModelError(
+                f"network {layout.name}: its image input {layout.image} is {c}x{h}x{w} (C, H, W); "
+                f"the data set's images are {'x'.join(map(str, got))} and cannot be brought to "
+                f"{c} channel(s)")
+        size = (h, w)
+    return prepare(ds, seed, cfg.label_noise, images, size=size)
 
 
-def prepare(ds, seed: int, label_noise: float = 0.0, images: ImageSource | None = None) -> Prepared:
+def nnp_source(cfg) -> NnpSource:
+    """The .nnp network a configuration asks for (--model-nnp, --nnp-network, --init-from-nnp)."""
+    return NnpSource(cfg.model_nnp, cfg.nnp_network, cfg.init_from_nnp, cfg.model_digest)
+
+
+def prepare(ds, seed: int, label_noise: float = 0.0, images: ImageSource | None = None,
+            size: tuple[int, int] | None = None) -> Prepared:
+    """``ds`` resized (to ``size`` (H, W) when given, see preprocess.resize_images),
+    its training labels noised."""
     from . import noise
 
     y = np.asarray(ds.train.labels, np.int64)
@@ -85,11 +109,11 @@ def prepare(ds, seed: int, label_noise: float = 0.0, images: ImageSource | None 
     else:
         noisy, flipped = y, np.zeros(len(y), bool)
     return Prepared(
-        train_x=preprocess.resize_images(ds.train.images),
+        train_x=preprocess.resize_images(ds.train.images, size),
         train_y=noisy,
-        val_x=preprocess.resize_images(ds.val.images),
+        val_x=preprocess.resize_images(ds.val.images, size),
         val_y=np.asarray(ds.val.labels, np.int64),
-        test_x=preprocess.resize_images(ds.test.images),
+        test_x=preprocess.resize_images(ds.test.images, size),
         test_y=np.asarray(ds.test.labels, np.int64),
         train_rows=np.asarray(ds.train.rows, np.int64),
         train_paths=tuple(ds.train.paths),
@@ -102,15 +126,18 @@ def prepare(ds, seed: int, label_noise: float = 0.0, images: ImageSource | None 
 
 def model_spec(cfg, data: Prepared) -> ModelSpec:
     """The network a configuration asks for, shaped for the prepared data."""
+    if cfg.model_nnp:
+        return ModelSpec("nnp", data.in_shape, data.num_classes, cfg.width, nnp=nnp_source(cfg))
     return ModelSpec(cfg.model, data.in_shape, data.num_classes, cfg.width, smooth=cfg.smooth_net())
 
 
 def check_network(cfg) -> None:
-    """Build a user network once on trial 0's data before any work starts: a network that
-    cannot be used is one line (ModelError) and nothing is written."""
+    """Build a user network (a Python one or an .nnp file's) once on trial 0's data before
+    any work starts: a network that cannot be used is one line (ModelError) and nothing
+    is written."""
     from .config import is_user_model
 
-    if is_user_model(cfg.model):
+    if is_user_model(cfg.model) or cfg.model_nnp:
         data = load_prepared(cfg, 0)
         Network(model_spec(cfg, data), 0)
 
@@ -124,6 +151,8 @@ class Engine:
         self.data = data
         self.augment = augment
         self.net = Network(spec, seed)
+        # None: preprocess.normalize; a number: pixels times it (an .nnp network's 1/255)
+        self.pixel_scale = getattr(self.net.model, "pixel_scale", None)
         self.solver = S.Sgd(lr=1.0)
         self.solver.set_parameters(self.net.trainable)
         self._train_graphs: dict[int, tuple] = {}
@@ -131,10 +160,14 @@ class Engine:
         self._eval_graphs: dict[int, tuple] = {}
 
     # ---------------------------------------------------------------- inputs
+    def inputs(self, images: np.ndarray) -> np.ndarray:
+        """The network input of uint8 images (no augmentation), as the network wants it."""
+        return preprocess.scaled(images, self.pixel_scale)
+
     def train_inputs(self, idx: np.ndarray, seeds: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Network input (augmented with the recorded seeds) and labels of training samples."""
         images = self.data.train_x[idx]
-        x = preprocess.batch_inputs(images, seeds if self.augment else None)
+        x = preprocess.batch_inputs(images, seeds if self.augment else None, self.pixel_scale)
         return x, self.data.train_y[idx][:, None]
 
     # ---------------------------------------------------------------- training
@@ -220,7 +253,7 @@ class Engine:
             xb = images[start : start + EVAL_BATCH]
             yb = labels[start : start + EVAL_BATCH]
             x, t, logits, losses = self._eval_graph(len(yb))
-            x.d = preprocess.normalize(xb)
+            x.d = self.inputs(xb)
             t.d = yb[:, None]
             losses.forward(clear_buffer=True)
             total_loss += float(losses.d.astype(np.float64).sum())

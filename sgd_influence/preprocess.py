@@ -1,14 +1,17 @@
 """Image preprocessing: resize once, seeded per-sample augmentation, normalisation.
 
 * Resize: to a square of side clamp(short edge, 32, 128) (MNIST 28 -> 32, CIFAR-10 32,
-  STL-10 96), bilinear, done once per split on uint8 images.
+  STL-10 96), bilinear, done once per split on uint8 images; a network with an input
+  size of its own (an .nnp network's (C, H, W)) gets its (H, W) instead.
 * Augmentation (training only): 4-pixel zero padding, a random 32x32-style crop back to
   the original size and a random horizontal flip. The crop offsets and the flip of a
   sample are a pure function of its 64-bit augmentation seed (SplitMix64 hash), so the
   identical augmented image is produced in training, influence and retraining, in any
   process, without constructing any nnabla graph.
 * Normalisation: pixels scaled to [0, 1]; one channel (x - 0.5) / 0.5; three channels
-  the CIFAR-10 mean (0.4914, 0.4822, 0.4465) and std (0.2023, 0.1994, 0.2010).
+  the CIFAR-10 mean (0.4914, 0.4822, 0.4465) and std (0.2023, 0.1994, 0.2010). A network
+  with a ``pixel_scale`` of its own (an .nnp network: 1/255, as Neural Network Console
+  feeds images) gets the pixels times that scale instead.
 """
 
 from __future__ import annotations
@@ -28,17 +31,21 @@ def target_side(h: int, w: int) -> int:
     return int(min(max(min(h, w), MIN_SIDE), MAX_SIDE))
 
 
-def resize_images(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, C, H, W) -> uint8 (N, C, S, S) with S = clamp(min(H, W), 32, 128)."""
+def resize_images(images: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+    """uint8 (N, C, H, W) -> uint8 (N, C, S, S) with S = clamp(min(H, W), 32, 128), or
+    (N, C, *size) when a size (H', W') is given."""
     n, c, h, w = images.shape
-    side = target_side(h, w)
-    if (h, w) == (side, side):
+    if size is None:
+        side = target_side(h, w)
+        size = (side, side)
+    size = (int(size[0]), int(size[1]))
+    if (h, w) == size:
         return images
-    out = np.empty((n, c, side, side), np.uint8)
+    out = np.empty((n, c, *size), np.uint8)
     for i in range(n):
         for ch in range(c):
             img = Image.fromarray(images[i, ch])
-            out[i, ch] = np.asarray(img.resize((side, side), Image.BILINEAR))
+            out[i, ch] = np.asarray(img.resize((size[1], size[0]), Image.BILINEAR))
     return out
 
 
@@ -91,8 +98,17 @@ def normalize(images: np.ndarray) -> np.ndarray:
     return (x - np.float32(0.5)) / np.float32(0.5)
 
 
-def batch_inputs(images: np.ndarray, seeds: np.ndarray | None) -> np.ndarray:
-    """The network input of a batch: augmented (when seeds are given) and normalised."""
+def scaled(images: np.ndarray, scale: float | None = None) -> np.ndarray:
+    """uint8 images as network input: :func:`normalize` (``scale`` None), or the pixel
+    values times ``scale`` (float32)."""
+    if scale is None:
+        return normalize(images)
+    return images.astype(np.float32) * np.float32(scale)
+
+
+def batch_inputs(images: np.ndarray, seeds: np.ndarray | None, scale: float | None = None) -> np.ndarray:
+    """The network input of a batch: augmented (when seeds are given) and normalised
+    (or times ``scale``, see :func:`scaled`)."""
     if seeds is not None:
         images = augment(images, seeds)
-    return normalize(images)
+    return scaled(images, scale)

@@ -30,7 +30,6 @@ import nnabla as nn
 import nnabla.functions as F
 import numpy as np
 
-from .. import preprocess
 from ..engine import EVAL_BATCH, Engine
 from ..models import BN_DECAY, input_variables, sample_losses
 
@@ -246,7 +245,7 @@ class GradientOps:
         for start in range(0, n, EVAL_BATCH):
             yb = d.val_y[start : start + EVAL_BATCH]
             g = self.graph(kind, len(yb))
-            g.x.d = preprocess.normalize(d.val_x[start : start + EVAL_BATCH])
+            g.x.d = self.engine.inputs(d.val_x[start : start + EVAL_BATCH])
             g.t.d = yb[:, None]
             g.run.forward(clear_no_need_grad=True)
             g.run.backward(1.0 / n, clear_buffer=True)

@@ -48,6 +48,7 @@ import nnabla.initializer as I
 import numpy as np
 
 from . import registry
+from .nnp import NnpModel, NnpSource
 from .registry import ModelError
 from .user import function_model
 
@@ -69,24 +70,33 @@ class Model(Protocol):
     def export_name(self, name: str) -> str:
         """The name an array is saved under in ``final.h5``."""
 
+    # Optional: ``pixel_scale`` (a float) makes the engine feed uint8 pixels times it
+    # (an .nnp network: / 255, as Neural Network Console does) instead of
+    # preprocess.normalize; absent or None: the project's normalisation.
+
 
 @dataclass(frozen=True)
 class ModelSpec:
     """What a network is: its registered name (or ``file.py:function``), input shape
-    (C, H, W), classes, and the built-in networks' width and --smooth."""
+    (C, H, W), classes, and the built-in networks' width and --smooth; ``nnp``: a
+    Neural Network Console file's network instead (``arch`` is then only its label)."""
 
     arch: str
     in_shape: tuple[int, int, int]
     num_classes: int
     width: int = 32  # channels of cifarnet's first block (32 in the paper)
     smooth: bool = False  # cifarnet: softplus and average pooling instead of ReLU / max
+    nnp: NnpSource | None = None
 
     def __post_init__(self):
-        registry.check_name(self.arch)
+        if self.nnp is None:
+            registry.check_name(self.arch)
         if self.width < 1:
             raise ValueError(f"--width: expected a positive integer, got {self.width}")
 
     def model(self) -> Model:
+        if self.nnp is not None:
+            return NnpModel(self.nnp, self.num_classes)
         if registry.is_user(self.arch):
             return function_model(self.arch, self.num_classes)
         return registry.factory(self.arch)(self)

@@ -1,0 +1,246 @@
+"""Neural Network Console networks (``--model-nnp FILE.nnp``): an .nnp written here with
+nnabla's own saver from a parametric-function network with batch normalisation, read
+back through the model seam (same logits as the PF network on the same parameters), run
+end to end from a small CSV data set, identified by its bytes, and the refusals."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections import OrderedDict
+from pathlib import Path
+
+import h5py
+import nnabla as nn
+import nnabla.functions as F
+import nnabla.parametric_functions as PF
+import nnabla.solvers as S
+import numpy as np
+import pandas as pd
+import pytest
+from nnabla.utils.save import save
+from synth import write_csv_split
+
+import train_infl_eval
+from sgd_influence import config as C
+from sgd_influence import engine, paths
+from sgd_influence.models import ModelError, Network, NnpModel, NnpSource
+
+N_TRAIN, N_VAL, N_TEST = 48, 24, 24
+BATCH = 8  # the batch size the file is saved with; the project builds it at any other
+
+
+def pf_net(x, classes: int, batch_stat: bool, *, flat: bool = False, dropout: bool = False):
+    """conv -> PF.batch_normalization -> relu -> max pool -> affine (flat: affine first)."""
+    if flat:
+        h = F.relu(PF.batch_normalization(PF.affine(x, 8, name="fc0"), batch_stat=batch_stat, name="bn"))
+    else:
+        h = PF.convolution(x, 4, (3, 3), pad=(1, 1), name="conv")
+        h = F.relu(PF.batch_normalization(h, batch_stat=batch_stat, name="bn"))
+        if dropout:
+            h = F.dropout(h, 0.5)
+        h = F.max_pooling(h, (4, 4))
+    return PF.affine(h, classes, name="fc")
+
+
+def save_nnp(path: Path, *, shape=(1, 28, 28), classes: int = 4, flat: bool = False,
+             dropout: bool = False, raw_pixels: bool = False, seed: int = 0) -> OrderedDict:
+    """Write an .nnp (training network, optimizer, data set, runtime executor) the way
+    nnabla.utils.save.save expects; returns the parameter scope it was made in."""
+    scope: OrderedDict = OrderedDict()
+    rng = np.random.default_rng(seed)
+    with nn.parameter_scope("", scope):
+        x = nn.Variable((BATCH, int(np.prod(shape))) if flat else (BATCH, *shape))
+        t = nn.Variable((BATCH, 1))
+        y = pf_net(x, classes, True, flat=flat, dropout=dropout)
+        loss = F.mean(F.softmax_cross_entropy(y, t))
+        for name, v in nn.get_parameters(grad_only=False).items():  # BN statistics that matter
+            d = rng.uniform(0.5, 2.0, v.shape) if name.endswith("/var") else rng.normal(0, 0.5, v.shape)
+            v.d = d.astype(np.float32)
+        solver = S.Sgd(0.1)
+        solver.set_parameters(nn.get_parameters())
+        save(str(path), {
+            "networks": [
+                {"name": "training", "batch_size": BATCH, "outputs": {"loss": loss},
+                 "names": {"x": x, "y": t}},
+                {"name": "runtime", "batch_size": BATCH, "outputs": {"y": y}, "names": {"x": x}}],
+            "optimizers": [
+                {"name": "optimizer", "solver": solver, "network": "training", "dataset": "train",
+                 "weight_decay": 0, "lr_decay": 1, "lr_decay_interval": 1, "update_interval": 1}],
+            "datasets": [
+                {"name": "train", "uri": "train.csv", "variables": {"x": x, "y": t}, "shuffle": True,
+                 "batch_size": BATCH, "no_image_normalization": raw_pixels}],
+            "executors": [{"name": "runtime", "network": "runtime", "data": ["x"], "output": ["y"]}],
+        })
+    return scope
+
+
+@pytest.fixture(scope="module")
+def nnp_file(tmp_path_factory) -> tuple[Path, OrderedDict]:
+    path = tmp_path_factory.mktemp("nnp") / "net.nnp"
+    return path, save_nnp(path)
+
+
+@pytest.fixture(scope="module")
+def csv_data(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("nnpdata")
+    rng = np.random.default_rng(5)
+    return {k: write_csv_split(folder, k, n, rng)
+            for k, n in (("train", N_TRAIN), ("val", N_VAL), ("test", N_TEST))}
+
+
+def _args(csv_data, out, *extra) -> list[str]:
+    return ["-o", str(out), "--train-csv", str(csv_data["train"]), "--val-csv", str(csv_data["val"]),
+            "--test-csv", str(csv_data["test"]), "-e", "2", "--batch-size", "16", "--lr", "0.05",
+            "-nt", "1", "-r", "0", "4", "8", "--noise-floor-draws", "0", "--jobs", "1", *extra]
+
+
+def _pf_logits(scope, x: np.ndarray, batch_stat: bool) -> np.ndarray:
+    with nn.parameter_scope("", scope):
+        xv = nn.Variable(x.shape)
+        y = pf_net(xv, 4, batch_stat)
+    xv.d = x
+    y.forward(clear_buffer=True)
+    return y.d.copy()
+
+
+# --------------------------------------------------------------------------- the seam
+def test_an_nnp_network_gives_the_pf_networks_logits_on_its_parameters(nnp_file):
+    path, scope = nnp_file
+    with nn.parameter_scope("", scope):
+        stored = {k: v.d.copy() for k, v in nn.get_parameters(grad_only=False).items()}
+    model = NnpModel(NnpSource(str(path)))
+    assert model.layout.network == "training" and model.layout.image == "x"
+    assert model.in_shape == (1, 28, 28) and model.pixel_scale == pytest.approx(1 / 255)
+    net = Network(model, 0, model.in_shape)
+    # the .nnp's names in the network's scope, its stored values, nothing left in the global one
+    assert list(net.variables) == list(stored) and not nn.get_parameters(grad_only=False)
+    for k, v in net.variables.items():
+        np.testing.assert_array_equal(v.d, stored[k])
+    assert set(net.trainable) == set(stored) - {"bn/bn/mean", "bn/bn/var"}
+    assert net.bn_layers == [("bn/bn/mean", "bn/bn/var")]
+    rng = np.random.default_rng(1)
+    for b in (1, 5):  # any batch size, not only the file's
+        x = rng.random((b, 1, 28, 28)).astype(np.float32)
+        xv = nn.Variable(x.shape)
+        y = net.logits(xv, bn="eval")
+        xv.d = x
+        y.forward(clear_buffer=True)
+        np.testing.assert_allclose(y.d, _pf_logits(scope, x, False), rtol=1e-5, atol=1e-6)
+    x = rng.random((6, 1, 28, 28)).astype(np.float32)
+    xv = nn.Variable(x.shape)
+    y = net.logits(xv, bn="batch")  # batch statistics, the running ones untouched
+    xv.d = x
+    y.forward(clear_buffer=True)
+    np.testing.assert_allclose(y.d, _pf_logits(OrderedDict(_copy(scope)), x, True), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(net.variables["bn/bn/mean"].d, stored["bn/bn/mean"])
+
+
+def _copy(scope):
+    """A scope of copies (a PF graph with batch_stat=True moves the running statistics)."""
+    out: OrderedDict = OrderedDict()
+    with nn.parameter_scope("", scope):
+        params = nn.get_parameters(grad_only=False)
+    with nn.parameter_scope("", out):
+        for k, v in params.items():
+            nn.parameter.get_parameter_or_create(k, v.shape, v.d.copy(), need_grad=v.need_grad)
+    return out
+
+
+def test_no_init_from_nnp_is_a_seeded_fresh_start_and_the_runtime_network_is_the_same(nnp_file):
+    path, _ = nnp_file
+    fresh = [Network(NnpModel(NnpSource(str(path), from_file=False)), s, (1, 28, 28)) for s in (3, 3, 4)]
+    a, b, c = (n.state_dict() for n in fresh)
+    assert all(np.array_equal(a[k], b[k]) for k in a) and not np.array_equal(a["fc/affine/W"], c["fc/affine/W"])
+    assert not a["conv/conv/b"].any() and (a["bn/bn/gamma"] == 1).all() and (a["bn/bn/var"] == 1).all()
+    stored = Network(NnpModel(NnpSource(str(path))), 0, (1, 28, 28)).state_dict()
+    assert not np.array_equal(a["conv/conv/W"], stored["conv/conv/W"])
+    runtime = NnpModel(NnpSource(str(path), network="runtime"))
+    assert runtime.layout.logits == "y" and runtime.layout.params == tuple(stored)
+
+
+def test_the_files_data_set_decides_the_pixel_scale_and_its_input_the_image_size(csv_data, tmp_path):
+    path = tmp_path / "raw.nnp"
+    save_nnp(path, shape=(1, 20, 24), raw_pixels=True)
+    cfg = C.resolve_data(C.Config(dataset="csv", train_csv=str(csv_data["train"]), val_csv=str(csv_data["val"]),
+                                  test_csv=str(csv_data["test"]), model_nnp=str(path)))
+    data = engine.load_prepared(cfg, 0)
+    assert data.in_shape == (1, 20, 24)  # not the project's 32x32
+    eng = engine.Engine(engine.model_spec(cfg, data), 0, data, augment=False)
+    assert eng.pixel_scale == 1.0
+    np.testing.assert_array_equal(eng.inputs(data.test_x[:3]), data.test_x[:3].astype(np.float32))
+    loss, acc = eng.evaluate_split("test")
+    assert np.isfinite(loss) and 0 <= acc <= 1
+
+
+def test_the_identity_is_the_files_bytes_not_its_path(nnp_file, tmp_path):
+    path, _ = nnp_file
+    ident = C.resolve_data(C.Config(model_nnp=str(path))).train_identity()
+    assert ident["model"] == "nnp" and ident["init_from_nnp"] is True and ident["nnp_network"] is None
+    assert str(path) not in str(ident) and "model_nnp" not in ident
+    moved = tmp_path / "elsewhere.nnp"
+    shutil.copy(path, moved)
+    assert C.resolve_data(C.Config(model_nnp=str(moved))).train_identity() == ident
+    assert C.resolve_data(C.Config(model_nnp=str(path), init_from_nnp=False)).train_identity() != ident
+    assert "init_from_nnp" not in C.Config().train_identity()  # other networks' identity unchanged
+
+
+# --------------------------------------------------------------------------- end to end
+def test_an_nnp_network_runs_end_to_end_and_the_same_file_elsewhere_is_the_same_run(
+        nnp_file, csv_data, tmp_path, caplog):
+    path, _ = nnp_file
+    out = tmp_path / "out"
+    assert train_infl_eval.main(_args(csv_data, out, "--model-nnp", str(path))) == 0
+    with h5py.File(paths.final_model(out, 0), "r") as h5:
+        assert {"conv/conv/W", "bn/bn/mean", "bn/bn/var", "fc/affine/W"} <= set(_datasets(h5))
+        assert h5["conv/conv/W"].shape == (4, 1, 3, 3)
+    for m in ("Hara", "Ours", "Random"):
+        assert paths.influence(out, m, 0).exists() and paths.score(out, m, 8, 0).exists()
+    hara = pd.read_csv(paths.influence(out, "Hara", 0))["influence"]  # exact BN walk on the file's BN
+    assert len(hara) == N_TRAIN and np.isfinite(hara).all() and hara.std() > 0
+    record = paths.record(out, 0).stat().st_mtime_ns
+    moved = tmp_path / "copy" / "renamed.nnp"
+    moved.parent.mkdir()
+    shutil.copy(path, moved)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="sgd_influence"):
+        assert train_infl_eval.main(_args(csv_data, out, "--model-nnp", str(moved))) == 0
+    assert "nothing to do" in caplog.text and paths.record(out, 0).stat().st_mtime_ns == record
+
+
+def _datasets(h5) -> list[str]:
+    names: list[str] = []
+    h5.visit(lambda k: names.append(k) if isinstance(h5[k], h5py.Dataset) else None)
+    return names
+
+
+# --------------------------------------------------------------------------- refusals
+@pytest.mark.parametrize("kind,extra,expected", [
+    ("flat", (), "no image input"),
+    ("dropout", (), "(Dropout) draws new random numbers"),
+    ("rgb", (), "is 3x28x28 (C, H, W); the data set's images are 1x28x28"),
+    ("good", ("--nnp-network", "nothere"), "has no network 'nothere'"),
+    ("good", ("--model", "mlp"), "give one of them"),
+    ("garbage", (), "not a readable .nnp file"),
+])
+def test_nnp_networks_that_cannot_be_used_are_one_line_and_write_nothing(
+        csv_data, tmp_path, caplog, kind, extra, expected):
+    path = tmp_path / f"{kind}.nnp"
+    if kind == "garbage":
+        path.write_bytes(b"not a zip")
+    else:
+        save_nnp(path, flat=kind == "flat", dropout=kind == "dropout",
+                 shape=(3, 28, 28) if kind == "rgb" else (1, 28, 28))
+    out = tmp_path / "out"
+    caplog.clear()
+    assert train_infl_eval.main(_args(csv_data, out, "--model-nnp", str(path), *extra)) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and expected in errors[0] and "\n" not in errors[0], errors
+    assert not out.exists() or not any(f.is_file() for f in out.rglob("*") if f.name != ".lock")
+
+
+def test_a_model_error_names_the_layer(tmp_path):
+    path = tmp_path / "drop.nnp"
+    save_nnp(path, dropout=True)
+    with pytest.raises(ModelError, match=r"network drop.nnp:training: layer \S*Dropout\S* \(Dropout\)"):
+        NnpModel(NnpSource(str(path)))
