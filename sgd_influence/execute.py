@@ -269,7 +269,7 @@ def _run_dask(plan: Plan, steps: list[Step], report: Report, bar, jobs: int,
                     os.environ[k] = v
     try:
         client = Client(cluster if cluster is not None else scheduler)
-    except OSError as exc:
+    except (OSError, ValueError, TypeError) as exc:
         if cluster is not None:
             cluster.close()
         raise ValueError(f"--scheduler: no Dask scheduler reachable at {scheduler} ({one_line(exc)})") from exc

@@ -206,7 +206,16 @@ def check_influence(cfg: C.Config, method: str) -> None:
     old = None if path.exists() else _legacy(paths.influence_identity(out), identity)
     if old is not None and not describe_diff(old, identity):
         return
-    if not check_saved(path, identity, False, "influence result"):
+    try:
+        same = check_saved(path, identity, False, "influence result")
+    except C.ConfigMismatch:
+        saved = read_identity(path) or {}
+        raise C.ConfigMismatch(
+            f"{path}: the {method} scores were computed with other settings "
+            f"({describe_diff(saved, identity)}); give the influence run's settings, or compute "
+            "the influence again with yours (python -m sgd_influence.infl, or the whole pipeline)"
+        ) from None
+    if not same:
         raise FileNotFoundError(f"{path}: no influence results (run the influence phase first)")
 
 

@@ -175,6 +175,11 @@ class Plan:
         if "eval" in self.phases:
             n_train = Record.load(paths.record(self.out, seed)).n_train
             jobs, skipped = plan_jobs(self.cfg, seed, n_train)
+            if skipped and not any(j.n in self.cfg.remove_n_list and not j.is_floor for j in jobs):
+                raise ValueError(
+                    f"-r/--remove_n_list: every n ({' '.join(str(n) for n in skipped)}) is not "
+                    f"smaller than the training set of seed {seed} ({n_train} samples): nothing to "
+                    "retrain; give smaller numbers (the training run is kept)")
             key = (n_train, tuple(skipped))
             if skipped and key not in self._warned:
                 self._warned.add(key)

@@ -535,3 +535,21 @@ def test_scores_do_not_depend_on_the_process_blas_threads(tmp_path):
             scores = compute_scores(cfg, 0, "Ours", data, facts=facts)
             got[threads] = (scores.tobytes(), repr(facts["u_growth"]))
     assert got[1] == got[2]
+
+
+def test_messages_name_the_flag_and_advise_what_works(run, logs):
+    data, out = run
+    # every n not smaller than the training set: one line naming -r, not "run eval first"
+    assert _run(_argv(data, out, "-r", "500", "--noise-floor-k", "1", "500")) == 2
+    err = _one_error(logs, "-r/--remove_n_list", "40 samples", "nothing to retrain")
+    assert "evaluation phase" not in err
+    assert any("--noise-floor-k" in m and "500" in m for m in logs.at(logging.WARNING))
+    logs.clear()
+    # the evaluation alone with other influence settings: no advice of an --overwrite that
+    # would refuse the same way
+    assert cli.eval_main(["-o", str(out), "-r", "0", "3", "--hvp-scaling", "reference"]) == 2
+    err = _one_error(logs, "hvp_scaling", "python -m sgd_influence.infl")
+    assert "--overwrite" not in err
+    logs.clear()
+    assert _run(_argv(data, out.parent / "fresh", "--jobs", "2", "--scheduler", "notaurl::")) == 2
+    _one_error(logs, "--scheduler", "notaurl::")

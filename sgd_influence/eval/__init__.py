@@ -138,9 +138,15 @@ def plan_jobs(cfg: C.Config, seed: int, n_train: int) -> tuple[list[EvalJob], li
             jobs.append(EvalJob(seed, 0, tuple(cfg.methods), epochs))
         else:
             jobs.extend(EvalJob(seed, n, (m,), epochs) for m in cfg.methods)
+    floor_skipped = []
     for k in sorted(set(int(k) for k in cfg.noise_floor_k)):
         if k < n_train:
             jobs.extend(EvalJob(seed, k, (), epochs, draw=d) for d in range(cfg.noise_floor_draws))
+        elif cfg.noise_floor_draws > 0:
+            floor_skipped.append(k)
+    if floor_skipped:
+        logger.warning("--noise-floor-k: skipping %s: not smaller than the training set (%d samples)",
+                       " ".join(str(k) for k in floor_skipped), n_train)
     return jobs, skipped
 
 
