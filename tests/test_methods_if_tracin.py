@@ -284,7 +284,7 @@ def test_pipeline_runs_if_and_tracin(tmp_path):
     facts = fileio.read_json(paths.influence_stats(out, "IF", 0))
     assert facts["method"] == "IF" and facts["hvps"] == facts["cg_iters"] + 1 > 1
     assert fileio.read_json(paths.influence_stats(out, "TracIn", 0))["checkpoints"] == 1
-    assert fileio.read_json(paths.influence_identity(out))["if_damping"] == 0.05
+    assert fileio.read_json(paths.method_identity(out, "IF"))["if_damping"] == 0.05
     ranks = {m: pd.read_csv(paths.influence(out, m, 0))["datasource_index"].tolist()
              for m in ("IF", "TracIn", "Random")}
     assert ranks["IF"] != ranks["Random"] and ranks["TracIn"] != ranks["Random"]
@@ -313,10 +313,15 @@ def test_if_settings_flags_and_older_identities(tmp_path):
     for bad, flag in (({"if_damping": 0.0}, "--if-damping"), ({"if_cg_iters": 0}, "--if-cg-iters")):
         with pytest.raises(ValueError, match=flag):
             C.Config(**bad).validate()
-    # an influence identity saved before IF existed stands for IF's defaults
+    # IF's settings are IF's identity only: changing them never touches another method's
+    from sgd_influence import folders
+
+    other = C.Config(if_damping=0.1)
+    for m in ("Hara", "Ours", "TracIn", "Random"):
+        assert folders.influence_identity(other, m) == folders.influence_identity(C.Config(), m)
+        assert not any(k.startswith("if_") for k in folders.influence_identity(other, m))
+    assert folders.influence_identity(other, "IF")["if_damping"] == 0.1
     path = tmp_path / "identity.json"
-    default = C.Config().infl_identity()
-    fileio.write_json(path, {k: v for k, v in default.items() if not k.startswith("if_")})
-    assert C.check_saved(path, default, False, "influence result")
+    fileio.write_json(path, folders.influence_identity(C.Config(), "IF"))
     with pytest.raises(C.ConfigMismatch, match="if_damping"):
-        C.check_saved(path, C.Config(if_damping=0.1).infl_identity(), False, "influence result")
+        folders.check_saved(path, folders.influence_identity(other, "IF"), False, "influence result")
