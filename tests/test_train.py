@@ -178,7 +178,8 @@ def test_training_outputs_epoch_snapshots_and_optional_step_cache(tmp_path, smal
     with np.load(paths.record(tmp_path, 0), allow_pickle=False) as z:  # not pickled
         assert set(z.files) >= {"epoch", "lr", "indices", "aug_seeds", "batch_size"}
     assert rec.n_steps == 10 and rec.n_epochs == 2 and list(rec.window(1)) == list(range(5, 10))
-    snaps = sorted(p.name for p in paths.train_dir(tmp_path, 0).glob("snapshots/*"))
+    snaps = sorted(p.name for p in paths.train_dir(tmp_path, 0).glob("snapshots/*")
+                   if not p.name.endswith(".sha256"))  # (each with its checksum beside it)
     assert snaps == ["epoch_000.npz", "epoch_001.npz", "epoch_002.npz"]  # nothing per step
     hist = pd.read_csv(paths.history(tmp_path, 0))
     assert list(hist["epoch"]) == [1, 2]
