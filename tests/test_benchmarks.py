@@ -169,6 +169,14 @@ def _replay(tmp: Path, request) -> None:
     assert "scores identical bit for bit: True" in out, out
 
 
+@smoke("bench_checksum.py")
+def _checksum(tmp: Path, request) -> None:
+    out = run(tmp, "bench_checksum.py", "--smoke").stdout
+    assert "(4 rows x 1000 float32)" in out, out
+    assert re.search(rf"^write with sha256: {NUMBER} s, of which hashing about {NUMBER} s", out, re.M), out
+    assert re.search(r"verified: True$", out, re.M), out
+
+
 def test_every_script_is_found():
     assert {"bench_train.py", "bench_datasets.py", "bench_label_noise.py"} <= set(SCRIPTS)
 
