@@ -28,7 +28,8 @@ method's scores against it.
     python benchmarks/bench_lds.py [--networks relu smooth logreg] [--width 4]
         [--n-train 256] [--n-val 500] [--batch 32] [--epochs 4] [--decay-epochs 2]
         [--lr 0.05] [--lr-logreg 0.005] [--alphas 0.01 0.05 0.1 0.5] [--m 50]
-        [--boot 1000] [--loo 0] [--seed 0] [--smoke]
+        [--boot 1000] [--loo 0] [--methods Hara Ours IF TracIn Random] [--if-damping 0.01]
+        [--seed 0] [--smoke]
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def measure(net: str, a, data) -> dict:
     lr = a.lr_logreg if fields["model"] == "logreg" else a.lr
     cfg = C.Config(output=tempfile.mkdtemp(prefix=f"bench_lds_{net}_"), width=a.width, n_epochs=a.epochs,
                    infl_epochs=1, batch_size=a.batch, lr=lr, lr_decay_epochs=a.decay_epochs,
-                   augment=False, methods=tuple(a.methods), **fields).validate()
+                   augment=False, methods=tuple(a.methods), if_damping=a.if_damping, **fields).validate()
     t0 = time.perf_counter()
     run_training(cfg, a.seed, data)
     t_train = time.perf_counter() - t0
@@ -182,7 +183,7 @@ def report(a, results: list[dict], seconds: float) -> None:
     print(f"mnist5k subset n={a.n_train} (val {a.n_val}), width {a.width}, batch {a.batch}, {a.epochs} epochs, "
           f"lr cifarnet {a.lr} / logreg {a.lr_logreg}, cosine decay to lr/100 over the last {a.decay_epochs} "
           f"epoch(s), window = last epoch, M = {a.m} subsets per alpha, {a.boot} bootstrap resamples, "
-          f"seed {a.seed}")
+          f"IF damping {a.if_damping:g}, seed {a.seed}")
     width = 20
     print(f"{'network':28s} {'alpha':>5s} {'k':>4s} {'sd real':>8s} "
           + " ".join(f"{m:>{width}s}" for m in a.methods))
@@ -235,6 +236,8 @@ def main() -> None:
     ap.add_argument("--boot", type=int, default=1000, help="bootstrap resamples of the M subsets")
     ap.add_argument("--loo", type=int, default=0,
                     help="also single-sample leave-one-out on this many samples (0: not measured)")
+    ap.add_argument("--if-damping", type=float, default=C.Config.if_damping,
+                    help="IF: damping lambda of the Hessian (the pipeline's --if-damping)")
     ap.add_argument("--seed", type=int, default=0)
     a = parse_with_smoke(ap, {"--networks": ["smooth"], "--width": 1, "--n-train": 16, "--n-val": 8,
                               "--batch": 4, "--epochs": 2, "--decay-epochs": 1, "--alphas": [0.1, 0.5],
