@@ -69,3 +69,16 @@ def write_csv_split(folder, name: str, n: int, rng, classes: int = 4, side: int 
     csv = folder / f"{name}.csv"
     csv.write_text("\n".join(lines) + "\n")
     return csv
+
+
+def write_csv_dataset(folder, sizes=(48, 24, 24), seed: int = 3) -> dict:
+    """Training, validation and test CSVs of ``write_csv_split`` images, by split name."""
+    rng = np.random.default_rng(seed)
+    return {k: write_csv_split(folder, k, n, rng) for k, n in zip(("train", "val", "test"), sizes)}
+
+
+def small_run_args(csv_data, out, *extra) -> list[str]:
+    """Flags of a small whole run on ``write_csv_dataset``'s CSVs (one trial, n = 0 4 8)."""
+    return ["-o", str(out), "--train-csv", str(csv_data["train"]), "--val-csv", str(csv_data["val"]),
+            "--test-csv", str(csv_data["test"]), "-e", "2", "--batch-size", "16", "--lr", "0.05",
+            "-nt", "1", "-r", "0", "4", "8", "--noise-floor-draws", "0", "--jobs", "1", *extra]

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from nnabla.utils.save import save
-from synth import write_csv_split
+from synth import small_run_args, write_csv_dataset
 
 import train_infl_eval
 from sgd_influence import config as C
@@ -83,16 +83,10 @@ def nnp_file(tmp_path_factory) -> tuple[Path, OrderedDict]:
 
 @pytest.fixture(scope="module")
 def csv_data(tmp_path_factory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("nnpdata")
-    rng = np.random.default_rng(5)
-    return {k: write_csv_split(folder, k, n, rng)
-            for k, n in (("train", N_TRAIN), ("val", N_VAL), ("test", N_TEST))}
+    return write_csv_dataset(tmp_path_factory.mktemp("nnpdata"), (N_TRAIN, N_VAL, N_TEST), seed=5)
 
 
-def _args(csv_data, out, *extra) -> list[str]:
-    return ["-o", str(out), "--train-csv", str(csv_data["train"]), "--val-csv", str(csv_data["val"]),
-            "--test-csv", str(csv_data["test"]), "-e", "2", "--batch-size", "16", "--lr", "0.05",
-            "-nt", "1", "-r", "0", "4", "8", "--noise-floor-draws", "0", "--jobs", "1", *extra]
+_args = small_run_args
 
 
 def _pf_logits(scope, x: np.ndarray, batch_stat: bool) -> np.ndarray:

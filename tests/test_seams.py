@@ -16,7 +16,7 @@ import nnabla.parametric_functions as PF
 import numpy as np
 import pandas as pd
 import pytest
-from synth import write_csv_split
+from synth import small_run_args, write_csv_dataset
 
 import train_infl_eval
 from sgd_influence import config as C
@@ -29,16 +29,10 @@ N_TRAIN, N_VAL, N_TEST = 48, 24, 24
 
 @pytest.fixture(scope="module")
 def csv_data(tmp_path_factory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("seamdata")
-    rng = np.random.default_rng(3)
-    return {k: write_csv_split(folder, k, n, rng)
-            for k, n in (("train", N_TRAIN), ("val", N_VAL), ("test", N_TEST))}
+    return write_csv_dataset(tmp_path_factory.mktemp("seamdata"), (N_TRAIN, N_VAL, N_TEST), seed=3)
 
 
-def _args(csv_data, out, *extra) -> list[str]:
-    return ["-o", str(out), "--train-csv", str(csv_data["train"]), "--val-csv", str(csv_data["val"]),
-            "--test-csv", str(csv_data["test"]), "-e", "2", "--batch-size", "16", "--lr", "0.05",
-            "-nt", "1", "-r", "0", "4", "8", "--noise-floor-draws", "0", "--jobs", "1", *extra]
+_args = small_run_args
 
 
 class TinyNet:

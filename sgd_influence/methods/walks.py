@@ -45,53 +45,47 @@ def norm(u: list[np.ndarray]) -> float:
     return float(np.sqrt(sum(np.dot(a.ravel().astype(np.float64), a.ravel()) for a in u)))
 
 
-def _steps(steps, progress):
-    steps = list(steps)
-    return steps, tqdm(steps[::-1], desc=progress, disable=progress is None, mininterval=1.0)
-
-
-def walk_reference(ops: GradientOps, record: Record, steps, params_at=None,
-                   hvp_scaling: str = "correct", progress: str | None = None):
-    u = ops.val_gradient()
-    u0 = norm(u)
+def _backwards(ops: GradientOps, record: Record, steps, params_at, progress):
+    """The window's steps from the last to the first: (batch indices, inputs, labels,
+    learning rate) with the network at the step's parameters (``params_at``) or the final
+    ones; the final parameters are back in place when the walk is done."""
     final_flat = ops.net.get_flat()
-    infl = np.zeros(record.n_train, np.float64)
-    steps, loop = _steps(steps, progress)
-    for s in loop:
+    for s in tqdm(list(steps)[::-1], desc=progress, disable=progress is None, mininterval=1.0):
         if params_at is not None:
             ops.net.set_flat(params_at(s))
         idx, seeds = record.batch(s)
         x, y = ops.engine.train_inputs(idx, seeds)
-        lr, bs = float(record.lr[s]), len(idx)
-        dots, hu = ops.step_terms(x, y, u)
-        np.add.at(infl, idx, (lr / bs) * dots)
-        scale = lr / bs if hvp_scaling == "reference" else lr
-        u = [a - np.float32(scale) * h for a, h in zip(u, hu)]
+        yield idx, x, y, float(record.lr[s])
     if params_at is not None:
         ops.net.set_flat(final_flat)
+
+
+def walk_reference(ops: GradientOps, record: Record, steps, params_at=None,
+                   hvp_scaling: str = "correct", progress: str | None = None):
+    steps = list(steps)
+    u = ops.val_gradient()
+    u0 = norm(u)
+    infl = np.zeros(record.n_train, np.float64)
+    for idx, x, y, lr in _backwards(ops, record, steps, params_at, progress):
+        dots, hu = ops.step_terms(x, y, u)
+        np.add.at(infl, idx, (lr / len(idx)) * dots)
+        scale = lr / len(idx) if hvp_scaling == "reference" else lr
+        u = [a - np.float32(scale) * h for a, h in zip(u, hu)]
     return infl, _facts(u0, u, len(steps), progress)
 
 
 def walk_exact(ops: GradientOps, record: Record, steps, params_at=None,
                hvp_scaling: str = "correct", progress: str | None = None):
+    steps = list(steps)
     u, a_r = ops.val_gradient_exact()
     u0 = norm(u)
-    final_flat = ops.net.get_flat()
     infl = np.zeros(record.n_train, np.float64)
-    steps, loop = _steps(steps, progress)
-    for s in loop:
-        if params_at is not None:
-            ops.net.set_flat(params_at(s))
-        idx, seeds = record.batch(s)
-        x, y = ops.engine.train_inputs(idx, seeds)
-        lr, bs = float(record.lr[s]), len(idx)
-        scale = 1.0 / bs if hvp_scaling == "reference" else 1.0
+    for idx, x, y, lr in _backwards(ops, record, steps, params_at, progress):
+        scale = 1.0 / len(idx) if hvp_scaling == "reference" else 1.0
         terms, du = ops.exact_step_terms(x, y, u, a_r, lr)
         np.add.at(infl, idx, terms)
         u = [a + np.float32(scale) * h for a, h in zip(u, du)]
         a_r = [np.float32(BN_DECAY) * a for a in a_r]
-    if params_at is not None:
-        ops.net.set_flat(final_flat)
     return infl, _facts(u0, u, len(steps), progress)
 
 

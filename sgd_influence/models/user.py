@@ -61,23 +61,6 @@ def load_function(arch: str) -> Callable:
     return fn
 
 
-def source_digest(arch: str) -> str:
-    """sha256 of the network's source file (an edited network is another run; the same
-    file elsewhere is the same run)."""
-    where, _ = split(arch)
-    if is_file(where):
-        path = Path(where).expanduser()
-    else:
-        spec = importlib.util.find_spec(where)
-        if spec is None or not spec.origin:
-            raise ModelError(f"--model: cannot import module {where!r}")
-        path = Path(spec.origin)
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError as exc:
-        raise ModelError(f"--model: {path}: network file not readable ({exc.strerror})") from exc
-
-
 class FunctionModel:
     """A network given as a function of (x, num_classes, norm)."""
 
