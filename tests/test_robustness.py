@@ -553,3 +553,47 @@ def test_messages_name_the_flag_and_advise_what_works(run, logs):
     logs.clear()
     assert _run(_argv(data, out.parent / "fresh", "--jobs", "2", "--scheduler", "notaurl::")) == 2
     _one_error(logs, "--scheduler", "notaurl::")
+
+
+def test_the_first_command_offline_is_one_error_line(tmp_path):
+    """`train_infl_eval.py -o out -ds mnist -nt 1` without network: the download fails once,
+    in the calling process, before any task: one ERROR line, no Dask block, exit 2."""
+    env = {**os.environ, "SGD_INFLUENCE_DATA": str(tmp_path / "data"),
+           # every request goes to a closed local port: offline, and nothing leaves the machine
+           "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
+           "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
+    res = subprocess.run([sys.executable, str(ROOT / "train_infl_eval.py"), "-o", str(tmp_path / "out"),
+                          "-ds", "mnist", "-nt", "1"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 2, res.stderr[-3000:]
+    errors = [line for line in res.stderr.splitlines() if " ERROR " in line or "[ERROR]" in line]
+    assert len(errors) == 1 and "cannot download" in errors[0] and "put the file by hand" in errors[0]
+    for noise in ("Traceback", "Compute Failed", "distributed.", "Key:"):
+        assert noise not in res.stderr, (noise, res.stderr[-3000:])
+
+
+FAILS_IN_TRAINING = '''
+import nnabla.functions as F
+import nnabla.parametric_functions as PF
+
+
+def net(x, num_classes, norm):
+    if norm.mode == "train":
+        raise RuntimeError("this network breaks while training")
+    return PF.affine(F.relu(norm(PF.convolution(x, 2, (3, 3), pad=(1, 1)), "bn")), num_classes)
+'''
+
+
+def test_a_task_failing_in_a_dask_worker_is_one_line_without_the_workers_report(finished, tmp_path):
+    data, _ = finished
+    net = tmp_path / "net.py"
+    net.write_text(FAILS_IN_TRAINING)
+    argv = [sys.executable, str(ROOT / "train_infl_eval.py"), *_argv(data, tmp_path / "out")]
+    argv[argv.index("--jobs") + 1] = "2"
+    argv[argv.index("--model") + 1] = f"{net}:net"
+    res = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stderr[-3000:]
+    errors = [line for line in res.stderr.splitlines() if " ERROR " in line or "[ERROR]" in line]
+    assert len(errors) == 1 and "breaks while training" in errors[0], res.stderr[-3000:]
+    for noise in ("Traceback", "Compute Failed", "Key:"):
+        assert noise not in res.stderr, (noise, res.stderr[-3000:])
