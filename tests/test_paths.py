@@ -17,7 +17,8 @@ ARGS = {
     "history": (3,), "label_noise": (3,), "influence": ("Ours", 3),
     "influence_stats": ("Hara", 3), "influence_identity": (), "score": ("Hara", 40, 3),
     "floor_score": (4, 1, 3), "score_identity": (), "summary": (), "storage_table": (),
-    "detection": (), "paired_tests": (), "figure": (),
+    "detection": (), "paired_tests": (), "figure": (), "influence_dir": ("Ours",),
+    "method_identity": ("Ours",), "score_dir": ("Hara",), "score_method_identity": ("noise_floor",),
 }
 
 EXPECTED = {
@@ -42,6 +43,10 @@ EXPECTED = {
     "detection": "summary/detection.csv",
     "paired_tests": "summary/paired_tests.csv",
     "figure": "fig/result.png",
+    "influence_dir": "influence/Ours",
+    "method_identity": "influence/Ours/config.json",
+    "score_dir": "score/Hara",
+    "score_method_identity": "score/noise_floor/config.json",
 }
 
 
