@@ -9,6 +9,7 @@ the n most harmful samples for each n of -r, and summarise test accuracy over se
 Everything is written under -o:
   train/seed_{s}/...                          record, epoch snapshots, final.h5, history
   influence/{method}/influence_{s}.csv        x:image,y:label,influence,datasource_index
+  influence/{method}/influence_mean.csv       the same averaged over trials (+ influence_sem, n_trials)
   score/{method}/score_delete_worst_{n}_seed_{s}.csv
   summary/summary.csv, summary/storage.csv, fig/result.png
 

@@ -1,16 +1,18 @@
 """Readers of the phases' result files (influence, scores, noise floor, walk facts).
 
-The analysis (summary, detection, figures) reads results only through these, so it
-needs nothing of the code that computed them.
+The analysis (summary, detection, figures, the averaged ranking) reads results only
+through these, so it needs nothing of the code that computed them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from . import checks, fileio, paths
+from . import checks, data, fileio, paths
+from . import config as C
 
 VALUES = ("val_loss", "test_loss", "val_accuracy", "test_accuracy")
 SCORE_COLUMNS = VALUES + ("method", "n", "seed", "epoch", "n_train")
@@ -27,6 +29,58 @@ def read_influence(path) -> pd.DataFrame:
     if tuple(df.columns[:4]) != expected:
         raise ValueError(f"{path}: expected columns {','.join(expected)}, got {','.join(df.columns)}")
     return df
+
+
+MEAN_COLUMNS = checks.INFLUENCE_COLUMNS + ("influence_sem", "n_trials")
+
+
+def read_influence_mean(path) -> pd.DataFrame:
+    """An averaged ranking, ``influence/{method}/influence_mean.csv`` (see ranking.py)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: averaged ranking not found (run the analysis first)")
+    df = pd.read_csv(path)
+    if tuple(df.columns) != MEAN_COLUMNS:
+        raise ValueError(f"{path}: expected columns {','.join(MEAN_COLUMNS)}, got {','.join(df.columns)}")
+    return df
+
+
+def influence_files(out, methods=None, seeds=None) -> list[tuple[str, int, Path]]:
+    """(method, seed, path) of every per-seed influence file of ``out``, in method
+    (registration order) then seed order; ``methods``/``seeds`` restrict them."""
+    found = []
+    for p in Path(out).glob(paths.influence_glob()):
+        parsed = paths.parse_influence(p)
+        if parsed is None:
+            continue
+        method, seed = parsed
+        if methods is not None and method not in methods:
+            continue
+        if seeds is not None and seed not in seeds:
+            continue
+        found.append((method, seed, p))
+    key = {m: i for i, m in enumerate(C.method_names())}
+    return sorted(found, key=lambda t: (key.get(t[0], len(key)), t[0], t[1]))
+
+
+def dataset_of(out, seed: int) -> str | None:
+    """The data set trial ``seed`` of ``out`` was trained on, from its saved training
+    identity (else the run's configuration); None when neither is saved."""
+    for path in (paths.train_identity(out, seed), paths.run_config(out)):
+        if Path(path).exists():
+            return fileio.read_json(path).get("dataset")
+    return None
+
+
+def sample_ids(out, seed: int, infl: pd.DataFrame) -> np.ndarray:
+    """The trial-independent id of each row of trial ``seed``'s influence file ``infl``:
+    its ``datasource_index`` (a CSV data set: the row of the training CSV), or for a
+    built-in data set, whose datasource_index is a position in that trial's split, the
+    image's index in the set's source array, read from ``x:image``
+    (:func:`data.source_index`)."""
+    if dataset_of(out, seed) in data.BUILTIN:
+        return data.source_index(infl["x:image"].tolist())
+    return infl["datasource_index"].to_numpy(np.int64)
 
 
 def _read_all(pattern: str, out, columns) -> pd.DataFrame:

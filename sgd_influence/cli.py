@@ -25,7 +25,8 @@ logger = logging.getLogger("sgd_influence")
 
 DATASETS = ("mnist5k", "mnist", "cifar10", "stl10", "csv")
 
-_DATA = ("output", "dataset", "train_csv", "val_csv", "test_csv", "data_dir", "label_noise")
+_DATA = ("output", "dataset", "train_csv", "val_csv", "test_csv", "data_dir", "label_noise",
+         "label_noise_seed")
 _TRAIN = ("model", "model_nnp", "nnp_network", "init_from_nnp", "width", "smooth", "lr", "lr_schedule",
           "lr_final", "lr_decay_epochs", "batch_size", "n_epochs", "augment", "infl_epochs", "methods")
 _DEVICE = ("context", "device_id")
@@ -85,6 +86,8 @@ def config_from_folder(ns: argparse.Namespace) -> C.Config:
     keep = (set(C.section_fields("data", "train", "influence", "eval")) - {"hara_cache"}) | {"n_trials"}
     saved = fileio.read_json(saved_path)
     values = {k: v for k, v in saved.items() if k in keep}
+    if C.Config.from_dict(saved).per_trial_noise():
+        values["label_noise_seed"] = None  # saved before --label-noise-seed: flips per trial
     if "train_csv" in given or "dataset" in given:  # a data set given here replaces the saved one
         for k in ("dataset", "train_csv", "val_csv", "test_csv"):
             values.pop(k, None)
@@ -116,6 +119,8 @@ def phase_config(ns: argparse.Namespace, saved_defaults: bool = False) -> C.Conf
     with the CSV data set resolved (absolute paths, content digests)."""
     cfg = config_from_folder(ns) if saved_defaults else C.from_args(ns)
     check_config(cfg)
+    if "label_noise_seed" not in vars(ns):  # a folder of per-trial flips is continued so
+        cfg = folders.continue_per_trial_noise(cfg)
     return C.resolve_data(cfg)
 
 

@@ -43,7 +43,15 @@ class Config:
     val_csv: str | None = _f(None, ["--val-csv"], "your validation CSV (default: a seeded 20%% of --train-csv)")
     test_csv: str | None = _f(None, ["--test-csv"], "your test CSV (required with --train-csv)")
     data_dir: str | None = _f(None, ["--data-dir"], "download/cache folder (default: $SGD_INFLUENCE_DATA or the user cache)")
-    label_noise: float = _f(0.0, ["--label-noise"], "flip the labels of this fraction of training samples (seeded)")
+    label_noise: float = _f(
+        0.0, ["--label-noise"],
+        "flip the labels of this fraction of the data set's training rows, each to another class; "
+        "the same rows in every trial (seeded by --label-noise-seed)")
+    label_noise_seed: int | None = _f(
+        0, ["--label-noise-seed"],
+        "seed of the --label-noise flips: which rows are flipped and to which class, the same "
+        "in every trial (a run saved without it, made before it existed, drew its flips per "
+        "trial from the trial seed and is read so)")
     # --- model and training
     model: str = _f("cifarnet", ["--model"], "network: cifarnet (paper), logreg, mlp, or your own as FILE.py:FUNCTION or MODULE:FUNCTION")
     model_nnp: str | None = _f(
@@ -173,6 +181,11 @@ class Config:
                 elif name in ("nnp_network", "init_from_nnp"):
                     if self.model_nnp:  # only an .nnp network has them
                         out[name] = _jsonable(getattr(self, name))
+                elif name == "label_noise_seed":
+                    if self.label_noise > 0 and self.label_noise_seed is not None:
+                        out[name] = self.label_noise_seed
+                    # without label noise it changes nothing; None (per-trial flips, a run
+                    # made before the field existed) is saved by leaving the key out
                 else:
                     out[name] = _jsonable(getattr(self, name))
         return out
@@ -216,10 +229,19 @@ class Config:
     def to_dict(self) -> dict:
         return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
 
+    def per_trial_noise(self) -> bool:
+        """Label flips drawn per trial from the trial seed (``label_noise_seed`` None): how
+        runs made before --label-noise-seed existed flipped their labels."""
+        return self.label_noise > 0 and self.label_noise_seed is None
+
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
-        """A saved configuration; one saved before --smooth existed ran the ReLU network."""
+        """A saved configuration; one saved before --smooth existed ran the ReLU network,
+        one with label noise saved before --label-noise-seed existed flipped its labels per
+        trial (``label_noise_seed`` None)."""
         kw = {"smooth": False}
+        if (d.get("label_noise") or 0) > 0 and "label_noise_seed" not in d:
+            kw["label_noise_seed"] = None
         for f in fields(cls):
             if f.name in d:
                 v = d[f.name]
@@ -273,6 +295,9 @@ class Config:
             raise ValueError(f"--if-cg-iters: expected an integer >= 1, got {self.if_cg_iters}")
         if not 0 <= self.label_noise < 1:
             raise ValueError(f"--label-noise: expected a fraction in [0, 1), got {self.label_noise}")
+        seed = self.label_noise_seed
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"--label-noise-seed: expected a non-negative integer, got {seed!r}")
         bad = [m for m in self.methods if m not in registry.methods]
         if bad or not self.methods:
             raise ValueError(f"--methods: expected some of {' '.join(method_names())}, "
@@ -305,7 +330,8 @@ def _or(names) -> str:
 # settings never define results.
 SECTIONS: dict[str, tuple[str, ...]] = {
     "run": ("output", "n_trials"),
-    "data": ("dataset", "label_noise", "train_csv", "val_csv", "test_csv", "data_dir", "data_digest"),
+    "data": ("dataset", "label_noise", "label_noise_seed", "train_csv", "val_csv", "test_csv", "data_dir",
+             "data_digest"),
     "train": ("model", "model_digest", "model_nnp", "nnp_network", "init_from_nnp", "width", "lr",
               "lr_schedule", "lr_final", "lr_decay_epochs", "batch_size", "n_epochs", "augment", "smooth"),
     "influence": ("infl_epochs", "hvp_scaling", "bn_influence", "methods", "hara_cache", "if_damping",

@@ -15,9 +15,14 @@ module measures
 
 Written under the output folder: ``summary/detection.csv``, one ``row = trial`` line
 per (method, seed), then per method the mean (``row = mean``) and sample standard
-deviation (``row = std``) over seeds; ``u_growth`` is the growth factor of |u| over the
-method's influence walk (the mean row: geometric mean over seeds), which says how far
-the walk amplified a few directions. The figures (``fig/detection.png``, the detection
+deviation (``row = std``) over seeds, then per method the metrics of the ranking
+averaged over trials (``row = mean of trials``, :mod:`ranking`; ``n_seeds`` trials
+averaged, ``n_train`` the samples it ranks, ``n_flipped`` those flipped), measured
+against each sample's flipped mark. That row needs the same flips in every trial (a
+sample flipped in one trial is flipped in every trial that scores it: the flips of
+--label-noise-seed); a run whose flips differ between trials (made before it) has none.
+``u_growth`` is the growth factor of |u| over the method's influence walk (the mean
+row: geometric mean over seeds), which says how far the walk amplified a few directions. The figures (``fig/detection.png``, the detection
 curves returned here, and ``fig/worst_samples.png``) are drawn by figures.py.
 """
 
@@ -31,8 +36,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from . import artifacts, fileio, paths, ranking
 from . import config as C
-from . import fileio, paths
 from .artifacts import read_u_growth
 
 logger = logging.getLogger(__name__)
@@ -124,19 +129,7 @@ def _saved_config(out) -> C.Config | None:
 
 def influence_files(out, methods=None, seeds=None) -> list[tuple[str, int, Path]]:
     """(method, seed, path) of every influence file of ``out``, in method then seed order."""
-    found = []
-    for p in Path(out).glob(paths.influence_glob()):
-        parsed = paths.parse_influence(p)
-        if parsed is None:
-            continue
-        method, seed = parsed
-        if methods is not None and method not in methods:
-            continue
-        if seeds is not None and seed not in seeds:
-            continue
-        found.append((method, seed, p))
-    key = {m: i for i, m in enumerate(C.method_names())}
-    return sorted(found, key=lambda t: (key.get(t[0], len(key)), t[0], t[1]))
+    return artifacts.influence_files(out, methods, seeds)
 
 
 def flipped_of(influence: pd.DataFrame, noise: pd.DataFrame, where: str = "") -> np.ndarray:
@@ -169,6 +162,55 @@ def summarize(trials: pd.DataFrame) -> pd.DataFrame:
     return table[list(DETECTION_COLUMNS)]
 
 
+MEAN_ROW = "mean of trials"
+
+
+def flipped_by_sample(out, seeds=None) -> pd.Series | None:
+    """sample id -> flipped, over every trial's ``label_noise.csv`` (the ids of
+    :func:`artifacts.sample_ids`, matched through that trial's influence file); None when
+    a trial flips a sample another trial scores unflipped (flips drawn per trial) or
+    without label_noise.csv or influence files."""
+    marks = []
+    seen: set[int] = set()
+    for _method, seed, path in influence_files(out, None, seeds):
+        if seed in seen:
+            continue
+        seen.add(seed)
+        noise = read_flipped(out, seed)
+        if noise is None:
+            return None
+        infl = pd.read_csv(path)
+        flags = flipped_of(infl, noise, str(path))
+        marks.append(pd.DataFrame({"id": artifacts.sample_ids(out, seed, infl), "flipped": flags}))
+    if not marks:
+        return None
+    both = pd.concat(marks, ignore_index=True)
+    per_id = both.groupby("id")["flipped"]
+    if (per_id.nunique() > 1).any():
+        return None
+    return per_id.first()
+
+
+def mean_rows(out, means: dict, seeds=None) -> pd.DataFrame:
+    """The ``mean of trials`` rows of the rankings ``means`` (method -> (ranking, seeds),
+    as ranking.write_mean_rankings returns them); none (logged) when the flips differ
+    between trials."""
+    rows = []
+    flags = flipped_by_sample(out, seeds) if means else None
+    if means and flags is None:
+        logger.info("%s: the flipped labels differ between trials (flips drawn per trial, as before "
+                    "--label-noise-seed) or a trial has no label_noise.csv: no '%s' row", out, MEAN_ROW)
+    for method, (table, used) in means.items() if flags is not None else ():
+        ids = table["datasource_index"]
+        if not ids.isin(flags.index).all():
+            continue
+        f = flags.loc[ids.to_numpy()].to_numpy(bool)
+        rows.append({"row": MEAN_ROW, "method": method, "seed": pd.NA, "n_seeds": len(used),
+                     "n_train": len(table), "n_flipped": int(f.sum()),
+                     **ranking_metrics(table["influence"].to_numpy(), f), "u_growth": np.nan})
+    return pd.DataFrame(rows, columns=list(DETECTION_COLUMNS))
+
+
 def _geomean(v: pd.Series) -> float:
     v = v.dropna()
     return float(np.exp(np.log(v).mean())) if len(v) and (v > 0).all() else float("nan")
@@ -191,6 +233,9 @@ def format_table(table: pd.DataFrame, title: str | None = None) -> str:
         g = mean.loc[m, "u_growth"] if "u_growth" in mean else float("nan")
         cells.append("-" if pd.isna(g) else f"x{g:.3g}")
         body.append(cells)
+    for _i, r in table[table["row"] == MEAN_ROW].iterrows():  # one ranking: no ± over seeds
+        cells = [f"{r['method']} ({MEAN_ROW})"] + [f"{r[c]:.3f}" for c in METRIC_COLUMNS]
+        body.append(cells + [str(int(r["n_seeds"])), "-"])
     widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
              for r in [head] + body]
@@ -236,12 +281,13 @@ class Detection:
     noise_share: float
 
 
-def analyze_detection(out, methods=None, seeds=None) -> Detection | None:
+def analyze_detection(out, methods=None, seeds=None, means: dict | None = None) -> Detection | None:
     """Write ``summary/detection.csv``; None without label noise.
 
     ``methods``/``seeds`` restrict the influence files used (default: all found). A run
     without label noise (saved configuration with ``label_noise`` 0, or no
-    ``label_noise.csv``) is left alone.
+    ``label_noise.csv``) is left alone. ``means``: the rankings averaged over trials, as
+    ranking.write_mean_rankings returns them (default: averaged here, not written).
     """
     out = Path(out)
     cfg = _saved_config(out)
@@ -257,7 +303,17 @@ def analyze_detection(out, methods=None, seeds=None) -> Detection | None:
     if trials.empty:
         logger.warning("%s: label noise but no influence files to score", out)
         return None
+    if means is None:
+        means = {}
+        for method in dict.fromkeys(trials["method"]):
+            found = ranking.mean_ranking(out, method, seeds)
+            if found is not None:
+                means[method] = found
+    means = {m: v for m, v in means.items() if m in set(trials["method"])}
     table = summarize(trials)
+    extra = mean_rows(out, means, seeds)
+    if len(extra):
+        table = pd.concat([table, extra.astype(table.dtypes.to_dict())], ignore_index=True)
     fileio.write_csv(paths.detection(out), table)
     logger.info("wrote %s", paths.detection(out))
     return Detection(table, curves, share)

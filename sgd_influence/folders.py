@@ -63,6 +63,40 @@ def older_identity(saved: dict) -> dict:
     return saved
 
 
+def per_trial_noise(out, label_noise: float) -> bool:
+    """True when ``out`` holds a run with ``label_noise`` made before --label-noise-seed
+    existed (or continued since): its saved run configuration (else a training identity) has
+    that noise and no ``label_noise_seed``, so its labels were flipped per trial
+    (``Config.per_trial_noise``)."""
+    if not label_noise > 0:
+        return False
+    out = Path(out)
+    saved = [paths.run_config(out)] if paths.run_config(out).exists() else sorted(
+        out.glob(paths.train_glob(paths.train_identity(out, 0).name)))
+    for path in saved:
+        try:
+            d = fileio.read_json(path)
+        except (OSError, ValueError):
+            continue
+        # left out by an older version; saved as null by a run that continued such a folder
+        if d.get("label_noise") == label_noise and d.get("label_noise_seed") is None:
+            return True
+    return False
+
+
+def continue_per_trial_noise(cfg: C.Config) -> C.Config:
+    """``cfg`` with the per-trial flips of the run its folder holds, when that run was made
+    with the same --label-noise before --label-noise-seed existed (not with --overwrite):
+    the same command then reuses the folder's results. The caller applies it only when
+    --label-noise-seed was not given."""
+    if cfg.overwrite or cfg.per_trial_noise() or not per_trial_noise(cfg.output, cfg.label_noise):
+        return cfg
+    logger.info("%s: made before --label-noise-seed existed, with its label flips drawn per trial; "
+                "continued so (give --label-noise-seed for flips of the same rows in every trial, "
+                "in another -o folder or with --overwrite)", cfg.output)
+    return C.replace(cfg, label_noise_seed=None)
+
+
 def _show(v) -> str:
     return " ".join(str(x) for x in v) if isinstance(v, list) else str(v)
 

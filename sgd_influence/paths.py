@@ -74,6 +74,11 @@ def influence(out, method: str, seed: int) -> Path:
     return Path(out) / "influence" / method / f"influence_{seed}.csv"
 
 
+def influence_mean(out, method: str) -> Path:
+    """The ranking of ``method`` averaged over trials (written by the analysis)."""
+    return Path(out) / "influence" / method / "influence_mean.csv"
+
+
 def influence_stats(out, method: str, seed: int) -> Path:
     """Facts of the backward walk beside the influence file (growth factor of |u|)."""
     return influence(out, method, seed).with_suffix(".json")

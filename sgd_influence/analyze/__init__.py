@@ -37,6 +37,11 @@ trajectories and writes
   snapshots) and the record, for the run's own data set (with its files' sizes) and for
   MNIST and CIFAR-10 at the paper's settings beside the paper's figures.
 
+* ``influence/{method}/influence_mean.csv``: each method's ranking averaged over the
+  trials (:mod:`~sgd_influence.ranking`; it needs the influence files only, so it is
+  written first, also when no score file exists yet); with ``--label-noise`` the
+  detection table (:mod:`~sgd_influence.detection`) scores it too (``mean of trials``).
+
 The accuracy table (``*`` = differs from Random beyond the floor), the floor, the growth
 of |u| and the storage table are also printed. Run alone: ``python -m sgd_influence.analyze
 -o OUT`` (every score file found, or a selection).
@@ -310,15 +315,20 @@ def cache_line(df: pd.DataFrame) -> str:
 # --------------------------------------------------------------------------- phase
 def analyze(out, methods=None, ns=None, seeds=None, title: str | None = None,
             show: bool = True) -> pd.DataFrame:
-    """Write the summary, paired tests, figures and storage table of ``out``; returns the summary.
+    """Write the averaged rankings, summary, paired tests, figures and storage table of
+    ``out``; returns the summary.
 
     ``methods``, ``ns``, ``seeds`` restrict the score files used (default: all found); the
-    noise floor uses every floor retrain of the selected seeds.
+    noise floor uses every floor retrain of the selected seeds; ``methods`` and ``seeds``
+    also choose the influence files averaged.
     """
     from ..detection import analyze_detection, format_table
     from ..figures import plot_detection, plot_result, worst_samples_figure
+    from ..ranking import write_mean_rankings
 
     out = Path(out)
+    seeds = None if seeds is None else [int(s) for s in seeds]
+    means = write_mean_rankings(out, methods, seeds)
     scores = read_scores(out)
     floor = read_floor(out)
     if methods is not None:
@@ -326,7 +336,6 @@ def analyze(out, methods=None, ns=None, seeds=None, title: str | None = None,
     if ns is not None:
         scores = scores[scores["n"].isin([int(n) for n in ns])]
     if seeds is not None:
-        seeds = [int(s) for s in seeds]
         scores = scores[scores["seed"].isin(seeds)]
         floor = floor[floor["seed"].isin(seeds)]
     if scores.empty:
@@ -346,7 +355,7 @@ def analyze(out, methods=None, ns=None, seeds=None, title: str | None = None,
     fileio.write_csv(paths.storage_table(out), cache)
     logger.info("wrote %s, %s, %s and %s", paths.summary(out), paths.paired_tests(out),
                 paths.figure(out), paths.storage_table(out))
-    detection = analyze_detection(out, methods, seeds)  # None unless --label-noise
+    detection = analyze_detection(out, methods, seeds, means)  # None unless --label-noise
     if detection is not None:
         plot_detection(detection.curves, detection.noise_share, paths.figure(out, "detection"))
     worst_samples_figure(out, seed=seeds[0] if seeds else 0, methods=methods)

@@ -64,6 +64,15 @@ for a built-in set a PNG written once by ``ensure_images`` into
 ``<data folder>/<name>/png/`` (only when asked, e.g. when an influence file is
 written; mnist5k's 5,000 files take a few seconds once).
 
+Sample ids
+----------
+``sample_ids(name, split)`` names each sample the same way in every trial: for a CSV
+data set its row in the training CSV (``rows``, which the seeded validation split
+keeps), for a built-in set its index in the source array (``source_index``, read from
+the image's name; a built-in Split's ``rows`` are positions in that trial's split, as its
+exported CSV numbers them). Label noise is drawn over these ids, and the ranking averaged
+over trials is keyed by them.
+
 Errors
 ------
 Unusable input raises :class:`DataError` (a ValueError) with one line naming the
@@ -81,6 +90,8 @@ from ._builtin import (
     load_dataset,
     mnist5k_arrays,
     read_idx_gz,
+    sample_ids,
+    source_index,
 )
 from ._core import DataError, DataSet, Split
 from ._files import ImageSource, image_file_check, training_image_files
@@ -109,5 +120,7 @@ __all__ = [
     "mnist5k_arrays",
     "read_csv_split",
     "read_idx_gz",
+    "sample_ids",
+    "source_index",
     "training_image_files",
 ]

@@ -6,6 +6,7 @@ import gzip
 import os
 import pickle
 import posixpath
+import re
 import struct
 import tarfile
 from pathlib import Path
@@ -87,6 +88,35 @@ def _split(images: np.ndarray, labels: np.ndarray, index: np.ndarray, folder: st
         rows=np.arange(len(index), dtype=np.int64),
         paths=tuple(f"{folder}/{i:05d}.png" for i in index),
     )
+
+
+_SOURCE_NAME = re.compile(r"(\d+)\.png$")
+
+
+def source_index(paths) -> np.ndarray:
+    """The index in its source array of each image of a built-in set, read from its file
+    name (``_split`` names image i '{folder}/{i:05d}.png'; an absolute PNG path in the data
+    folder ends the same way). Unlike a Split's ``rows`` (its position in one trial's
+    split), it names the same image in every trial. DataError for another name."""
+    out = np.empty(len(paths), np.int64)
+    for k, p in enumerate(paths):
+        m = _SOURCE_NAME.search(posixpath.basename(str(p).replace(os.sep, "/")))
+        if m is None:
+            raise DataError(f"{p}: not the image file name of a built-in data set "
+                            "('<index>.png' expected)")
+        out[k] = int(m.group(1))
+    return out
+
+
+def sample_ids(dataset: str, split) -> np.ndarray:
+    """A trial-independent id of each sample of ``split`` of the data set ``dataset``.
+
+    A built-in set: the image's index in its source array (:func:`source_index`); any
+    other (a CSV data set): the split's ``rows``, the row of the CSV the sample comes from,
+    which its seeded validation split keeps."""
+    if str(dataset).strip().lower() in BUILTIN:
+        return source_index(split.paths)
+    return np.asarray(split.rows, np.int64)
 
 
 # --------------------------------------------------------------------------- mnist5k

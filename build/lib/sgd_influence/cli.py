@@ -1,0 +1,262 @@
+"""The command line of every phase: parsers, flags, settings and one error handler.
+
+``train_infl_eval.py`` (the whole pipeline) and ``python -m sgd_influence.{train,
+infl,eval,analyze}`` (one phase) all end here:
+
+* :data:`PHASE_FLAGS`: the configuration flags each command takes;
+* :func:`phase_config`: the configuration of a command, with the output folder's saved
+  settings as defaults where the phase reads an earlier run (:func:`config_from_folder`);
+* :func:`run_cli`: parse, run, and map what went wrong to one line and an exit status:
+  bad input 2 (its own message), a failed task 1 ("<task> failed: <error>"),
+  Ctrl-C 130 (finished files are kept; the same command resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from . import config as C
+from . import fileio, folders, paths, runlock
+from .execute import USER_ERRORS, TaskFailed
+
+logger = logging.getLogger("sgd_influence")
+
+DATASETS = ("mnist5k", "mnist", "cifar10", "stl10", "csv")
+
+_DATA = ("output", "dataset", "train_csv", "val_csv", "test_csv", "data_dir", "label_noise")
+_TRAIN = ("model", "model_nnp", "nnp_network", "init_from_nnp", "width", "smooth", "lr", "lr_schedule",
+          "lr_final", "lr_decay_epochs", "batch_size", "n_epochs", "augment", "infl_epochs", "methods")
+_DEVICE = ("context", "device_id")
+PHASE_FLAGS: dict[str, tuple[str, ...]] = {
+    "train": (*_DATA, *_TRAIN, "hara_cache", *_DEVICE, "overwrite", "wait", "preset"),
+    "infl": (*_DATA, *_TRAIN, "hvp_scaling", "bn_influence", "hara_cache", *_DEVICE, "overwrite", "wait",
+             "preset"),
+    "eval": ("n_trials", *_DATA, *_TRAIN, "hvp_scaling", "bn_influence", "remove_n_list", "noise_floor_k",
+             "noise_floor_draws", "retrain_all", *_DEVICE, "jobs", "overwrite", "wait", "preset"),
+    "pipeline": C.ALL_FIELDS,
+}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line (no usage block), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def setup_logging(level=logging.INFO) -> None:
+    root = logging.getLogger()
+    # nnabla puts a plain stream handler on the root logger at import: replace plain stream
+    # handlers with ours (on the current stderr); others (a user's file, pytest's) stay.
+    for h in [h for h in root.handlers if type(h) is logging.StreamHandler]:
+        root.removeHandler(h)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                           datefmt="%H:%M:%S"))
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.getLogger("sgd_influence").setLevel(level)
+    logging.getLogger("nnabla").setLevel(logging.WARNING)
+
+
+def phase_parser(prog: str, doc: str | None, phase: str) -> OneLineParser:
+    p = OneLineParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    C.add_arguments(p, PHASE_FLAGS[phase])
+    if "jobs" in PHASE_FLAGS[phase]:
+        p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                       help="run the tasks on this Dask scheduler (e.g. tcp://host:8786) instead of "
+                            "--jobs local worker processes; -o must be on a file system every worker sees")
+    return p
+
+
+# --------------------------------------------------------------------------- settings
+def config_from_folder(ns: argparse.Namespace) -> C.Config:
+    """Defaults < the output folder's saved run configuration < preset < flags."""
+    given = {k: v for k, v in vars(ns).items() if k in C.ALL_FIELDS}
+    C.check_one_network(given)
+    out = given.get("output", C.Config.output)
+    saved_path = paths.run_config(out)
+    if not saved_path.exists():
+        return C.from_args(ns)
+    # the settings of what was computed, and how many trials; not how (--hara-cache and
+    # the execution section are chosen per command)
+    keep = (set(C.section_fields("data", "train", "influence", "eval")) - {"hara_cache"}) | {"n_trials"}
+    saved = fileio.read_json(saved_path)
+    values = {k: v for k, v in saved.items() if k in keep}
+    if "train_csv" in given or "dataset" in given:  # a data set given here replaces the saved one
+        for k in ("dataset", "train_csv", "val_csv", "test_csv"):
+            values.pop(k, None)
+    if "model" in given or "model_nnp" in given:  # so does a network
+        for k in ("model", "model_nnp", "nnp_network", "init_from_nnp"):
+            values.pop(k, None)
+    if given.get("preset"):
+        values.update(C.PRESETS[given["preset"]])
+    values.update(given)
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    if values.get("train_csv") and "dataset" not in values:
+        values["dataset"] = "csv"
+    logger.info("settings of %s used as defaults", saved_path)
+    return C.Config(**values).validate()
+
+
+def check_config(cfg: C.Config) -> None:
+    """Checks the configuration cannot do itself (one line naming the flag)."""
+    if cfg.dataset not in DATASETS:
+        raise ValueError(f"-ds/--dataset: expected one of {', '.join(DATASETS)}, got {cfg.dataset!r}")
+    for flag, value in (("--train-csv", cfg.train_csv), ("--val-csv", cfg.val_csv),
+                        ("--test-csv", cfg.test_csv)):
+        if value is not None and not Path(value).is_file():
+            raise FileNotFoundError(f"{flag}: no such file: {value}")
+
+
+def phase_config(ns: argparse.Namespace, saved_defaults: bool = False) -> C.Config:
+    """The checked configuration of a command (``saved_defaults``: see config_from_folder),
+    with the CSV data set resolved (absolute paths, content digests)."""
+    cfg = config_from_folder(ns) if saved_defaults else C.from_args(ns)
+    check_config(cfg)
+    return C.resolve_data(cfg)
+
+
+# --------------------------------------------------------------------------- errors
+def run_cli(parser: argparse.ArgumentParser, argv, body, *, saved_defaults: bool = False,
+            configured: bool = True) -> int:
+    """Parse ``argv`` and run ``body(cfg, ns)`` holding the output folder's lock (without a
+    configuration, ``configured=False``: ``body(None, ns)``, no lock); returns the exit
+    status, with one error line at most."""
+    ns = parser.parse_args(argv)
+    setup_logging()
+    try:
+        if configured:
+            cfg = phase_config(ns, saved_defaults)
+            with runlock.hold(cfg.output, wait=cfg.wait):
+                body(cfg, ns)
+        else:
+            body(None, ns)
+    except fileio.WriteError as exc:
+        logger.error("%s", exc)
+        return 1
+    except USER_ERRORS as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        logger.error("%s", msg)
+        return 2
+    except TaskFailed as exc:
+        logger.error("%s", exc)
+        return 1
+    except KeyboardInterrupt:
+        logger.error("interrupted: finished files are kept; the same command resumes the run")
+        return 130
+    return 0
+
+
+# --------------------------------------------------------------------------- commands
+def pipeline_main(argv=None, prog: str = "train_infl_eval.py", doc: str | None = None) -> int:
+    from .pipeline import run_all
+
+    p = phase_parser(prog, doc, "pipeline")
+    return run_cli(p, argv, lambda cfg, ns: run_all(cfg, scheduler=ns.scheduler))
+
+
+def train_main(argv=None) -> int:
+    from . import train
+    from .context import set_context
+    from .engine import check_network
+
+    p = phase_parser("python -m sgd_influence.train", train.__doc__, "train")
+    p.add_argument("--seed", type=int, nargs="+", default=[0], help="trial seed(s) (default: 0)")
+
+    def body(cfg, ns) -> None:
+        set_context(cfg.context, cfg.device_id)
+        check_network(cfg)
+        for seed in ns.seed:
+            folders.claim_training(cfg, seed)
+            train.run_training(cfg, seed)
+
+    return run_cli(p, argv, body)
+
+
+def infl_main(argv=None) -> int:
+    from . import infl
+    from .context import set_context
+
+    p = phase_parser("python -m sgd_influence.infl", infl.__doc__ + "\nRuns on a training run's "
+                     "folder (-o) made with the same settings.", "infl")
+    p.add_argument("--seed", type=int, nargs="+", default=[0], help="trial seed(s) (default: 0)")
+    p.add_argument("--per-sample", choices=infl.PER_SAMPLE_MODES, default="auto",
+                   help="how per-sample terms are computed (default: auto, by network and context)")
+
+    def body(cfg, ns) -> None:
+        set_context(cfg.context, cfg.device_id)
+        for seed in ns.seed:
+            folders.check_trained_with(cfg, cfg.output, seed)
+        for method in cfg.methods:
+            folders.claim_influence(cfg, method)
+        for seed in ns.seed:
+            for method in cfg.methods:
+                infl.run_influence(cfg, seed, method, per_sample=ns.per_sample)
+
+    return run_cli(p, argv, body)
+
+
+def eval_main(argv=None) -> int:
+    from . import eval as ev
+    from .pipeline import run_pipeline
+
+    p = phase_parser("python -m sgd_influence.eval", ev.__doc__, "eval")
+    p.add_argument("--seed", type=int, nargs="+", default=None,
+                   help="trial seed(s) to evaluate (default: 0 .. n_trials-1)")
+
+    def body(cfg, ns) -> None:
+        seeds = list(range(cfg.n_trials)) if ns.seed is None else list(ns.seed)
+        run_pipeline(cfg, phases=("eval",), seeds=seeds, scheduler=ns.scheduler)
+
+    return run_cli(p, argv, body, saved_defaults=True)
+
+
+def analyze_main(argv=None) -> int:
+    from . import analyze
+    from .pipeline import run_title
+
+    p = OneLineParser(prog="python -m sgd_influence.analyze", description=analyze.__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-o", "--output", default=C.Config.output, help="output folder (default: output)")
+    p.add_argument("--methods", nargs="+", choices=C.method_names(), default=None,
+                   help="methods to include (default: all found)")
+    p.add_argument("--wait", action="store_true",
+                   help="when another run is writing in -o, wait for it instead of stopping")
+    p.add_argument("-r", "--remove_n_list", type=int, nargs="+", default=None,
+                   help="numbers of removed samples to include (default: all found)")
+    p.add_argument("--seed", type=int, nargs="+", default=None, help="seeds to include (default: all found)")
+
+    def body(_cfg, ns) -> None:
+        out = runlock.check_output(ns.output)
+        with runlock.hold(out, wait=ns.wait):  # no other run writes there while the analysis does
+            title = None
+            if paths.run_config(out).exists():
+                title = run_title(C.Config.from_dict(fileio.read_json(paths.run_config(out))))
+            analyze.analyze(out, ns.methods, ns.remove_n_list, ns.seed, title)
+
+    return run_cli(p, argv, body, configured=False)
+
+
+MAINS = {"train": train_main, "infl": infl_main, "eval": eval_main, "analyze": analyze_main,
+         "pipeline": pipeline_main}
+
+COMMANDS = {"run": "pipeline", "train": "train", "infl": "infl", "eval": "eval", "analyze": "analyze"}
+
+
+def main(argv=None) -> int:
+    """``sgd-influence <command> [flags]``: run, train, infl, eval or analyze."""
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        got = f", got {argv[0]!r}" if argv and not argv[0].startswith("-") else ""
+        sys.stderr.write(f"sgd-influence: expected a command: {' | '.join(COMMANDS)}{got} "
+                         "(then --help for its flags)\n")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    name, rest = COMMANDS[argv[0]], argv[1:]
+    if name == "pipeline":
+        return pipeline_main(rest, prog="sgd-influence run")
+    return MAINS[name](rest)

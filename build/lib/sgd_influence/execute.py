@@ -1,0 +1,335 @@
+"""Execution of a plan: in this process (``--jobs 1``) or on Dask distributed.
+
+* ``--jobs 1`` (without ``--scheduler``): the tasks run here, one after the other,
+  training first, then the seed whose data this process holds.
+* ``--jobs N``: a local Dask cluster (``distributed.LocalCluster``) of N single-threaded
+  worker processes; nnabla computes on one core per process.
+* ``--scheduler ADDRESS``: the same graph on an existing Dask cluster; the output
+  folder must be on a file system every worker sees.
+
+Every worker process sets its nnabla context once and keeps the prepared data of the
+seed it worked on last; a retrain waits for (and, when it can, runs where) its
+influence file was made. Every task writes its files atomically and reuses finished
+ones, so the files depend neither on where tasks ran nor on interruptions.
+
+A task that fails stops the run: the other tasks are cancelled, finished files stay,
+and the error is one line (errors in the input keep their own exception and message;
+anything else becomes :class:`TaskFailed` "<task> failed: <error>"). A worker process
+that dies while running a task is replaced by Dask and the task runs again (a few
+times at most; then it fails like any task).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from distributed.diagnostics.plugin import WorkerPlugin
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from . import config as C
+from . import fileio
+from .plan import Plan, Step, Task
+
+logger = logging.getLogger(__name__)
+
+USER_ERRORS = (ValueError, FileNotFoundError, KeyError, FloatingPointError)
+PLUGIN_NAME = "sgd-influence"
+
+
+class TaskFailed(RuntimeError):
+    """A task failed for a reason other than bad input; the message is one line."""
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def failure(task: Task, exc: BaseException) -> BaseException:
+    """The exception a failed task ends the run with (bad input keeps its own)."""
+    if isinstance(exc, (*USER_ERRORS, fileio.WriteError)):
+        return exc
+    return TaskFailed(f"{task.label} failed: {type(exc).__name__}: {one_line(exc)}")
+
+
+# --------------------------------------------------------------------------- one process
+def device_id(configured: int, environ: Mapping[str, str]) -> int:
+    """The GPU a worker process computes on.
+
+    A worker started with ``CUDA_VISIBLE_DEVICES`` (by dask-cuda, which lists each
+    worker's own GPU first, by a batch system's GPU allocation, or by hand:
+    ``CUDA_VISIBLE_DEVICES=2 dask worker ...``) uses the first device it sees, 0.
+    Otherwise ``-di/--device-id``.
+    """
+    visible = environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    if visible and visible.split(",")[0].strip() not in ("-1", "NoDevFiles"):
+        return 0
+    return configured
+
+
+@dataclass
+class _Process:
+    """What a process keeps between tasks: its nnabla context and one seed's data."""
+
+    context: tuple | None = None
+    data_key: tuple | None = None
+    data: object = None
+
+    def set_context(self, cfg: C.Config) -> None:
+        from .context import set_context
+
+        key = (cfg.context, device_id(cfg.device_id, os.environ))
+        if key != self.context:
+            set_context(*key)
+            self.context = key
+
+    def prepared(self, cfg: C.Config, seed: int):
+        from .engine import load_prepared
+
+        key = (json.dumps(cfg.to_dict(), sort_keys=True), seed)
+        if key != self.data_key:
+            self.data, self.data_key = None, None  # free the previous seed first
+            self.data, self.data_key = load_prepared(cfg, seed), key
+        return self.data
+
+
+_PROCESS = _Process()
+
+
+def perform(cfg: C.Config, task: Task, progress: bool) -> None:
+    """The body of one task, with this process's prepared data of the task's seed."""
+    from .eval import run_eval_job
+
+    _PROCESS.set_context(cfg)
+    if task.kind == "eval" and task.job.n == 0 and any(task.job.reusable(p) for p in task.job.targets(cfg.output)):
+        run_eval_job(cfg, task.job)  # No Removal of another method: a copy, no data needed
+        return
+    data = _PROCESS.prepared(cfg, task.seed)
+    if task.kind == "train":
+        from .train import run_training
+
+        run_training(cfg, task.seed, data)
+    elif task.kind == "infl":
+        from .infl import run_influence
+
+        run_influence(cfg, task.seed, task.method, data)
+    elif task.kind == "eval":
+        run_eval_job(cfg, task.job, data, progress=progress)
+    else:
+        raise ValueError(f"unknown task kind {task.kind!r}")
+
+
+def run_task(cfg: C.Config, task: Task, *after) -> float:
+    """A task on a Dask worker (``after``: the results it waited for); returns seconds."""
+    t0 = time.perf_counter()
+    perform(cfg, task, progress=False)
+    return time.perf_counter() - t0
+
+
+class WorkerSetup(WorkerPlugin):
+    """Dask worker plugin: logging like the run's, GPU resources, Ctrl-C left to the run.
+
+    Workers of the local cluster ignore SIGINT (Ctrl-C reaches the whole process
+    group; the run stops them) and, off a terminal, drop progress bars, whose lines
+    from parallel workers interleave into an unreadable log.
+    """
+
+    idempotent = False
+
+    def __init__(self, level: int, local: bool):
+        self.level = level
+        self.local = local
+
+    def setup(self, worker) -> None:
+        if self.local and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        pkg = logging.getLogger("sgd_influence")
+        if not any(getattr(h, "_sgd_influence", False) for h in pkg.handlers):
+            handler = logging.StreamHandler(sys.stderr)
+            handler._sgd_influence = True
+            handler.setFormatter(logging.Formatter(
+                f"%(asctime)s %(levelname)s [{worker.name}] %(name)s: %(message)s", datefmt="%H:%M:%S"))
+            pkg.addHandler(handler)
+            pkg.propagate = False
+        pkg.setLevel(self.level)
+        logging.getLogger("nnabla").setLevel(logging.WARNING)
+        if self.local and not sys.stderr.isatty():
+            sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (lives as long as the process)
+
+    def teardown(self, worker) -> None:
+        _PROCESS.data, _PROCESS.data_key = None, None
+
+
+# --------------------------------------------------------------------------- the run
+@dataclass
+class Report:
+    done: int = 0
+    workers: int = 1
+    seconds: float = 0.0
+
+
+def execute(plan: Plan, jobs: int = 1, scheduler: str | None = None) -> Report:
+    """Run every task of ``plan`` (and the tasks their completion releases)."""
+    t0 = time.perf_counter()
+    steps = plan.initial()
+    report = Report()
+    if steps:
+        bar = tqdm(total=len(steps), desc="tasks", unit="task", mininterval=1.0, leave=False,
+                   disable=not logger.isEnabledFor(logging.INFO))
+        # log lines printed above the bar, not through it
+        redirect = contextlib.nullcontext() if bar.disable else logging_redirect_tqdm()
+        try:
+            with redirect:
+                if scheduler is None and jobs <= 1:
+                    _run_here(plan, steps, report, bar)
+                else:
+                    _run_dask(plan, steps, report, bar, jobs, scheduler)
+        finally:
+            bar.close()
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _finished(task: Task, seconds: float, report: Report, bar) -> None:
+    report.done += 1
+    bar.update(1)
+    logger.info("done: %s (%.1f s)", task.label, seconds)
+
+
+def _run_here(plan: Plan, steps: list[Step], report: Report, bar) -> None:
+    """One task after the other in this process: the easy way to debug."""
+    waiting = list(steps)
+    done: set[Task] = set()
+    last = None
+    progress = logger.isEnabledFor(logging.INFO)
+    while waiting:
+        ready = [s.task for s in waiting if all(a in done for a in s.after)]
+        # training first; among the rest, the seed this process holds
+        task = min(ready, key=lambda t: (t.order()[0], t.seed != last, t.order()))
+        waiting = [s for s in waiting if s.task != task]
+        last = task.seed
+        logger.info("start: %s", task.label)
+        t0 = time.perf_counter()
+        try:
+            perform(plan.cfg, task, progress)
+        except Exception as exc:
+            logger.debug("%s failed", task.label, exc_info=True)
+            raise failure(task, exc) from exc
+        done.add(task)
+        _finished(task, time.perf_counter() - t0, report, bar)
+        released = plan.released_by(task)
+        waiting += released
+        bar.total += len(released)
+        bar.refresh()
+
+
+_QUIET_WORKERS = {"DASK_LOGGING__DISTRIBUTED": "critical"}
+
+
+def _priority(task: Task) -> int:
+    """Dask priority (larger first) following Task.order."""
+    kind, seed, method, n = task.order()
+    return -(((kind * 1000 + seed) * 10 + method + 1) * 10**7 + n + 1)
+
+
+def _run_dask(plan: Plan, steps: list[Step], report: Report, bar, jobs: int,
+              scheduler: str | None) -> None:
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler is None:
+        # the workers inherit an ignored SIGINT: Ctrl-C is this process's to handle
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # a failed task is reported here in one line: the workers' own report of it (a
+        # block with a traceback) and their start-up messages stay quiet
+        env = {k: os.environ.get(k) for k in _QUIET_WORKERS}
+        os.environ.update(_QUIET_WORKERS)
+        try:
+            cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
+                                   dashboard_address=None, silence_logs=logging.CRITICAL)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            for k, v in env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    try:
+        client = Client(cluster if cluster is not None else scheduler)
+    except (OSError, ValueError, TypeError) as exc:
+        if cluster is not None:
+            cluster.close()
+        raise ValueError(f"--scheduler: no Dask scheduler reachable at {scheduler} ({one_line(exc)})") from exc
+    # the workers may run elsewhere: folders by their absolute names
+    data_dir = plan.cfg.data_dir and str(Path(plan.cfg.data_dir).resolve())
+    cfg = replace(plan.cfg, output=str(Path(plan.cfg.output).resolve()), data_dir=data_dir)
+    token = uuid.uuid4().hex[:8]  # keys of this run only (a shared cluster runs others too)
+    futures: dict[Task, object] = {}
+    tasks: dict[str, Task] = {}
+    pending = as_completed()
+    try:
+        client.register_plugin(WorkerSetup(logging.getLogger("sgd_influence").getEffectiveLevel(),
+                                           local=cluster is not None), name=PLUGIN_NAME)
+        workers = client.scheduler_info(n_workers=-1)["workers"].values()
+        gpu = one_task_per_gpu(cfg.context, workers)
+        n_workers = len(workers)
+        report.workers = n_workers
+        logger.info("running on %s: %d worker(s)%s", "a local Dask cluster" if cluster else scheduler,
+                    n_workers, ", one task per GPU" if gpu else "")
+
+        def submit(batch: list[Step]) -> None:
+            for step in batch:
+                key = f"{step.task.label} [{token}]"
+                fut = client.submit(run_task, cfg, step.task, *(futures[a] for a in step.after),
+                                    key=key, priority=_priority(step.task),
+                                    resources={"GPU": 1} if gpu else None)
+                futures[step.task] = fut
+                tasks[key] = step.task
+                pending.add(fut)
+
+        submit(steps)
+        for fut in pending:
+            task = tasks[fut.key]
+            if fut.status != "finished":
+                raise _dask_failure(task, fut)
+            _finished(task, fut.result(), report, bar)
+            released = plan.released_by(task)
+            submit(released)
+            bar.total += len(released)
+            bar.refresh()
+    finally:
+        client.cancel(list(futures.values()), force=True)
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _dask_failure(task: Task, fut) -> BaseException:
+    if fut.status != "error":  # cancelled or lost by the cluster
+        return TaskFailed(f"{task.label} failed: the Dask cluster reported the task {fut.status}")
+    exc = fut.exception()
+    logger.debug("%s failed:\n%s", task.label, "".join(traceback.format_tb(fut.traceback())))
+    if type(exc).__name__ == "KilledWorker":
+        return TaskFailed(f"{task.label} failed: every worker process that ran it died "
+                          "(Dask gave up after distributed.scheduler.allowed-failures retries; "
+                          "see the workers' logs)")
+    return failure(task, exc)
+
+
+def one_task_per_gpu(context: str, workers) -> bool:
+    """True when tasks should each hold one ``GPU`` resource: a GPU context may be used
+    and some worker declares GPUs (``dask worker ... --resources GPU=1``, dask-cuda)."""
+    return context != "cpu" and any(w.get("resources", {}).get("GPU", 0) > 0 for w in workers)

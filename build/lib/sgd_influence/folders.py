@@ -1,0 +1,267 @@
+"""Saved identities and folder claims: which configuration a folder's results belong to.
+
+Each phase's folder holds the identity of the configuration that made it, beside its
+files (see ``Config.identity`` for which settings define what):
+
+* ``train/seed_{s}/config.json``: the training run (data and training sections);
+* ``influence/{method}/config.json``: the training run plus the method's own settings
+  (``Method.settings``), so one method's settings never invalidate another's files;
+* ``score/{method}/config.json`` (and ``score/noise_floor/``): the method's influence
+  identity plus the evaluation section (``-ra``).
+
+A folder of the same identity is reused; one of another is refused in one line naming
+the differing settings, or with ``--overwrite`` removed and claimed afresh. Folders
+written before identities were kept per method (one ``influence/config.json`` and one
+``score/config.json`` for all) are taken over when the shared identity agrees with the
+method's. The plan claims the folders before any task runs; a phase command run alone
+claims its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from . import config as C
+from . import fileio, paths
+from . import methods as M
+
+logger = logging.getLogger(__name__)
+
+
+def check_trained_with(cfg: C.Config, out, seed: int) -> None:
+    """Refuse settings that differ from those the training run of ``seed`` in ``out`` used.
+
+    For a phase run alone on a finished training run: one line naming each differing
+    flag with the training run's value and what to do.
+    """
+    path = paths.train_identity(out, seed)
+    saved, ours = read_identity(path), cfg.train_identity()
+    if saved is None:
+        return
+    diff = sorted(k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
+    if not diff:
+        return
+    parts = []
+    for k in diff:
+        if k == "data_digest":
+            if "dataset" not in diff:
+                parts.append("a CSV data set of other content (CSV text or image bytes differ)")
+        else:
+            parts.append(f"{C.flag(k)} {_show(saved.get(k))} (given: {_show(ours.get(k))})")
+    raise C.ConfigMismatch(
+        f"{path}: seed {seed} was trained with {'; '.join(parts)}; give the training run's settings, "
+        "or train again with yours in another -o folder")
+
+
+def older_identity(saved: dict) -> dict:
+    """A saved identity as this version writes it: one written before --smooth existed
+    described a run of the ReLU network."""
+    if "model" in saved and "smooth" not in saved:
+        return {**saved, "smooth": False}
+    return saved
+
+
+def _show(v) -> str:
+    return " ".join(str(x) for x in v) if isinstance(v, list) else str(v)
+
+
+def check_saved(path: Path, identity: dict, overwrite: bool, what: str) -> bool:
+    """Compare ``identity`` with the one saved at ``path``.
+
+    Returns True when a matching identity was saved (finished work may be reused),
+    False when nothing was saved. A different identity raises ConfigMismatch unless
+    ``overwrite`` is set (then the caller starts afresh and returns False).
+    """
+    saved = read_identity(path)
+    if saved is None:
+        return False
+    if not describe_diff(saved, identity):  # a key saved as null or left out: the same
+        return True
+    if overwrite:
+        return False
+    details = describe_diff(saved, identity)
+    raise C.ConfigMismatch(
+        f"{path}: holds {_article(what)} {what} of a different configuration ({details}); "
+        "use another -o folder or --overwrite"
+    )
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def read_identity(path) -> dict | None:
+    """A saved identity (as this version writes it); None when there is none or it is
+    damaged (then the results it described are of unknown configuration)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        saved = fileio.read_json(path)
+    except fileio.DamagedFile as exc:
+        logger.warning("%s: damaged (%s); the results it describes are computed again", path,
+                       exc.reason)
+        return None
+    return older_identity(saved) if isinstance(saved, dict) else None
+
+
+def _results_in(root: Path) -> bool:
+    return root.exists() and any(f.is_file() and not f.name.startswith(".") and f.name != "config.json"
+                                 for f in root.rglob("*"))
+
+
+def describe_diff(old: dict, new: dict) -> str:
+    """'key: old -> new, ...' for the keys whose values differ (digests shortened)."""
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    out = []
+    for k in diff:
+        if k == "data_digest":
+            out.append("data_digest: the content of the CSV data set changed")
+        else:
+            out.append(f"{k}: {old.get(k)!r} -> {new.get(k)!r}")
+    return ", ".join(out)
+
+
+def claim_folder(identity_path: Path, root: Path, identity: dict, overwrite: bool, what: str) -> bool:
+    """Make ``root`` hold results of ``identity``: True when it already does.
+
+    Results of another configuration are refused (ConfigMismatch) unless ``overwrite``,
+    in which case the whole ``root`` folder is removed. The identity is then saved.
+    """
+    if check_saved(identity_path, identity, overwrite, what):
+        return True
+    root = Path(root)
+    if read_identity(identity_path) is not None:
+        logger.warning(
+            "--overwrite: removing the %ss of another configuration in %s", what, root)
+        shutil.rmtree(root)
+    elif _results_in(root):  # an identity lost or damaged: whose results these are is unknown
+        logger.warning("%s: no readable saved configuration; removing the %ss there and "
+                       "computing them again", root, what)
+        shutil.rmtree(root)
+    fileio.write_json(identity_path, identity)
+    return False
+
+
+# --------------------------------------------------------------------------- the phases
+def claim_training(cfg: C.Config, seed: int) -> bool:
+    """Make ``train/seed_{seed}`` hold the training run of ``cfg``: True when it already
+    did (finished files may be reused), False when it is claimed afresh."""
+    out = Path(cfg.output)
+    ident = cfg.train_identity()
+    path = paths.train_identity(out, seed)
+    if check_saved(path, ident, cfg.overwrite, "training run"):
+        return True
+    if paths.train_dir(out, seed).exists():
+        shutil.rmtree(paths.train_dir(out, seed))  # --overwrite of another configuration
+    fileio.write_json(path, ident)
+    return False
+
+
+def influence_identity(cfg: C.Config, method: str) -> dict:
+    return {**cfg.train_identity(), **M.get(method).settings(cfg)}
+
+
+def score_identity(cfg: C.Config, method: str | None) -> dict:
+    """Scores of ``method`` (None: the noise floor, which depends on the training run only)."""
+    base = cfg.train_identity() if method is None else influence_identity(cfg, method)
+    return {**base, **cfg.identity("eval")}
+
+
+def _legacy(shared: Path, identity: dict) -> dict | None:
+    """The shared identity of an older folder, restricted to ``identity``'s keys."""
+    saved = read_identity(shared)
+    return None if saved is None else {k: saved.get(k) for k in identity}
+
+
+def _claim(path: Path, root: Path, identity: dict, legacy: Path, overwrite: bool, what: str) -> bool:
+    old = None if path.exists() else _legacy(legacy, identity)
+    if old is not None and _results_in(root):
+        if not describe_diff(old, identity):
+            fileio.write_json(path, identity)  # an older folder of this configuration: ours
+            return True
+        if not overwrite:
+            raise C.ConfigMismatch(f"{legacy}: holds {_article(what)} {what} of a different configuration "
+                                   f"({describe_diff(old, identity)}); use another -o folder or "
+                                   "--overwrite")
+        shutil.rmtree(root)
+    return claim_folder(path, root, identity, overwrite, what)
+
+
+def claim_influence(cfg: C.Config, method: str) -> bool:
+    """Make ``influence/{method}`` hold results of ``cfg``; True when it already did."""
+    out = Path(cfg.output)
+    return _claim(paths.method_identity(out, method), paths.influence_dir(out, method),
+                  influence_identity(cfg, method), paths.influence_identity(out), cfg.overwrite,
+                  "influence result")
+
+
+def check_influence(cfg: C.Config, method: str) -> None:
+    """Refuse to evaluate ``method`` on influence results of another configuration."""
+    out = Path(cfg.output)
+    path = paths.method_identity(out, method)
+    identity = influence_identity(cfg, method)
+    old = None if path.exists() else _legacy(paths.influence_identity(out), identity)
+    if old is not None and not describe_diff(old, identity):
+        return
+    try:
+        same = check_saved(path, identity, False, "influence result")
+    except C.ConfigMismatch:
+        saved = read_identity(path) or {}
+        raise C.ConfigMismatch(
+            f"{path}: the {method} scores were computed with other settings "
+            f"({describe_diff(saved, identity)}); give the influence run's settings, or compute "
+            "the influence again with yours (python -m sgd_influence.infl, or the whole pipeline)"
+        ) from None
+    if not same:
+        raise FileNotFoundError(f"{path}: no influence results (run the influence phase first)")
+
+
+def claim_scores(cfg: C.Config, method: str | None) -> bool:
+    """Make ``score/{method}`` (None: ``score/noise_floor``) hold scores of ``cfg``."""
+    out = Path(cfg.output)
+    name = paths.FLOOR_FOLDER if method is None else method
+    return _claim(paths.score_method_identity(out, name), paths.score_dir(out, name),
+                  score_identity(cfg, method), paths.score_identity(out), cfg.overwrite, "evaluation")
+
+
+def claim_run(cfg: C.Config) -> None:
+    """Refuse a folder holding another configuration (or clear it with --overwrite); save cfg.
+
+    A folder whose earlier run made no result yet (it failed at the start, e.g. on bad
+    data) is taken over without --overwrite. The influence settings are not compared
+    here: each method's folder is claimed on its own (another method's settings never
+    invalidate its files).
+    """
+    out = Path(cfg.output)
+    path = paths.run_config(out)
+    saved_dict = read_identity(path)
+    if saved_dict is not None:
+        saved = C.Config.from_dict(saved_dict)
+        old, new = (c.identity("data", "train", "eval") for c in (saved, cfg))
+        if old != new:
+            details = describe_diff(old, new)
+            results = _holds_results(out)
+            if results and not cfg.overwrite:
+                raise C.ConfigMismatch(
+                    f"{out}: holds a run of a different configuration ({details}); "
+                    "use another -o folder or --overwrite")
+            wipe = ["score", "summary", "fig"]
+            if saved.train_identity() != cfg.train_identity() or not results:
+                wipe += ["influence", "train"]
+            if results:
+                logger.warning("--overwrite: replacing the results of another configuration in %s "
+                               "(%s)", out, details)
+            for phase in wipe:
+                if paths.phase_root(out, phase).exists():
+                    shutil.rmtree(paths.phase_root(out, phase))
+    fileio.write_json(path, cfg.to_dict())
+
+
+def _holds_results(out: Path) -> bool:
+    """True when a phase folder holds any file besides the saved configurations."""
+    return any(f.is_file() and f.name != "config.json" and not f.name.startswith(".")
+               for phase in ("train", "influence", "score")
+               for f in paths.phase_root(out, phase).rglob("*"))

@@ -1,0 +1,251 @@
+"""The gradient operations every influence method is made of, on one network.
+
+:class:`GradientOps` builds each graph once per (kind, batch size) and keeps it in one
+cache; a graph's variables are named fields of :class:`Graph`, not positions:
+
+* ``hvp``: H u, H the Hessian of the mean loss of a batch (BN batch statistics);
+* ``per_sample_dots``: <u, grad l_i> for every sample of a batch (per-sample BN
+  statistics), computed as ``per_sample`` says:
+
+  - ``fused`` (networks without BN): one double backward of
+    s = <u, grad (1/B) sum_i w_i l_i> with respect to the parameters and the per-sample
+    weights w gives H u and every (1/B) <u, grad l_i> at the cost of one HVP;
+  - ``loop`` (BN networks on the CPU): a batch-one forward/backward per sample (on one
+    CPU core about the cost of one batched forward+backward);
+  - ``weighted`` (BN networks on a GPU): the weighted-loss double backward on an
+    instance-normalised copy of the batch, one batched pass instead of |B| small ones;
+
+* ``exact_step_terms``: the exact-BN step of docs/DESIGN.md ("The exact batch-norm
+  derivative"): one double backward of
+  S = <c, grad_theta L_B(theta, w)> + sum_k <r_k, stat_k(theta, w)>;
+* ``val_gradient`` / ``val_gradient_exact``: the gradient of the mean validation loss
+  (inference-mode BN), the latter also with respect to the running statistics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import nnabla as nn
+import nnabla.functions as F
+import numpy as np
+
+from ..engine import EVAL_BATCH, Engine
+from ..models import BN_DECAY, input_variables, sample_losses
+
+PER_SAMPLE_MODES = ("auto", "loop", "weighted", "fused")
+
+
+def choose_per_sample(has_bn: bool, context: str) -> str:
+    """The cheapest exact per-sample path for the network and the nnabla context."""
+    if not has_bn:
+        return "fused"
+    return "weighted" if context == "cudnn" else "loop"
+
+
+@dataclass
+class Graph:
+    """One built graph: its inputs, the vectors it is contracted with, its outputs."""
+
+    x: nn.Variable
+    t: nn.Variable
+    w: nn.Variable | None = None  # per-sample weights (weighted graphs)
+    vs: list = field(default_factory=list)  # one vector variable per trainable parameter
+    rs: list = field(default_factory=list)  # one per BN statistic (exact graphs)
+    outs: list = field(default_factory=list)  # d/dtheta (and d/dw last, when weighted)
+    run: nn.Variable | None = None  # what to forward (a sink, or the loss)
+
+    def feed(self, x, y) -> None:
+        self.x.d, self.t.d = x, y
+        if self.w is not None:
+            self.w.d = 1.0
+
+
+def _set_vector(vs, u) -> None:
+    for v, a in zip(vs, u):
+        v.d = a
+
+
+def dot(gs, u) -> float:
+    """<g, u> summed over parameter arrays, in float64."""
+    return float(sum(np.dot(g.ravel().astype(np.float64), a.ravel().astype(np.float64))
+                     for g, a in zip(gs, u)))
+
+
+class GradientOps:
+    """Graphs (built once per kind and batch size) on one engine's network."""
+
+    def __init__(self, engine: Engine, per_sample: str = "auto", context: str = "cpu"):
+        if per_sample not in PER_SAMPLE_MODES:
+            raise ValueError(f"per-sample mode: expected one of {PER_SAMPLE_MODES}, got {per_sample!r}")
+        self.engine = engine
+        self.net = engine.net
+        self.params = list(self.net.trainable.values())
+        has_bn = self.net.has_batchnorm()
+        if per_sample == "auto":
+            per_sample = choose_per_sample(has_bn, context)
+        if per_sample == "fused" and has_bn:
+            raise ValueError("per-sample mode 'fused' needs a network without batch normalisation")
+        self.per_sample = per_sample
+        self._graphs: dict[tuple[str, int], Graph] = {}
+        self._running: dict[str, nn.Variable] = {
+            k: nn.Variable(self.net.variables[k].shape, need_grad=True) for k in self.net.bn_state_names()}
+
+    def graph(self, kind: str, bs: int) -> Graph:
+        key = (kind, bs)
+        g = self._graphs.get(key)
+        if g is None:
+            g = self._graphs[key] = getattr(self, f"_build_{kind}")(bs)
+        return g
+
+    # ------------------------------------------------------------------ graphs
+    def _double_backward(self, bs: int, bn: str, weighted: bool) -> Graph:
+        """s = <u, grad_theta mean_i(w_i l_i)>; outputs d s / d theta (= H u) and, when
+        weighted, d s / d w."""
+        x, t = input_variables(bs, self.engine.data.in_shape)
+        losses = sample_losses(self.net.logits(x, bn=bn), t)
+        w = None
+        if weighted:
+            w = nn.Variable((bs, 1), need_grad=True)
+            w.d = 1.0
+            loss = F.sum(losses * w) / bs
+        else:
+            loss = F.mean(losses)
+        grads = nn.grad([loss], self.params)
+        vs = [nn.Variable(p.shape, need_grad=False) for p in self.params]
+        s = F.add_n(*[F.sum(g * v) for g, v in zip(grads, vs)]) if len(vs) > 1 else F.sum(grads[0] * vs[0])
+        outs = nn.grad([s], self.params + ([w] if weighted else []))
+        for o in outs:
+            o.persistent = True
+        return Graph(x, t, w, vs, [], outs, F.sink(*outs))
+
+    def _build_hvp(self, bs: int) -> Graph:
+        return self._double_backward(bs, "batch" if self.net.has_batchnorm() else "train", False)
+
+    def _build_fused(self, bs: int) -> Graph:
+        return self._double_backward(bs, "train", True)
+
+    def _build_weighted(self, bs: int) -> Graph:
+        return self._double_backward(bs, "instance", True)
+
+    def _build_one(self, bs: int) -> Graph:
+        x, t = input_variables(bs, self.engine.data.in_shape)
+        bn = "batch" if self.net.has_batchnorm() else "train"
+        return Graph(x, t, run=F.mean(sample_losses(self.net.logits(x, bn=bn), t)))
+
+    def _build_exact(self, bs: int) -> Graph:
+        """S = <c, grad_theta L_B(theta, w)> + sum_k <r_k, stat_k(theta, w)>.
+
+        L_B = sum_i w_i l_i / bs with BN batch statistics weighted by w; stat_k are the
+        (mean, unbiased variance) the running statistics move toward. The walk puts
+        c = -lr a_theta and r_k = (1 - d) a_r,k into the vector variables; the outputs are
+        dS/dtheta (the adjoint's increment) and dS/dw (minus the per-sample terms)."""
+        x, t = input_variables(bs, self.engine.data.in_shape)
+        w = nn.Variable((bs, 1), need_grad=True)
+        w.d = 1.0
+        stats: list = []
+        if self.net.has_batchnorm():
+            logits = self.net.logits(x, bn="weighted", w=w, stats=stats)
+        else:
+            logits = self.net.logits(x, bn="train")
+        loss = F.sum(sample_losses(logits, t) * w) / bs
+        grads = nn.grad([loss], self.params)
+        vs = [nn.Variable(p.shape, need_grad=False) for p in self.params]
+        stat_vars = [v for pair in stats for v in pair]
+        rs = [nn.Variable(v.shape, need_grad=False) for v in stat_vars]
+        terms = [F.sum(a * b) for a, b in zip(grads + stat_vars, vs + rs)]
+        s = F.add_n(*terms) if len(terms) > 1 else terms[0]
+        outs = nn.grad([s], self.params + [w])
+        for o in outs:
+            o.persistent = True
+        return Graph(x, t, w, vs, rs, outs, F.sink(*outs))
+
+    def _build_val(self, bs: int) -> Graph:
+        return self._val_graph(bs, None)
+
+    def _build_val_exact(self, bs: int) -> Graph:
+        return self._val_graph(bs, self._running or None)
+
+    def _val_graph(self, bs: int, running) -> Graph:
+        x, t = input_variables(bs, self.engine.data.in_shape)
+        logits = self.net.logits(x, bn="eval", running=running)
+        return Graph(x, t, run=F.sum(F.softmax_cross_entropy(logits, t)))
+
+    # ------------------------------------------------------------------ operations
+    def hvp(self, x: np.ndarray, y: np.ndarray, u: list[np.ndarray]) -> list[np.ndarray]:
+        """H u, H the Hessian of the mean loss of the batch (BN batch statistics)."""
+        g = self.graph("hvp", len(y))
+        g.feed(x, y)
+        _set_vector(g.vs, u)
+        g.run.forward(clear_no_need_grad=True)
+        return [o.d.copy() for o in g.outs]
+
+    def per_sample_dots(self, x: np.ndarray, y: np.ndarray, u: list[np.ndarray],
+                        mode: str | None = None) -> np.ndarray:
+        """<u, grad l_i> for every sample of the batch (per-sample BN statistics)."""
+        mode = mode or self.per_sample
+        if mode == "loop":
+            g = self.graph("one", 1)
+            out = np.empty(len(y))
+            for i in range(len(y)):
+                g.feed(x[i : i + 1], y[i : i + 1])
+                g.run.forward(clear_no_need_grad=True)
+                for p in self.params:
+                    p.grad.zero()
+                g.run.backward(clear_buffer=True)
+                out[i] = dot([p.g for p in self.params], u)
+            return out
+        g = self.graph("fused" if mode == "fused" else "weighted", len(y))
+        g.feed(x, y)
+        _set_vector(g.vs, u)
+        g.run.forward(clear_no_need_grad=True)
+        return g.outs[-1].d[:, 0].astype(np.float64) * len(y)
+
+    def step_terms(self, x, y, u) -> tuple[np.ndarray, list[np.ndarray]]:
+        """(per-sample dots, H u) of one step, sharing work where the network allows."""
+        if self.per_sample == "fused":
+            g = self.graph("fused", len(y))
+            g.feed(x, y)
+            _set_vector(g.vs, u)
+            g.run.forward(clear_no_need_grad=True)
+            hu = [o.d.copy() for o in g.outs[:-1]]
+            return g.outs[-1].d[:, 0].astype(np.float64) * len(y), hu
+        return self.per_sample_dots(x, y, u), self.hvp(x, y, u)
+
+    def exact_step_terms(self, x, y, a_theta, a_r, lr: float):
+        """(-dS/dw, dS/dtheta) of one step for the adjoints (a_theta, a_r)."""
+        g = self.graph("exact", len(y))
+        g.feed(x, y)
+        _set_vector(g.vs, [np.float32(-lr) * a for a in a_theta])
+        _set_vector(g.rs, [np.float32(1 - BN_DECAY) * a for a in a_r])
+        g.run.forward(clear_no_need_grad=True)
+        return -g.outs[-1].d[:, 0].astype(np.float64), [o.d.copy() for o in g.outs[:-1]]
+
+    def val_gradient(self) -> list[np.ndarray]:
+        """Gradient of the mean validation loss at the current parameters (inference BN)."""
+        self._accumulate_val_gradient("val")
+        return [p.g.copy() for p in self.params]
+
+    def val_gradient_exact(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """dL_val/dtheta and dL_val/dr (running statistics, in bn_state_names order) at
+        the current state, inference-mode BN."""
+        for name, v in self._running.items():
+            v.d = self.net.variables[name].d
+            v.grad.zero()
+        self._accumulate_val_gradient("val_exact")
+        return [p.g.copy() for p in self.params], [v.g.copy() for v in self._running.values()]
+
+    def _accumulate_val_gradient(self, kind: str) -> None:
+        """Zero the parameter gradients, then accumulate into them (and into the running
+        statistics' variables for 'val_exact') the gradient of the mean validation loss."""
+        d = self.engine.data
+        n = len(d.val_y)
+        for p in self.params:
+            p.grad.zero()
+        for start in range(0, n, EVAL_BATCH):
+            yb = d.val_y[start : start + EVAL_BATCH]
+            g = self.graph(kind, len(yb))
+            g.x.d = self.engine.inputs(d.val_x[start : start + EVAL_BATCH])
+            g.t.d = yb[:, None]
+            g.run.forward(clear_no_need_grad=True)
+            g.run.backward(1.0 / n, clear_buffer=True)

@@ -1,0 +1,172 @@
+"""Every output path pattern, one function each. All live under the output folder."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+
+def run_config(out) -> Path:
+    return Path(out) / "config.json"
+
+
+def phase_root(out, phase: str) -> Path:
+    """The folder of one phase: 'train', 'influence', 'score', 'summary' or 'fig'."""
+    if phase not in ("train", "influence", "score", "summary", "fig"):
+        raise ValueError(f"unknown phase folder {phase!r}")
+    return Path(out) / phase
+
+
+# --- training (one folder per trial seed)
+def train_dir(out, seed: int) -> Path:
+    return Path(out) / "train" / f"seed_{seed}"
+
+
+def train_identity(out, seed: int) -> Path:
+    return train_dir(out, seed) / "config.json"
+
+
+def record(out, seed: int) -> Path:
+    return train_dir(out, seed) / "record.npz"
+
+
+def epoch_snapshot(out, seed: int, epoch: int) -> Path:
+    """Every array of the network after ``epoch`` epochs (0 = the initial parameters)."""
+    return train_dir(out, seed) / "snapshots" / f"epoch_{epoch:03d}.npz"
+
+
+def epoch_snapshot_glob() -> str:
+    """Glob pattern (relative to a training folder) matching every epoch snapshot."""
+    return "snapshots/epoch_*.npz"
+
+
+def final_model(out, seed: int) -> Path:
+    """The trained model in nnabla's parameter format (nn.load_parameters)."""
+    return train_dir(out, seed) / "final.h5"
+
+
+def step_cache(out, seed: int, first_epoch: int) -> Path:
+    """Hara's every-step cache (--hara-cache): the trainable parameters before every step
+    from epoch ``first_epoch`` (0-based) to the end, one row a step."""
+    return train_dir(out, seed) / "snapshots" / f"steps_from_epoch_{first_epoch:03d}.npy"
+
+
+def history(out, seed: int) -> Path:
+    return train_dir(out, seed) / "history.csv"
+
+
+def label_noise(out, seed: int) -> Path:
+    return train_dir(out, seed) / "label_noise.csv"
+
+
+def train_glob(name: str) -> str:
+    """Glob pattern (relative to the output folder) of one file name in every seed's folder."""
+    return f"train/seed_*/{name}"
+
+
+def seed_of_train_file(path) -> int:
+    """The seed of a file under ``train/seed_{s}/`` (inverse of :func:`train_dir`)."""
+    return int(Path(path).parent.name.split("_", 1)[1])
+
+
+# --- influence
+def influence(out, method: str, seed: int) -> Path:
+    return Path(out) / "influence" / method / f"influence_{seed}.csv"
+
+
+def influence_stats(out, method: str, seed: int) -> Path:
+    """Facts of the backward walk beside the influence file (growth factor of |u|)."""
+    return influence(out, method, seed).with_suffix(".json")
+
+
+def influence_glob() -> str:
+    """Glob pattern (relative to the output folder) matching every influence file."""
+    return "influence/*/influence_*.csv"
+
+
+_INFLUENCE = re.compile(r"^influence_(\d+)\.csv$")
+
+
+def parse_influence(path) -> tuple[str, int] | None:
+    """(method, seed) of an influence file path; None for another file."""
+    m = _INFLUENCE.match(Path(path).name)
+    return (Path(path).parent.name, int(m.group(1))) if m else None
+
+
+def influence_identity(out) -> Path:
+    """The identity shared by every method in folders written before identities were
+    kept per method (read only, to take such folders over)."""
+    return Path(out) / "influence" / "config.json"
+
+
+def influence_dir(out, method: str) -> Path:
+    return Path(out) / "influence" / method
+
+
+def method_identity(out, method: str) -> Path:
+    """The identity of one method's influence results (training run + its settings)."""
+    return influence_dir(out, method) / "config.json"
+
+
+# --- evaluation
+def score(out, method: str, n: int, seed: int) -> Path:
+    return Path(out) / "score" / method / f"score_delete_worst_{n}_seed_{seed}.csv"
+
+
+def score_glob() -> str:
+    """Glob pattern (relative to the output folder) matching every score file."""
+    return "score/*/score_delete_worst_*_seed_*.csv"
+
+
+def floor_score(out, k: int, draw: int, seed: int) -> Path:
+    """A noise-floor retrain: trial ``seed`` without ``k`` random samples (draw ``draw``).
+
+    The name ends like a score file (``..._{k}_seed_{seed}.csv``), so a reader that
+    parses n and the seed from the last parts of the name reads k as n."""
+    return Path(out) / "score" / "noise_floor" / f"score_draw_{draw}_delete_random_{k}_seed_{seed}.csv"
+
+
+def floor_glob() -> str:
+    """Glob pattern (relative to the output folder) matching every noise-floor score file."""
+    return "score/noise_floor/score_draw_*_delete_random_*_seed_*.csv"
+
+
+FLOOR_FOLDER = "noise_floor"
+
+
+def score_identity(out) -> Path:
+    """The identity shared by every method's scores in folders written before identities
+    were kept per method (read only, to take such folders over)."""
+    return Path(out) / "score" / "config.json"
+
+
+def score_dir(out, name: str) -> Path:
+    """``score/{method}`` (or ``score/noise_floor``)."""
+    return Path(out) / "score" / name
+
+
+def score_method_identity(out, name: str) -> Path:
+    return score_dir(out, name) / "config.json"
+
+
+# --- analysis
+def summary(out) -> Path:
+    return Path(out) / "summary" / "summary.csv"
+
+
+def storage_table(out) -> Path:
+    """The paper's storage table (every step of every epoch, Hara, Ours, Hara by replay)."""
+    return Path(out) / "summary" / "storage.csv"
+
+
+def detection(out) -> Path:
+    return Path(out) / "summary" / "detection.csv"
+
+
+def paired_tests(out) -> Path:
+    """Each method against Random at each n: paired differences over seeds and the floor."""
+    return Path(out) / "summary" / "paired_tests.csv"
+
+
+def figure(out, name: str = "result") -> Path:
+    return Path(out) / "fig" / f"{name}.png"

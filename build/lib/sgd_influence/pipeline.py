@@ -1,0 +1,78 @@
+"""A run of the pipeline on one output folder: folder checks, then plan and execution.
+
+:func:`run_pipeline` runs the requested phases (train, infl, eval) for some seeds:
+it removes temporary files of killed processes, checks (or with ``--overwrite``
+clears) the phase folders against the configuration, builds the :class:`~.plan.Plan`
+and hands it to :func:`~.execute.execute` (in this process, on a local Dask cluster
+or on ``--scheduler``). :func:`run_all` is the whole pipeline behind
+``train_infl_eval.py``: it saves the run's configuration, runs every phase and
+analyses the scores.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from . import config as C
+from . import data, folders
+from .analyze import analyze
+from .engine import check_network
+from .execute import execute
+from .plan import PHASES, Plan
+
+logger = logging.getLogger(__name__)
+
+
+def run_pipeline(cfg: C.Config, phases=PHASES, seeds=None, scheduler: str | None = None) -> None:
+    """Run the requested phases for ``seeds`` (default: every trial), reusing finished files.
+
+    ``scheduler``: the address of a Dask scheduler to run the tasks on (default: this
+    process for ``--jobs 1``, else a local cluster of ``--jobs`` worker processes).
+    """
+    seeds = list(range(cfg.n_trials)) if seeds is None else list(seeds)
+    plan = Plan(cfg, phases, seeds)  # checks the phase names; reads nothing yet
+    plan.claim()
+    prepare_data(cfg, phases)
+    report = execute(plan, cfg.n_jobs(), scheduler)
+    if report.done:
+        logger.info("%d task(s) finished in %.1f s on %d worker(s)", report.done, report.seconds,
+                    report.workers)
+    else:
+        logger.info("nothing to do: every file of %s is already there", ", ".join(phases))
+
+
+def prepare_data(cfg: C.Config, phases) -> None:
+    """What every task of a built-in data set needs, once, in this process before any
+    task runs: its download (and decoded cache) and, for the influence files' x:image,
+    its PNG files. A failure is one line here instead of one per task."""
+    if cfg.is_csv or not ({"train", "infl"} & set(phases)):
+        return
+    try:
+        if cfg.dataset != "mnist5k":
+            data.load_dataset(cfg.dataset, 0, cfg.data_dir)
+        if "infl" in phases:
+            data.ensure_images(cfg.dataset, cfg.data_dir)
+    except data.DataError as exc:
+        if cfg.data_dir:
+            raise data.DataError(f"--data-dir {cfg.data_dir}: {exc}") from None
+        raise
+
+
+# --------------------------------------------------------------------------- whole run
+def run_all(cfg: C.Config, scheduler: str | None = None) -> None:
+    """Train, compute influence, retrain and analyse: the whole pipeline of one folder."""
+    check_network(cfg)
+    folders.claim_run(cfg)
+    run_pipeline(cfg, PHASES, scheduler=scheduler)
+    analyze(cfg.output, methods=cfg.methods, ns=cfg.remove_n_list, seeds=range(cfg.n_trials),
+            title=run_title(cfg))
+
+
+def run_title(cfg: C.Config) -> str:
+    data = Path(cfg.train_csv).name if cfg.is_csv else cfg.dataset
+    window = "all epochs" if cfg.infl_epochs == 0 else f"last {cfg.infl_epochs} epoch(s)"
+    model = f"{cfg.model} (smooth)" if cfg.smooth_net() else cfg.model
+    if cfg.model_nnp:
+        model = Path(cfg.model_nnp).name
+    return f"{data}, {model}, {cfg.n_epochs} epochs, window {window}"

@@ -1,0 +1,193 @@
+"""The plan of a run: which tasks remain and which task each one waits for.
+
+The work is a graph of tasks:
+
+* ``train`` (one per seed),
+* ``infl`` (seed x method; after the seed's training),
+* ``eval`` (one retrain, :class:`~sgd_influence.eval.EvalJob`: seed x method x n, after
+  that influence file; n = 0, "No Removal", once per seed for every method, and the
+  noise-floor retrains, after the training).
+
+The retrains of a seed are known once its training is finished (an n not smaller than
+the training set is skipped), so a finished ``train`` task releases the rest of its
+seed's graph: :meth:`Plan.initial` gives the first tasks, :meth:`Plan.released_by`
+those a finished task makes known. Planning only reads the output folder; every file
+is written by a task.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import checks, folders, paths, registry
+from . import config as C
+from .eval import EvalJob, plan_jobs, warn_skipped
+
+logger = logging.getLogger(__name__)
+
+PHASES = ("train", "infl", "eval")
+_RANK = {"train": 0, "infl": 1, "eval": 2}
+
+
+@dataclass(frozen=True)
+class Task:
+    kind: str  # 'train' | 'infl' | 'eval'
+    seed: int
+    method: str | None = None  # infl
+    job: EvalJob | None = None  # eval
+
+    @property
+    def label(self) -> str:
+        if self.kind == "train":
+            return f"train seed {self.seed}"
+        if self.kind == "infl":
+            return f"influence {self.method} seed {self.seed}"
+        return self.job.label
+
+    def order(self) -> tuple:
+        """Preference among ready tasks (smaller first): training, influence, retrains;
+        then by seed, method and n. Independent of timing."""
+        method = self.method or (self.job.needs_influence if self.job else None) or ""
+        n = self.job.n if self.job else -1
+        method_rank = registry.methods.rank(method)
+        return (_RANK[self.kind], self.seed, method_rank, n)
+
+
+@dataclass(frozen=True)
+class Step:
+    """A task of the plan and the tasks (released together with it) it waits for."""
+
+    task: Task
+    after: tuple[Task, ...] = ()
+
+
+class Plan:
+    """Which tasks of the requested phases remain, known as their inputs get done."""
+
+    def __init__(self, cfg: C.Config, phases, seeds):
+        bad = [p for p in phases if p not in PHASES]
+        if bad:
+            raise ValueError(f"unknown phase {bad[0]!r}")
+        self.cfg = cfg
+        self.out = Path(cfg.output)
+        self.phases = tuple(phases)
+        self.seeds = list(seeds)
+        self._warned: set = set()
+        self._is_image = None
+
+    # -- the folders (before anything is planned)
+    def claim(self) -> None:
+        """Claim each phase's folders for this configuration (see :mod:`.folders`): a
+        folder of another configuration is refused, or cleared with --overwrite; a phase
+        that reads an earlier one's results checks they are of this configuration."""
+        cfg = self.cfg
+        for s in self.seeds:
+            if "train" in self.phases:
+                folders.claim_training(cfg, s)
+            else:
+                folders.check_trained_with(cfg, self.out, s)
+        for m in cfg.methods:
+            if "infl" in self.phases:
+                folders.claim_influence(cfg, m)
+            elif "eval" in self.phases:
+                folders.check_influence(cfg, m)
+            if "eval" in self.phases:
+                folders.claim_scores(cfg, m)
+        if "eval" in self.phases and cfg.noise_floor_draws > 0:
+            folders.claim_scores(cfg, None)
+
+    # -- state of finished work (read only)
+    def train_done(self, seed: int) -> bool:
+        from .train import train_done
+
+        if "train" not in self.phases:
+            folders.check_trained_with(self.cfg, self.out, seed)
+        same = folders.check_saved(paths.train_identity(self.out, seed), self.cfg.train_identity(),
+                                   False, "training run")
+        return same and train_done(self.cfg, seed)
+
+    def infl_done(self, seed: int, method: str) -> bool:
+        return self.infl_problem(seed, method) is None
+
+    def infl_problem(self, seed: int, method: str) -> str | None:
+        """None when the influence file is there and whole, else why not."""
+        from .trajectory import Record
+
+        path = paths.influence(self.out, method, seed)
+        if not path.exists():
+            return "not found"
+        if not paths.record(self.out, seed).exists():
+            return None  # checked against the training run once it exists
+        problem = (checks.influence_problem(path, Record.load(paths.record(self.out, seed)).n_train)
+                   or checks.facts_problem(path))
+        if problem is None and checks.missing_image(path, self._image_check()):
+            return "an x:image that is not an image of the data set where it is now"
+        return f"damaged ({problem})" if problem else None
+
+    def _image_check(self):
+        if self._is_image is None:
+            from .infl import image_check
+
+            self._is_image = image_check(self.cfg)
+        return self._is_image
+
+    # -- planning
+    def initial(self) -> list[Step]:
+        """The tasks known before anything runs; refuses a phase whose inputs are missing."""
+        missing = []
+        for s in self.seeds:
+            if "train" not in self.phases and not self.train_done(s):
+                missing.append(f"{paths.record(self.out, s)}: no finished training run of this "
+                               f"configuration for seed {s} (run the training phase first)")
+            if "infl" not in self.phases and "eval" in self.phases:
+                for m in self.cfg.methods:
+                    problem = self.infl_problem(s, m)
+                    if problem:
+                        missing.append(f"{paths.influence(self.out, m, s)}: {problem} (run the "
+                                       "influence phase to compute it)")
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise FileNotFoundError(missing[0] + more)
+        steps: list[Step] = []
+        for s in self.seeds:
+            if self.train_done(s):
+                steps += self._after_train(s)
+            else:
+                steps.append(Step(Task("train", s)))
+        return steps
+
+    def released_by(self, task: Task) -> list[Step]:
+        """The tasks a finished ``task`` makes known (its seed's graph after training)."""
+        return self._after_train(task.seed) if task.kind == "train" else []
+
+    def _after_train(self, seed: int) -> list[Step]:
+        from .trajectory import Record
+
+        steps: list[Step] = []
+        infl: dict[str, Task] = {}
+        if "infl" in self.phases:
+            for m in self.cfg.methods:
+                if not self.infl_done(seed, m):
+                    infl[m] = Task("infl", seed, method=m)
+                    steps.append(Step(infl[m]))
+        if "eval" in self.phases:
+            n_train = Record.load(paths.record(self.out, seed)).n_train
+            jobs, skipped = plan_jobs(self.cfg, seed, n_train)
+            if skipped and not any(j.n in self.cfg.remove_n_list and not j.is_floor for j in jobs):
+                raise ValueError(
+                    f"-r/--remove_n_list: every n ({' '.join(str(n) for n in skipped)}) is not "
+                    f"smaller than the training set of seed {seed} ({n_train} samples): nothing to "
+                    "retrain; give smaller numbers (the training run is kept)")
+            key = (n_train, tuple(skipped))
+            if skipped and key not in self._warned:
+                self._warned.add(key)
+                warn_skipped(skipped, n_train)
+            for job in jobs:
+                if job.done(self.out):
+                    continue
+                # No Removal and the noise floor need the training run only
+                m = job.needs_influence
+                steps.append(Step(Task("eval", seed, job=job), (infl[m],) if m in infl else ()))
+        return steps
