@@ -111,8 +111,10 @@ class Config:
         "per-sample statistics for j's term and ignores the running statistics, as the paper's code",
     )
     if_damping: float = _f(
-        0.01, ["--if-damping"],
-        "IF: damping lambda of the Hessian, (H + lambda I) v = grad L_val (a positive number)")
+        10.0, ["--if-damping"],
+        "IF: damping lambda of the Hessian, (H + lambda I) v = grad L_val (a positive number; "
+        "measured: smaller ones leave conjugate gradient at negative curvature on cifarnet and "
+        "predict retraining worse on logreg, docs/results.md)")
     if_cg_iters: int = _f(100, ["--if-cg-iters"], "IF: most conjugate-gradient iterations of the solve")
     # --- evaluation
     remove_n_list: tuple[int, ...] = _f(

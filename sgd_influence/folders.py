@@ -164,9 +164,12 @@ def claim_folder(identity_path: Path, root: Path, identity: dict, overwrite: boo
     Results of another configuration are refused (ConfigMismatch) unless ``overwrite``,
     in which case the whole ``root`` folder is removed. The identity is then saved.
     """
+    root = Path(root)
+    if not _results_in(root):  # nothing computed there yet (a run stopped at its start)
+        fileio.write_json(identity_path, identity)
+        return False
     if check_saved(identity_path, identity, overwrite, what):
         return True
-    root = Path(root)
     if read_identity(identity_path) is not None:
         logger.warning(
             "--overwrite: removing the %ss of another configuration in %s", what, root)
@@ -186,6 +189,9 @@ def claim_training(cfg: C.Config, seed: int) -> bool:
     out = Path(cfg.output)
     ident = cfg.train_identity()
     path = paths.train_identity(out, seed)
+    if not _results_in(paths.train_dir(out, seed)):  # nothing trained there yet
+        fileio.write_json(path, ident)
+        return False
     if check_saved(path, ident, cfg.overwrite, "training run"):
         return True
     if paths.train_dir(out, seed).exists():

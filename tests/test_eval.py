@@ -40,6 +40,9 @@ def test_plan_jobs_shares_no_removal_and_skips_large_n(tmp_path, caplog):
     assert jobs[0].targets(tmp_path) == [paths.score(tmp_path, m, 0, 3) for m in ("Ours", "Random")]
     assert jobs[0].label == "retrain No Removal seed 3"
     caplog.set_level(logging.WARNING)
+    floor_warnings = [r.getMessage() for r in caplog.records if "--noise-floor-k" in r.getMessage()]
+    assert floor_warnings and "skipping 100" in floor_warnings[0]  # k = 100: not below 100 samples
+    caplog.clear()
     ev.warn_skipped(skipped, 100)
     assert len(caplog.records) == 1 and "100 5000" in caplog.records[0].getMessage()
     with pytest.raises(ValueError):
