@@ -40,7 +40,7 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Callable
 
 import nnabla as nn
 import nnabla.functions as F
@@ -48,8 +48,8 @@ import numpy as np
 
 from .registry import ModelError
 
-if TYPE_CHECKING:
-    from .base import Norm
+# the project's batch-normalisation layer (models.base.Norm): norm(h, name) -> output
+NormFn = Callable[[nn.Variable, str], nn.Variable]
 
 BN_TYPE = "BatchNormalization"
 BN_PARAMS = ("beta", "gamma", "mean", "var")  # the names norm(h, name) gives them
@@ -322,7 +322,7 @@ class _NormCall:
     """Stands in for one BatchNormalization's graph construction: the project's norm
     on the layer's input, with the layer's stored parameters (found by their prefix)."""
 
-    def __init__(self, pf, norm: "Norm", prefix: str, where: str):
+    def __init__(self, pf, norm: NormFn, prefix: str, where: str):
         self.pf, self.norm, self.prefix, self.where = pf, norm, prefix, where
 
     def __call__(self, **_kwargs) -> None:
@@ -371,7 +371,7 @@ class NnpModel:
     def export_name(self, name: str) -> str:
         return name
 
-    def build(self, x: nn.Variable, norm: "Norm") -> nn.Variable:
+    def build(self, x: nn.Variable, norm: NormFn) -> nn.Variable:
         lay = self.layout
         if tuple(x.shape[1:]) != lay.in_shape:
             raise ModelError(f"network {self.name}: its image input {lay.image} is {_chw(lay.in_shape)} "
@@ -449,7 +449,7 @@ class NnpModel:
                          f"for parameter {name} of layer {f.name} ({f.type}); start from the file's "
                          "parameters (--init-from-nnp)")
 
-    def _pass(self, x: nn.Variable, norm: "Norm"):
+    def _pass(self, x: nn.Variable, norm: NormFn):
         lay = self.layout
         pn = self._loader.network_dict[lay.network]
         passes = _network_pass()
