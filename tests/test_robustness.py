@@ -597,3 +597,11 @@ def test_a_task_failing_in_a_dask_worker_is_one_line_without_the_workers_report(
     assert len(errors) == 1 and "breaks while training" in errors[0], res.stderr[-3000:]
     for noise in ("Traceback", "Compute Failed", "Key:"):
         assert noise not in res.stderr, (noise, res.stderr[-3000:])
+
+
+def test_an_unwritable_data_dir_is_named_before_any_training(tmp_path, logs):
+    ro = _ro_place(tmp_path)  # a place no one can write
+    out = tmp_path / "out"
+    assert _run(["-o", str(out), "--preset", "tiny", "--data-dir", str(ro), "--jobs", "1"]) == 2
+    _one_error(logs, "--data-dir", str(ro))
+    assert not paths.record(out, 0).exists()
