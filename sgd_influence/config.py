@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from . import registry
+from . import fileio, registry
 
 METHODS = ("Hara", "Ours", "Random")  # the default --methods (every registered method is a choice)
 HVP_SCALINGS = ("correct", "reference")
@@ -357,6 +357,11 @@ def is_user_model(model: str) -> bool:
     return ":" in model
 
 
+def names_a_file(where: str) -> bool:
+    """Whether the part before ':' of ``--model`` names a file (else a module)."""
+    return where.endswith(".py") or "/" in where or os.sep in where
+
+
 def user_model_identity(model: str, digest: str = "") -> dict:
     """A user network is identified by its function's name and its source file's bytes
     (an edited network is another run; the same file elsewhere is the same run);
@@ -374,21 +379,18 @@ def nnp_model_identity(path: str, digest: str = "") -> dict:
 
 def nnp_digest(path: str) -> str:
     """sha256 of an .nnp file (one line naming --model-nnp when unreadable)."""
-    import hashlib
-
     try:
-        return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()
+        return fileio.file_digest(Path(path).expanduser())
     except OSError as exc:
         raise ValueError(f"--model-nnp: {path}: file not readable ({exc.strerror or exc})") from exc
 
 
 def model_source_digest(model: str) -> str:
     """sha256 of a user network's source file (one line naming --model when unreadable)."""
-    import hashlib
     import importlib.util
 
     where, _, fn = model.rpartition(":")
-    if where.endswith(".py") or "/" in where or os.sep in where:
+    if names_a_file(where):
         path = Path(where).expanduser()
     else:
         spec = importlib.util.find_spec(where)
@@ -396,10 +398,9 @@ def model_source_digest(model: str) -> str:
             raise ValueError(f"--model: cannot import module {where!r}")
         path = Path(spec.origin)
     try:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        return fileio.file_digest(path)
     except OSError as exc:
         raise ValueError(f"--model: {path}: network file not readable ({exc.strerror or exc})") from exc
-    return digest
 
 
 def method_names() -> tuple[str, ...]:
@@ -540,7 +541,7 @@ def _absolute_model(cfg: Config) -> Config:
     if not is_user_model(cfg.model):
         return dataclasses.replace(cfg, model_digest="")
     where, _, fn = cfg.model.rpartition(":")
-    if where.endswith(".py") or "/" in where or os.sep in where:
+    if names_a_file(where):
         path = Path(where).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"--model: {where}: network file not found")

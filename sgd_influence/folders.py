@@ -302,6 +302,4 @@ def claim_run(cfg: C.Config) -> None:
 
 def _holds_results(out: Path) -> bool:
     """True when a phase folder holds any file besides the saved configurations."""
-    return any(f.is_file() and f.name != "config.json" and not f.name.startswith(".")
-               for phase in ("train", "influence", "score")
-               for f in paths.phase_root(out, phase).rglob("*"))
+    return any(_results_in(paths.phase_root(out, phase)) for phase in ("train", "influence", "score"))

@@ -30,8 +30,7 @@ from .. import config as C
 from .. import methods as M
 from ..artifacts import read_influence  # noqa: F401  (part of this module's API)
 from ..engine import Prepared
-from ..methods.control import random_scores  # noqa: F401  (part of this module's API)
-from ..methods.grads import PER_SAMPLE_MODES, choose_per_sample  # noqa: F401
+from ..methods.grads import PER_SAMPLE_MODES  # noqa: F401  (the --per-sample choices)
 from ..trajectory import Record
 
 logger = logging.getLogger(__name__)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
-import os
 import sys
 from pathlib import Path
 from typing import Callable
 
+from ..config import names_a_file
 from .registry import ModelError
 
 
@@ -28,14 +28,10 @@ def split(arch: str) -> tuple[str, str]:
     return where, fn
 
 
-def is_file(where: str) -> bool:
-    return where.endswith(".py") or os.sep in where or "/" in where
-
-
 def load_function(arch: str) -> Callable:
     """The network function named by ``arch`` (one-line ModelError when it cannot be had)."""
     where, name = split(arch)
-    if is_file(where):
+    if names_a_file(where):
         path = Path(where).expanduser()
         if not path.is_file():
             raise ModelError(f"--model: {path}: network file not found")
