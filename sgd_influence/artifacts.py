@@ -54,13 +54,27 @@ def influence_files(out, methods=None, seeds=None) -> list[tuple[str, int, Path]
         if parsed is None:
             continue
         method, seed = parsed
-        if methods is not None and method not in methods:
+        if methods is not None and not selected(method, methods):
             continue
         if seeds is not None and seed not in seeds:
             continue
         found.append((method, seed, p))
-    key = {m: i for i, m in enumerate(C.method_names())}
-    return sorted(found, key=lambda t: (key.get(t[0], len(key)), t[0], t[1]))
+    return sorted(found, key=lambda t: (label_key(t[0]), t[1]))
+
+
+def selected(label: str, methods) -> bool:
+    """Whether results labelled ``label`` belong to ``methods``: by name, or by the
+    method's name for a kept window's (``Hara@last1`` with ``Hara``)."""
+    return label in methods or paths.split_variant(label)[0] in methods
+
+
+def label_key(label: str) -> tuple:
+    """Sort key of a method label: registration order (then unknown names by name), the
+    current window before the kept ones (``Hara`` before ``Hara@last1``)."""
+    base, tag = paths.split_variant(label)
+    order = C.method_names()
+    rank = order.index(base) if base in order else len(order)
+    return (rank, base, tag is not None, tag or "")
 
 
 def dataset_of(out, seed: int) -> str | None:
@@ -90,7 +104,11 @@ def _read_all(pattern: str, out, columns) -> pd.DataFrame:
         problem = checks.score_problem(f, columns)
         if problem:
             raise fileio.damaged(f, problem, "run the evaluation phase again to recompute it")
-        frames.append(pd.read_csv(f))
+        df = pd.read_csv(f)
+        tag = paths.split_variant(f.parent.name)[1]
+        if tag is not None:  # a kept window's results: labelled with it (``Hara@last1``)
+            df["method"] = [paths.variant(m, tag) for m in df["method"]]
+        frames.append(df)
     frames = [f for f in frames if len(f)]
     if not frames:
         return pd.DataFrame(columns=list(columns))

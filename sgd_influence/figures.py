@@ -27,9 +27,16 @@ PEER_COLORS = {"cleanlab": "tab:purple"}  # label-noise peers that are not influ
 
 
 def _color(method: str, default=None):
+    """A method's colour (a kept window's results, ``Hara@last1``, share the method's)."""
+    method = paths.split_variant(method)[0]
     if method in registry.methods:
         return getattr(registry.methods.get(method), "color", default)
     return PEER_COLORS.get(method, default)
+
+
+def _style(method: str) -> str:
+    """Solid for the current window's results, dashed for a kept window's."""
+    return "-" if paths.split_variant(method)[1] is None else "--"
 
 
 def _pyplot():
@@ -75,7 +82,7 @@ def plot_result(st: pd.DataFrame, no_removal: float | None, floor_band: float,
             x = np.where(x > 1, x * (1 + shift), x + shift)
             y = s["mean"].to_numpy()
             ax.errorbar(x, y, yerr=s["std"].fillna(0).to_numpy(), marker="o", ms=4, capsize=3,
-                        label=m, color=_color(m))
+                        label=m, color=_color(m), ls=_style(m))
             hit = np.array([(m, int(n)) in real for n in s.index])
             if hit.any():
                 marked = True
@@ -114,7 +121,7 @@ def plot_detection(curves: dict[str, list[tuple[np.ndarray, np.ndarray]]], noise
                     label="best possible")
         for method, runs in curves.items():
             ys = np.stack([np.interp(grid, x, y) for x, y in runs])
-            ax.plot(grid, ys.mean(axis=0), lw=1.6, color=_color(method),
+            ax.plot(grid, ys.mean(axis=0), lw=1.6, color=_color(method), ls=_style(method),
                     label=f"{method} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
         for k in PERCENTS:
             ax.axvline(k / 100, color="0.85", lw=0.8, zorder=0)

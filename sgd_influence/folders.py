@@ -205,9 +205,95 @@ def influence_identity(cfg: C.Config, method: str) -> dict:
 
 
 def score_identity(cfg: C.Config, method: str | None) -> dict:
-    """Scores of ``method`` (None: the noise floor, which depends on the training run only)."""
+    """Scores of ``method`` (None: the noise floor, which depends on the training run and
+    the replayed epochs only). A retrain replays the influence window (unless -ra), so the
+    window is part of every method's scores, Random's and the floor's too."""
     base = cfg.train_identity() if method is None else influence_identity(cfg, method)
-    return {**base, **cfg.identity("eval")}
+    window = {} if cfg.retrain_all else {WINDOW: cfg.infl_epochs}
+    return {**base, **window, **cfg.identity("eval")}
+
+
+# --------------------------------------------------------------------------- kept windows
+# The results of another influence window are kept beside the current ones, in a folder
+# named by that window (``influence/Hara@last1``, ``score/Random@last1``), so that another
+# --infl-epochs in the same folder reuses the training run and loses nothing; running a
+# kept window again brings its folder back. Only a difference in the window is kept so.
+WINDOW = "infl_epochs"
+
+
+def _window_epochs(identity: dict) -> int:
+    return int(identity["n_epochs"]) if int(identity[WINDOW]) == 0 else int(identity[WINDOW])
+
+
+def _replayed_epochs(root: Path) -> int | None:
+    """The epochs one score file in ``root`` holds (one row each); None without one."""
+    for f in sorted(root.glob("score_*.csv")):
+        with open(f, "rb") as fh:
+            return max(sum(1 for line in fh if line.strip()) - 1, 0)
+    return None
+
+
+def _saved(path: Path, root: Path, identity: dict, legacy: Path) -> dict | None:
+    """The identity ``root``'s results were saved with (its own, else an older folder's
+    shared one restricted to ``identity``'s keys). Scores saved before the window was part
+    of every method's score identity get the window their files replayed (then saved)."""
+    saved = read_identity(path) if path.exists() else _legacy(legacy, identity)
+    if saved is None or WINDOW not in identity or saved.get(WINDOW) is not None:
+        return saved
+    rows = _replayed_epochs(root)
+    if not rows:
+        return saved
+    saved = {**saved, WINDOW: identity[WINDOW] if rows == _window_epochs(identity) else rows}
+    if path.exists():
+        fileio.write_json(path, saved)
+    return saved
+
+
+def _same(saved: dict | None, identity: dict) -> bool:
+    return saved is not None and not describe_diff(saved, identity)
+
+
+def _other_window(saved: dict | None, identity: dict) -> bool:
+    """True when ``saved`` differs from ``identity`` in the influence window only."""
+    if saved is None or saved.get(WINDOW) is None or WINDOW not in identity:
+        return False
+    return _same({**saved, WINDOW: identity[WINDOW]}, identity) and saved[WINDOW] != identity[WINDOW]
+
+
+def kept_folder(root: Path, infl_epochs: int) -> Path:
+    """Where the results of window ``infl_epochs`` are kept beside ``root``."""
+    return root.with_name(paths.variant(root.name, paths.window_tag(infl_epochs)))
+
+
+def _switch_window(path: Path, root: Path, saved: dict | None, identity: dict, overwrite: bool,
+                   what: str, only_to_kept: bool = False) -> None:
+    """Keep ``root``'s results of another window beside it, and bring back the kept
+    results of ``identity``'s window. ``only_to_kept``: keep them only when ours are kept
+    (a phase that reads results and computes none)."""
+    ours = kept_folder(root, identity[WINDOW]) if WINDOW in identity else None
+    ours_kept = ours is not None and _same(read_identity(ours / path.name), identity)
+    done = []
+    if _results_in(root) and _other_window(saved, identity) and (ours_kept or not only_to_kept):
+        aside = kept_folder(root, saved[WINDOW])
+        if _results_in(aside):
+            if not overwrite:
+                raise C.ConfigMismatch(
+                    f"{aside}: holds {_article(what)} {what} of another configuration for window "
+                    f"{paths.window_tag(saved[WINDOW])}, where {root}'s would be kept; use another "
+                    "-o folder or --overwrite (replaces it)")
+            logger.warning("--overwrite: removing the %ss of another configuration in %s", what, aside)
+        if aside.exists():
+            shutil.rmtree(aside)
+        fileio.write_json(path, saved)  # a kept folder describes itself
+        root.rename(aside)
+        done.append(f"window {paths.window_tag(saved[WINDOW])} kept as {aside.name}")
+    if ours_kept and not _results_in(root):
+        if root.exists():
+            shutil.rmtree(root)
+        ours.rename(root)
+        done.append(f"window {paths.window_tag(identity[WINDOW])} brought back from {ours.name}")
+    if done:
+        logger.info("%s: %s", root, ", ".join(done))
 
 
 def _legacy(shared: Path, identity: dict) -> dict | None:
@@ -217,6 +303,7 @@ def _legacy(shared: Path, identity: dict) -> dict | None:
 
 
 def _claim(path: Path, root: Path, identity: dict, legacy: Path, overwrite: bool, what: str) -> bool:
+    _switch_window(path, root, _saved(path, root, identity, legacy), identity, overwrite, what)
     old = None if path.exists() else _legacy(legacy, identity)
     if old is not None and _results_in(root):
         if not describe_diff(old, identity):
@@ -241,11 +328,22 @@ def claim_influence(cfg: C.Config, method: str) -> bool:
 def check_influence(cfg: C.Config, method: str) -> None:
     """Refuse to evaluate ``method`` on influence results of another configuration."""
     out = Path(cfg.output)
-    path = paths.method_identity(out, method)
+    path, root = paths.method_identity(out, method), paths.influence_dir(out, method)
     identity = influence_identity(cfg, method)
+    saved = _saved(path, root, identity, paths.influence_identity(out))
+    _switch_window(path, root, saved, identity, False, "influence result", only_to_kept=True)
     old = None if path.exists() else _legacy(paths.influence_identity(out), identity)
     if old is not None and not describe_diff(old, identity):
         return
+    saved = _saved(path, root, identity, paths.influence_identity(out))  # after the switch
+    if _results_in(root) and _other_window(saved, identity):
+        held = [paths.window_tag(saved[WINDOW])] + sorted(
+            paths.split_variant(p.name)[1] for p in root.parent.glob(paths.variant(method, "*"))
+            if _results_in(p))
+        raise C.ConfigMismatch(
+            f"{root}: no {method} influence results of window {paths.window_tag(identity[WINDOW])} "
+            f"(--infl-epochs {identity[WINDOW]}; this folder holds window {', '.join(held)}); "
+            "compute them with the influence phase (python -m sgd_influence.infl, or the whole pipeline)")
     try:
         same = check_saved(path, identity, False, "influence result")
     except C.ConfigMismatch:

@@ -132,11 +132,33 @@ def floor_score(out, k: int, draw: int, seed: int) -> Path:
 
 
 def floor_glob() -> str:
-    """Glob pattern (relative to the output folder) matching every noise-floor score file."""
-    return "score/noise_floor/score_draw_*_delete_random_*_seed_*.csv"
+    """Glob pattern (relative to the output folder) matching every noise-floor score file
+    (the kept windows' ``noise_floor@...`` folders included)."""
+    return "score/noise_floor*/score_draw_*_delete_random_*_seed_*.csv"
 
 
 FLOOR_FOLDER = "noise_floor"
+
+
+# --- kept windows: the results of another influence window beside the current ones
+VARIANT_SEP = "@"
+
+
+def window_tag(infl_epochs: int) -> str:
+    """The name of an influence window: ``last{k}`` (the last k epochs), ``all`` for 0."""
+    return "all" if int(infl_epochs) == 0 else f"last{int(infl_epochs)}"
+
+
+def variant(name: str, tag: str | None) -> str:
+    """A method's (or the floor's) folder name for the results of window ``tag``
+    (``Hara@last2``); ``name`` itself for None, the current window."""
+    return name if tag is None else f"{name}{VARIANT_SEP}{tag}"
+
+
+def split_variant(name: str) -> tuple[str, str | None]:
+    """(method, window tag or None) of a folder name or label (inverse of :func:`variant`)."""
+    base, sep, tag = name.partition(VARIANT_SEP)
+    return (base, tag) if sep else (name, None)
 
 
 def score_identity(out) -> Path:

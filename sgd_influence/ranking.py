@@ -41,7 +41,9 @@ def per_seed(out, method: str, seeds=None) -> list[tuple[int, pd.DataFrame]]:
     """(seed, influence file with the sample id in column ``id``) of every trial of
     ``method`` found (``seeds``: only these)."""
     found = []
-    for _m, seed, path in influence_files(out, [method], seeds):
+    for m, seed, path in influence_files(out, [method], seeds):
+        if m != method:  # a kept window's results are ranked on their own
+            continue
         infl = read_influence(path)
         found.append((seed, infl.assign(id=sample_ids(out, seed, infl))))
     return found

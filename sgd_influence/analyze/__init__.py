@@ -57,7 +57,7 @@ import pandas as pd
 
 from .. import config as C
 from .. import fileio, paths
-from ..artifacts import FLOOR_METHOD, VALUES, read_floor, read_scores, read_u_growth
+from ..artifacts import FLOOR_METHOD, VALUES, label_key, read_floor, read_scores, read_u_growth, selected
 
 logger = logging.getLogger(__name__)
 
@@ -67,13 +67,21 @@ SUMMARY_COLUMNS = VALUES + ("method", "seed", "n_drops", "mean", "std", "row", "
 PAIRED_COLUMNS = ("method", "baseline", "n_drops", "n_seeds", "mean_diff", "sd_diff", "t", "p_t",
                   "p_wilcoxon", "floor_sd", "floor_diff", "verdict")
 ALPHA = 0.05
-def _order() -> tuple[str, ...]:
-    return (NO_REMOVAL,) + C.method_names() + (FLOOR_METHOD,)
+def _method_key(m: str) -> tuple:
+    """Table order: No Removal, the methods in registration order (each one's kept windows
+    after it, ``Hara`` then ``Hara@last1``), then the noise floor(s)."""
+    base, tag = paths.split_variant(m)
+    if base == NO_REMOVAL:
+        return (0,)
+    if base == FLOOR_METHOD:
+        return (2, tag is not None, tag or "")
+    return (1,) + label_key(m)
 
 
-def _method_key(m: str) -> int:
-    order = _order()
-    return order.index(m) if m in order else len(order)
+def _method_rank(labels: pd.Series) -> pd.Series:
+    """Each label's position in table order (a sortable column)."""
+    rank = {m: i for i, m in enumerate(sorted(set(labels), key=_method_key))}
+    return labels.map(rank)
 
 
 def _final(scores: pd.DataFrame, keys) -> pd.DataFrame:
@@ -92,12 +100,15 @@ def summarize(scores: pd.DataFrame, floor: pd.DataFrame | None = None,
 
     ``growth`` maps (method, seed) to the growth factor of |u| (missing: empty)."""
     last = _final(scores, ["method", "n", "seed"])
-    base = last[last["n"] == 0].drop_duplicates("seed").assign(method=NO_REMOVAL)
+    zero = last[last["n"] == 0]
+    current = zero[[paths.split_variant(m)[1] is None for m in zero["method"]]]
+    # the same run in every window (a replay ends at the trained model): the current one's
+    base = (current if len(current) else zero).drop_duplicates("seed").assign(method=NO_REMOVAL)
     trials = pd.concat([base, last[last["n"] > 0]], ignore_index=True)
     trials = trials.assign(row="trial", n_seeds=1)
     growth = growth or {}
     trials["u_growth"] = [growth.get((m, int(s)), np.nan) for m, s in zip(trials["method"], trials["seed"])]
-    trials = trials.assign(_m=trials["method"].map(_method_key)).sort_values(["_m", "n", "seed"])
+    trials = trials.assign(_m=_method_rank(trials["method"])).sort_values(["_m", "n", "seed"])
     trials = trials.drop(columns="_m")
     groups = trials.groupby(["method", "n"], sort=False)
     count = groups.size().rename("n_seeds")
@@ -117,21 +128,27 @@ def summarize(scores: pd.DataFrame, floor: pd.DataFrame | None = None,
 
 
 def _floor_rows(floor: pd.DataFrame, base: pd.DataFrame) -> list[pd.DataFrame]:
-    """Trial rows of the floor retrains, the floor of each seed and the pooled floor."""
-    runs = _final(floor, ["n", "seed", "draw"]).sort_values(["seed", "n", "draw"])
-    runs = runs.assign(method=FLOOR_METHOD, row="trial", n_seeds=1)
-    both = pd.concat([runs, base], ignore_index=True)  # No Removal: one more irrelevant variant
-    per_seed = both.groupby("seed")[list(VALUES)].agg(lambda v: v.std(ddof=1)).reset_index()
-    per_seed = per_seed.assign(method=FLOOR_METHOD, row="floor", n_seeds=1)
-    var = per_seed[list(VALUES)] ** 2
-    pooled = pd.DataFrame([np.sqrt(var.mean(skipna=True))]).assign(
-        method=FLOOR_METHOD, row="floor", n_seeds=int(per_seed[list(VALUES)].notna().all(axis=1).sum()))
-    return [runs, per_seed, pooled]
+    """Trial rows of the floor retrains, the floor of each seed and the pooled floor; one
+    floor per window (``Noise floor``, and ``Noise floor@last1`` for a kept window's)."""
+    parts = []
+    for label in sorted(set(floor["method"]), key=_method_key):
+        runs = _final(floor[floor["method"] == label], ["n", "seed", "draw"])
+        runs = runs.sort_values(["seed", "n", "draw"]).assign(row="trial", n_seeds=1)
+        both = pd.concat([runs, base], ignore_index=True)  # No Removal: one more irrelevant variant
+        per_seed = both.groupby("seed")[list(VALUES)].agg(lambda v: v.std(ddof=1)).reset_index()
+        per_seed = per_seed.assign(method=label, row="floor", n_seeds=1)
+        var = per_seed[list(VALUES)] ** 2
+        pooled = pd.DataFrame([np.sqrt(var.mean(skipna=True))]).assign(
+            method=label, row="floor", n_seeds=int(per_seed[list(VALUES)].notna().all(axis=1).sum()))
+        parts += [runs, per_seed, pooled]
+    return parts
 
 
-def noise_floor(summary: pd.DataFrame, value: str = "test_accuracy") -> float:
-    """The pooled noise floor (a standard deviation) of ``value``; NaN without floor rows."""
-    f = summary[(summary["row"] == "floor") & summary["seed"].isna()]
+def noise_floor(summary: pd.DataFrame, value: str = "test_accuracy", window: str | None = None) -> float:
+    """The pooled noise floor (a standard deviation) of ``value``; NaN without floor rows.
+    ``window``: a kept window's floor (its tag, ``last1``), else the current window's."""
+    label = paths.variant(FLOOR_METHOD, window)
+    f = summary[(summary["row"] == "floor") & summary["seed"].isna() & (summary["method"] == label)]
     return float(f[value].iloc[0]) if len(f) and pd.notna(f[value].iloc[0]) else float("nan")
 
 
@@ -154,7 +171,7 @@ def stats(summary: pd.DataFrame, value: str = "test_accuracy") -> pd.DataFrame:
     rows = [base.assign(method=m, n=0) for m in methods] + [st[st["method"] != NO_REMOVAL]]
     st = pd.concat(rows, ignore_index=True) if methods else st
     st["n"] = st["n"].astype(int)
-    st = st.assign(_m=st["method"].map(_method_key)).sort_values(["_m", "n"], kind="mergesort")
+    st = st.assign(_m=_method_rank(st["method"])).sort_values(["_m", "n"], kind="mergesort")
     return st.drop(columns="_m").set_index(["method", "n"])
 
 
@@ -195,15 +212,19 @@ def paired_test(diff: np.ndarray, floor_sd: float) -> dict:
 
 
 def paired_tests(summary: pd.DataFrame, value: str = "test_accuracy") -> pd.DataFrame:
-    """Every method at every n > 0 against Random at that n and against No Removal."""
-    trials = summary[(summary["row"] == "trial") & (summary["method"] != FLOOR_METHOD)]
+    """Every method at every n > 0 against Random at that n and against No Removal; a
+    kept window's results against Random and the noise floor of the same window."""
+    floors = summary["method"].map(lambda m: paths.split_variant(m)[0] == FLOOR_METHOD)
+    trials = summary[(summary["row"] == "trial") & ~floors]
     acc = {(m, int(n)): g.set_index("seed")[value] for (m, n), g in trials.groupby(["method", "n_drops"])}
-    floor_sd = noise_floor(summary, value)
     rows = []
     for (m, n), a in sorted(acc.items(), key=lambda kv: (_method_key(kv[0][0]), kv[0][1])):
         if m == NO_REMOVAL:
             continue
-        for baseline, key in (("Random", ("Random", n)), (NO_REMOVAL, (NO_REMOVAL, 0))):
+        window = paths.split_variant(m)[1]
+        floor_sd = noise_floor(summary, value, window)
+        random = paths.variant("Random", window)
+        for baseline, key in ((random, (random, n)), (NO_REMOVAL, (NO_REMOVAL, 0))):
             if m == baseline or key not in acc:
                 continue
             b = acc[key]
@@ -215,7 +236,8 @@ def paired_tests(summary: pd.DataFrame, value: str = "test_accuracy") -> pd.Data
 
 def beyond_floor(tests: pd.DataFrame, baseline: str = "Random") -> dict[tuple[str, int], str]:
     """(method, n) -> 'better' / 'worse' where the difference from ``baseline`` is real."""
-    sel = tests[(tests["baseline"] == baseline) & tests["verdict"].isin(["better", "worse"])]
+    same = tests["baseline"].map(lambda b: paths.split_variant(b)[0] == baseline)
+    sel = tests[same & tests["verdict"].isin(["better", "worse"])]
     return {(m, int(n)): v for m, n, v in zip(sel["method"], sel["n_drops"], sel["verdict"])}
 
 
@@ -332,7 +354,7 @@ def analyze(out, methods=None, ns=None, seeds=None, title: str | None = None,
     scores = read_scores(out)
     floor = read_floor(out)
     if methods is not None:
-        scores = scores[scores["method"].isin(list(methods))]
+        scores = scores[[selected(m, methods) for m in scores["method"]]]
     if ns is not None:
         scores = scores[scores["n"].isin([int(n) for n in ns])]
     if seeds is not None:
