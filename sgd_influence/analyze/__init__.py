@@ -55,9 +55,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import config as C
 from .. import fileio, paths
-from ..artifacts import FLOOR_METHOD, VALUES, label_key, read_floor, read_scores, read_u_growth, selected
+from ..artifacts import (
+    FLOOR_METHOD,
+    VALUES,
+    label_key,
+    read_floor,
+    read_scores,
+    read_u_growth,
+    selected,
+)
 
 logger = logging.getLogger(__name__)
 
