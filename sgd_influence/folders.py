@@ -320,9 +320,16 @@ def _claim(path: Path, root: Path, identity: dict, legacy: Path, overwrite: bool
 def claim_influence(cfg: C.Config, method: str) -> bool:
     """Make ``influence/{method}`` hold results of ``cfg``; True when it already did."""
     out = Path(cfg.output)
-    return _claim(paths.method_identity(out, method), paths.influence_dir(out, method),
-                  influence_identity(cfg, method), paths.influence_identity(out), cfg.overwrite,
-                  "influence result")
+    claimed = _claim(paths.method_identity(out, method), paths.influence_dir(out, method),
+                     influence_identity(cfg, method), paths.influence_identity(out), cfg.overwrite,
+                     "influence result")
+    # the method's scores go with its influence results to (and from) a kept window, also
+    # when the influence phase runs alone
+    path, root, identity = (paths.score_method_identity(out, method), paths.score_dir(out, method),
+                            score_identity(cfg, method))
+    _switch_window(path, root, _saved(path, root, identity, paths.score_identity(out)), identity,
+                   cfg.overwrite, "evaluation")
+    return claimed
 
 
 def check_influence(cfg: C.Config, method: str) -> None:

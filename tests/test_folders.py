@@ -152,3 +152,21 @@ def test_window_is_part_of_every_score_identity_but_not_with_retrain_all():
     assert "infl_epochs" not in folders.influence_identity(cfg, "Random")
     assert paths.split_variant(paths.variant("Hara", paths.window_tag(0))) == ("Hara", "all")
     assert paths.split_variant("Noise floor") == ("Noise floor", None)
+
+
+def test_influence_alone_takes_the_scores_of_its_window_along(data, tmp_path):
+    """The influence phase alone with another window: the method's scores of the first
+    window are kept with its influence results, not shown beside the new window's."""
+    out = tmp_path / "o"
+    assert train_infl_eval.main(_flags(data, out, 1, "--methods", "Ours")) == 0
+    first = _results(out)
+    infl = ["-o", str(out), "--train-csv", str(data["train"]), "--val-csv", str(data["val"]),
+            "--test-csv", str(data["test"]), "--model", "logreg", "-e", "3", "--batch-size", "16",
+            "--lr", "0.05", "--methods", "Ours", "--seed", "0", "--infl-epochs", "2"]
+    assert cli.infl_main(infl) == 0
+    assert paths.influence(out, "Ours", 0).exists() and not paths.score_dir(out, "Ours").exists()
+    for rel, content in first.items():
+        if rel.startswith(("influence/Ours/", "score/Ours/")):
+            assert (out / _kept(rel, "last1")).read_bytes() == content, rel
+    assert cli.infl_main(infl[:-1] + ["1"]) == 0  # back: the scores with it
+    assert _results(out) == {**first, **{k: v for k, v in _results(out).items() if "@last2" in k}}
