@@ -60,6 +60,7 @@ def setup_logging(level=logging.INFO) -> None:
     root.setLevel(level)
     logging.getLogger("sgd_influence").setLevel(level)
     logging.getLogger("nnabla").setLevel(logging.WARNING)
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # the cluster's start and stop
 
 
 def phase_parser(prog: str, doc: str | None, phase: str) -> OneLineParser:

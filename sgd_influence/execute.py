@@ -156,6 +156,10 @@ class WorkerSetup(WorkerPlugin):
     def setup(self, worker) -> None:
         if self.local and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # tqdm's default lock holds a multiprocessing semaphore; a worker stopped in the middle
+        # of a task (Ctrl-C) would leave it to the resource tracker's "leaked semaphore"
+        # warning. A worker's bars need a lock among its own threads only.
+        tqdm.set_lock(threading.RLock())
         pkg = logging.getLogger("sgd_influence")
         if not any(getattr(h, "_sgd_influence", False) for h in pkg.handlers):
             handler = logging.StreamHandler(sys.stderr)
@@ -258,8 +262,11 @@ def _run_dask(plan: Plan, steps: list[Step], report: Report, bar, jobs: int,
         env = {k: os.environ.get(k) for k in _QUIET_WORKERS}
         os.environ.update(_QUIET_WORKERS)
         try:
+            # no dashboard; the scheduler's HTTP routes on a free port (not 8787, which
+            # another run or notebook on this machine may hold)
             cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, silence_logs=logging.CRITICAL)
+                                   dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"},
+                                   silence_logs=logging.CRITICAL)
         finally:
             signal.signal(signal.SIGINT, previous)
             for k, v in env.items():
@@ -280,6 +287,7 @@ def _run_dask(plan: Plan, steps: list[Step], report: Report, bar, jobs: int,
     futures: dict[Task, object] = {}
     tasks: dict[str, Task] = {}
     pending = as_completed()
+    quiet = None  # the Dask loggers' level before an interruption quietened them
     try:
         client.register_plugin(WorkerSetup(logging.getLogger("sgd_influence").getEffectiveLevel(),
                                            local=cluster is not None), name=PLUGIN_NAME)
@@ -310,11 +318,20 @@ def _run_dask(plan: Plan, steps: list[Step], report: Report, bar, jobs: int,
             submit(released)
             bar.total += len(released)
             bar.refresh()
+    except KeyboardInterrupt:
+        # Ctrl-C: the workers stop in the middle of their tasks; that the nannies kill the
+        # ones busy past their grace time is expected, not worth a warning
+        dask_log = logging.getLogger("distributed")
+        quiet = dask_log.level
+        dask_log.setLevel(logging.ERROR)
+        raise
     finally:
         client.cancel(list(futures.values()), force=True)
         client.close()
         if cluster is not None:
             cluster.close()
+        if quiet is not None:
+            dask_log.setLevel(quiet)
 
 
 def _dask_failure(task: Task, fut) -> BaseException:

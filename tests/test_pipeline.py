@@ -509,6 +509,50 @@ def test_ctrl_c_ends_with_one_line_exit_130_and_stops_the_workers(reference, csv
         time.sleep(0.1)
 
 
+SLOW_IN_WORKERS = '''
+import multiprocessing
+import time
+
+import nnabla.parametric_functions as PF
+from tqdm import tqdm
+
+
+def net(x, num_classes, norm):
+    if multiprocessing.parent_process() is not None:  # in a worker (not the run's own check)
+        for _ in tqdm(range(600), desc="building", disable=True):  # the network's own bar
+            time.sleep(0.1)
+    return PF.affine(norm(PF.convolution(x, 2, (3, 3), pad=(1, 1)), "bn"), num_classes)
+'''
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_workers_are_busy_prints_the_one_line_only(csv_data, tmp_path):
+    """Workers busy past the nannies' grace time are killed: no Dask warning about it, and
+    no "leaked semaphore" warning of the resource tracker (the bars' lock in a worker)."""
+    net = tmp_path / "net.py"
+    net.write_text(SLOW_IN_WORKERS)
+    log_path = tmp_path / "log.txt"
+    with open(log_path, "wb") as log:
+        proc = _spawn(_args(csv_data, tmp_path / "out", "--jobs", "2", "--model", f"{net}:net"), log,
+                      sigint=True)
+        t_end = time.monotonic() + 120
+        while "running on a local Dask cluster" not in log_path.read_text():
+            assert proc.poll() is None and time.monotonic() < t_end, log_path.read_text()[-3000:]
+            time.sleep(0.05)
+        time.sleep(3)  # both workers are in their first task
+        os.killpg(proc.pid, signal.SIGINT)
+        rc = proc.wait(60)
+        t_end = time.monotonic() + 20
+        while _group_alive(proc.pid):  # the resource tracker reports when the last one ends
+            assert time.monotonic() < t_end, "processes outlived the run"
+            time.sleep(0.1)
+    text = log_path.read_text()
+    errors = [ln for ln in text.splitlines() if " ERROR " in ln]
+    assert rc == 130 and len(errors) == 1 and "interrupted" in errors[0], text[-3000:]
+    for noise in ("WARNING", "leaked", "Warning", "Traceback"):
+        assert noise not in text, (noise, text[-3000:])
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
