@@ -129,6 +129,21 @@ def read_u_growth(out, method: str, seed: int) -> float:
     return float(fileio.read_json(path).get("u_growth", float("nan")))
 
 
+def shared_by_windows(out) -> set[str]:
+    """The score folders (``Random``, ``noise_floor``, ...) whose retrains replayed every
+    epoch (``-ra``): their scores do not depend on the influence window, so they serve as
+    the baseline of every kept window's results too."""
+    found = set()
+    for path in Path(out).glob("score/*/config.json"):
+        try:
+            saved = fileio.read_json(path)
+        except (OSError, ValueError):
+            continue
+        if isinstance(saved, dict) and saved.get("retrain_all") is True:
+            found.add(path.parent.name)
+    return found
+
+
 def read_floor(out) -> pd.DataFrame:
     """Every noise-floor score file under ``out`` (empty frame with its columns when none)."""
     return _read_all(paths.floor_glob(), out, FLOOR_COLUMNS)

@@ -216,6 +216,47 @@ def test_paired_test_flags_a_planted_difference_and_not_one_inside_the_floor(tmp
     assert vs_random.loc["Hara", "sd_diff"] == pytest.approx(np.std(d, ddof=1))
 
 
+def _kept_score(tmp_path, folder, method, n, seed, test_acc):
+    """A score file of a kept window's folder (``score/Hara@last1``): the method's own name inside."""
+    fileio.write_csv(paths.score(tmp_path, folder, n, seed),
+                     ev.score_frame(_rows(test_acc), method, n, seed, 1000))
+
+
+def test_kept_windows_are_rows_of_their_own_tested_against_their_own_random_and_floor(tmp_path):
+    rng = np.random.default_rng(3)
+    for s in range(4):
+        level, other = 0.85 + 0.05 * rng.random(), 0.80 + 0.05 * rng.random()
+        _score(tmp_path, "Hara", 0, s, level)
+        _score(tmp_path, "Random", 50, s, level)
+        _score(tmp_path, "Hara", 50, s, level + 0.02 + rng.normal(0, 0.001))
+        _kept_score(tmp_path, "Hara@last1", "Hara", 0, s, level)
+        _kept_score(tmp_path, "Random@last1", "Random", 50, s, other)
+        _kept_score(tmp_path, "Hara@last1", "Hara", 50, s, other - 0.01 + rng.normal(0, 0.001))
+        for d in range(3):
+            _floor(tmp_path, 1, d, s, level + rng.normal(0, 0.001))
+            kept = paths.score_dir(tmp_path, "noise_floor@last1") / paths.floor_score(tmp_path, 1, d, s).name
+            fileio.write_csv(kept, ev.score_frame(_rows(other + rng.normal(0, 0.02)), ev.FLOOR_METHOD, 1,
+                                                  s, 1000, draw=d))
+    summary = analyze.analyze(tmp_path, show=False)
+    assert list(dict.fromkeys(summary["method"])) == [
+        "No Removal", "Hara", "Hara@last1", "Random", "Random@last1", "Noise floor", "Noise floor@last1"]
+    floors = {m: analyze.noise_floor(summary, window=w) for m, w in (("cur", None), ("kept", "last1"))}
+    assert floors["kept"] > 5 * floors["cur"] > 0
+    tests = pd.read_csv(paths.paired_tests(tmp_path))
+    t = tests[tests["n_drops"] == 50].set_index(["method", "baseline"])
+    assert t.loc[("Hara", "Random"), "floor_sd"] == pytest.approx(floors["cur"])
+    assert t.loc[("Hara@last1", "Random@last1"), "floor_sd"] == pytest.approx(floors["kept"])
+    trial = summary[(summary["row"] == "trial") & (summary["n_drops"] == 50)]
+    acc = {m: trial[trial["method"] == m].set_index("seed")["test_accuracy"] for m in ("Hara@last1", "Random@last1")}
+    want = np.mean([acc["Hara@last1"][k] - acc["Random@last1"][k] for k in range(4)])
+    assert t.loc[("Hara@last1", "Random@last1"), "mean_diff"] == pytest.approx(want)
+    assert want == pytest.approx(-0.01, abs=0.002)
+    assert ("Hara@last1", "Random") not in t.index
+    # a selection by method takes its kept windows along
+    sel = analyze.analyze(tmp_path, methods=["Hara"], show=False)
+    assert {"Hara", "Hara@last1"} <= set(sel["method"]) and "Random@last1" not in set(sel["method"])
+
+
 def test_a_consistent_difference_smaller_than_the_floor_is_not_real():
     same = analyze.paired_test(np.full(6, 0.001), floor_sd=0.01)
     assert same["p_t"] == 0.0 and same["verdict"] == "within noise"

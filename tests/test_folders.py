@@ -170,3 +170,22 @@ def test_influence_alone_takes_the_scores_of_its_window_along(data, tmp_path):
             assert (out / _kept(rel, "last1")).read_bytes() == content, rel
     assert cli.infl_main(infl[:-1] + ["1"]) == 0  # back: the scores with it
     assert _results(out) == {**first, **{k: v for k, v in _results(out).items() if "@last2" in k}}
+
+
+def test_with_retrain_all_the_kept_window_shares_random_and_the_floor(data, tmp_path):
+    """-ra retrains every epoch: Random's scores and the floor hold for every window, so
+    they stay where they are and the kept window is tested against them."""
+    out = tmp_path / "o"
+    assert train_infl_eval.main(_flags(data, out, 1, "-ra", "--methods", "Ours", "Random")) == 0
+    random_1 = paths.score(out, "Random", 4, 0).read_bytes()
+    assert train_infl_eval.main(_flags(data, out, 2, "-ra", "--methods", "Ours", "Random")) == 0
+    assert paths.score(out, "Random", 4, 0).read_bytes() == random_1  # reused, not kept aside
+    assert not paths.score_dir(out, "Random@last1").exists()
+    assert paths.score(out, "Ours@last1", 4, 0).exists()
+    summary = pd.read_csv(paths.summary(out))
+    floor = summary[(summary["row"] == "floor") & summary["seed"].isna()]
+    assert floor["method"].tolist() == ["Noise floor"]
+    tests = pd.read_csv(paths.paired_tests(out))
+    kept = tests[(tests["method"] == "Ours@last1") & (tests["n_drops"] == 4)].set_index("baseline")
+    assert set(kept.index) == {"Random", "No Removal"}
+    assert kept.loc["Random", "floor_sd"] == pytest.approx(floor["test_accuracy"].iloc[0])

@@ -64,6 +64,7 @@ from ..artifacts import (
     read_scores,
     read_u_growth,
     selected,
+    shared_by_windows,
 )
 
 logger = logging.getLogger(__name__)
@@ -218,9 +219,12 @@ def paired_test(diff: np.ndarray, floor_sd: float) -> dict:
                 floor_sd=floor_sd, floor_diff=floor_diff, verdict=verdict)
 
 
-def paired_tests(summary: pd.DataFrame, value: str = "test_accuracy") -> pd.DataFrame:
+def paired_tests(summary: pd.DataFrame, value: str = "test_accuracy",
+                 shared: set[str] = frozenset()) -> pd.DataFrame:
     """Every method at every n > 0 against Random at that n and against No Removal; a
-    kept window's results against Random and the noise floor of the same window."""
+    kept window's results against Random and the noise floor of the same window, or the
+    current ones where those are ``shared`` by every window (score folder names, see
+    ``artifacts.shared_by_windows``)."""
     floors = summary["method"].map(lambda m: paths.split_variant(m)[0] == FLOOR_METHOD)
     trials = summary[(summary["row"] == "trial") & ~floors]
     acc = {(m, int(n)): g.set_index("seed")[value] for (m, n), g in trials.groupby(["method", "n_drops"])}
@@ -229,8 +233,8 @@ def paired_tests(summary: pd.DataFrame, value: str = "test_accuracy") -> pd.Data
         if m == NO_REMOVAL:
             continue
         window = paths.split_variant(m)[1]
-        floor_sd = noise_floor(summary, value, window)
-        random = paths.variant("Random", window)
+        floor_sd = noise_floor(summary, value, None if paths.FLOOR_FOLDER in shared else window)
+        random = paths.variant("Random", None if "Random" in shared else window)
         for baseline, key in ((random, (random, n)), (NO_REMOVAL, (NO_REMOVAL, 0))):
             if m == baseline or key not in acc:
                 continue
@@ -373,7 +377,7 @@ def analyze(out, methods=None, ns=None, seeds=None, title: str | None = None,
     growth = growth_by_seed(out, sorted(set(scores["method"])), sorted(set(scores["seed"])))
     summary = summarize(scores, floor, growth)
     fileio.write_csv(paths.summary(out), summary)
-    tests = paired_tests(summary)
+    tests = paired_tests(summary, shared=shared_by_windows(out))
     fileio.write_csv(paths.paired_tests(out), tests)
     st = stats(summary)
     base = no_removal(summary)
