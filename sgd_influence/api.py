@@ -67,7 +67,8 @@ def run(config: Config | dict | None = None, /, *, scheduler: str | None = None,
 
 
 def scores(out, method: str, seed: int | None = None) -> pd.DataFrame:
-    """A ranking of ``method`` in the output folder ``out``, most harmful first.
+    """A ranking of ``method`` in the output folder ``out``, most harmful first
+    (``method``: a method's name, or the label of a kept window's results, ``Hara@last1``).
 
     ``seed`` None: the ranking averaged over the trials, ``influence/{method}/influence_mean.csv``
     (columns ``x:image, y:label, influence, datasource_index, influence_sem, n_trials``; see
