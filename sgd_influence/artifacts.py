@@ -134,7 +134,7 @@ def shared_by_windows(out) -> set[str]:
     epoch (``-ra``): their scores do not depend on the influence window, so they serve as
     the baseline of every kept window's results too."""
     found = set()
-    for path in Path(out).glob("score/*/config.json"):
+    for path in Path(out).glob(paths.score_identity_glob()):
         try:
             saved = fileio.read_json(path)
         except (OSError, ValueError):

@@ -176,6 +176,11 @@ def score_method_identity(out, name: str) -> Path:
     return score_dir(out, name) / "config.json"
 
 
+def score_identity_glob() -> str:
+    """Glob pattern (relative to the output folder) matching every score folder's identity."""
+    return "score/*/config.json"
+
+
 # --- analysis
 def summary(out) -> Path:
     return Path(out) / "summary" / "summary.csv"

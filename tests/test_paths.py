@@ -85,6 +85,9 @@ def test_globs_match_their_files_only(tmp_path):
     assert paths.parse_influence(infl) == ("Random", 1)
     assert paths.parse_influence(paths.influence_stats(tmp_path, "Ours", 1)) is None
     assert paths.seed_of_train_file(paths.record(tmp_path, 12)) == 12
+    ident = paths.score_method_identity(tmp_path, paths.variant("Random", "last2")).relative_to(tmp_path)
+    assert ident.match(paths.score_identity_glob()) and not hit.match(paths.score_identity_glob())
+    assert paths.split_variant(ident.parent.name) == ("Random", "last2")
     for other in (infl.relative_to(tmp_path), paths.score_identity(tmp_path).relative_to(tmp_path),
                   floor):
         assert not other.match(paths.score_glob())
