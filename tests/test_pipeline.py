@@ -532,7 +532,13 @@ def test_ctrl_c_while_workers_are_busy_prints_the_one_line_only(csv_data, tmp_pa
     net = tmp_path / "net.py"
     net.write_text(SLOW_IN_WORKERS)
     log_path = tmp_path / "log.txt"
-    with open(log_path, "wb") as log:
+    held = socket.socket()  # Dask's default HTTP port taken (another run, a notebook): no warning
+    try:
+        held.bind(("", 8787))
+        held.listen()
+    except OSError:
+        pass  # taken already
+    with held, open(log_path, "wb") as log:
         proc = _spawn(_args(csv_data, tmp_path / "out", "--jobs", "2", "--model", f"{net}:net"), log,
                       sigint=True)
         t_end = time.monotonic() + 120
