@@ -17,7 +17,7 @@ import nnabla.solvers as S
 import numpy as np
 
 from . import preprocess
-from .models import BN_DECAY, ModelError, ModelSpec, Network, NnpSource, input_variables
+from .models import ModelError, ModelSpec, Network, NnpSource, input_variables
 
 if TYPE_CHECKING:
     from .data import ImageSource
@@ -228,10 +228,11 @@ class Engine:
         self.solver.set_learning_rate(lr / len(idx))
         self.solver.update()
         names = self.net.bn_state_names()
-        for (mean, var), mname, vname in zip(stats, names[0::2], names[1::2]):
+        decays = self.net.bn_decays[0::2]  # one per layer (its mean and variance share it)
+        for (mean, var), mname, vname, d in zip(stats, names[0::2], names[1::2], decays):
             for v, name in ((mean, mname), (var, vname)):
                 r = self.net.variables[name]
-                r.d = np.float32(BN_DECAY) * r.d + np.float32(1 - BN_DECAY) * v.d
+                r.d = np.float32(d) * r.d + np.float32(1 - d) * v.d
         correct = int((logits.d.argmax(axis=1) == t.d[:, 0]).sum())
         return float(loss.d) / len(idx), correct
 

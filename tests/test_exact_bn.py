@@ -3,6 +3,8 @@ replay it differentiates, the learning-rate schedule and the batch-of-one case."
 
 from __future__ import annotations
 
+import nnabla as nn
+import nnabla.functions as F
 import numpy as np
 import pytest
 from scipy.stats import kendalltau, pearsonr
@@ -93,20 +95,9 @@ def _run_with_cache(eng, rec, steps):
     return thetas
 
 
-def test_exact_walk_matches_finite_differences_of_weighted_replay():
-    """d L_val / d w_j by central differences of weighted replay against the exact walk.
-
-    Small cifarnet (width 4) on real mnist5k images; 4 epochs at lr 0.1, the walked last
-    epoch at lr 0.02 (schedule 'step'). The net uses softplus/average pooling in place of
-    ReLU/max pooling: with the kinks, a weight change of 1e-3..1e-1 moves BN statistics
-    across many ReLU/max-pool switch points and central differences of a training step
-    are noise (measured: relative error ~1 for both BN modes at lr 0.01 and 0.05). The
-    run is not chaotic: a float-rounding-level weight change moves L_val by far less
-    than the differences used. Measured: relative error 0.04 % (exact) vs 1.8 % (reference,
-    whose per-sample terms leave out the batch-mates' and running statistics' changes).
-    """
-    data = prepare(mnist5k_subset(32, 100, 10), 0)
-    eng = _cifarnet_engine(data, smooth=True)
+def _fd_errors(eng, eps: float = 0.05) -> tuple[float, float]:
+    """Relative errors (exact, reference) of the walk's scores of 6 samples against central
+    differences of weighted replay; 4 epochs at lr 0.1, the walked last one at lr 0.02."""
     rec = make_record(0, 32, 4, 8, 0.1, "step", 0.02, 1)
     replay(eng, rec, range(rec.window(1).start))
     start = eng.net.state_dict()
@@ -123,7 +114,6 @@ def test_exact_walk_matches_finite_differences_of_weighted_replay():
         return eng.evaluate_split("val")[0]
 
     samples = rec.indices[rec.window(1).start:].ravel()[::5][:6]
-    eps = 0.05
     diffs = np.array([val_loss(j, 1 + eps) - val_loss(j, 1 - eps) for j in samples])
     fd = -diffs / (2 * eps)  # infl_j estimates L(without j) - L = -dL/dw_j
     j0 = samples[0]
@@ -132,8 +122,70 @@ def test_exact_walk_matches_finite_differences_of_weighted_replay():
     rel = np.linalg.norm(exact[samples] - fd) / np.linalg.norm(fd)
     rel_ref = np.linalg.norm(ref[samples] - fd) / np.linalg.norm(fd)
     print(f"relative error: exact {rel:.4f}, reference {rel_ref:.4f}")
+    return rel, rel_ref
+
+
+def test_exact_walk_matches_finite_differences_of_weighted_replay():
+    """d L_val / d w_j by central differences of weighted replay against the exact walk.
+
+    Small cifarnet (width 4) on real mnist5k images; 4 epochs at lr 0.1, the walked last
+    epoch at lr 0.02 (schedule 'step'). The net uses softplus/average pooling in place of
+    ReLU/max pooling: with the kinks, a weight change of 1e-3..1e-1 moves BN statistics
+    across many ReLU/max-pool switch points and central differences of a training step
+    are noise (measured: relative error ~1 for both BN modes at lr 0.01 and 0.05). The
+    run is not chaotic: a float-rounding-level weight change moves L_val by far less
+    than the differences used. Measured: relative error 0.04 % (exact) vs 1.8 % (reference,
+    whose per-sample terms leave out the batch-mates' and running statistics' changes).
+    """
+    rel, rel_ref = _fd_errors(_cifarnet_engine(prepare(mnist5k_subset(32, 100, 10), 0), smooth=True))
     assert rel <= 0.02
     assert rel_ref > 5 * rel  # the BN terms the reference leaves out are visible (measured 46x)
+
+
+OWN_BN_SETTINGS = '''
+import nnabla.functions as F
+import nnabla.parametric_functions as PF
+
+
+def net(x, num_classes, norm):
+    h = PF.convolution(x, 8, (3, 3), pad=(1, 1), name="c1")
+    h = F.average_pooling(F.softplus(norm(h, "n1", eps=1e-2, decay_rate=0.5), beta=5.0), (2, 2))
+    h = PF.convolution(h, 8, (3, 3), pad=(1, 1), name="c2")
+    h = F.average_pooling(F.softplus(norm(h, "n2", eps=1e-3, decay_rate=0.7), beta=5.0), (2, 2))
+    return PF.affine(h, num_classes, name="fc")
+'''
+
+
+def test_exact_walk_follows_each_layers_own_epsilon_and_decay_rate(tmp_path):
+    """A network whose BN layers have their own epsilon and decay rate (as an .nnp's
+    layers may): the running statistics move at each layer's rate in training, and the
+    exact walk's derivative through them matches finite differences of weighted replay."""
+    net = tmp_path / "own_bn.py"
+    net.write_text(OWN_BN_SETTINGS)
+    data = prepare(mnist5k_subset(32, 100, 10), 0)
+    spec = ModelSpec(f"{net}:net", data.in_shape, data.num_classes, 4)
+    eng = Engine(spec, 0, data, augment=False)
+    assert eng.net.bn_decays == [0.5, 0.5, 0.7, 0.7]
+    before = eng.net.state_dict()
+    idx = np.arange(8)
+    x, _t = eng.train_inputs(idx, idx)
+    eng.step(idx, idx, 0.05, 8)
+    after = eng.net.state_dict()
+    # the first layer's batch mean of these samples, from its weights before the step
+    w, b = (nn.Variable.from_numpy_array(before[f"c1/conv/{k}"]) for k in ("W", "b"))
+    c1 = F.convolution(nn.Variable.from_numpy_array(x), w, b, pad=(1, 1))
+    c1.forward()
+    mean = c1.d.mean(axis=(0, 2, 3)).reshape(1, 8, 1, 1)
+    # float32 sums over the 6,272 values of a channel differ in their last bits (seen: 5e-5)
+    np.testing.assert_allclose(after["n1/mean"], 0.5 * before["n1/mean"] + 0.5 * mean, rtol=2e-4, atol=1e-5)
+    assert not np.allclose(after["n1/mean"], 0.9 * before["n1/mean"] + 0.1 * mean, rtol=2e-4, atol=1e-5)
+    weighted = Engine(spec, 0, data, augment=False)  # the replay the walk differentiates
+    weighted.weighted_step(idx, idx, 0.05, np.ones(8))
+    for k, v in weighted.net.state_dict().items():  # as the cifarnet test above, but a decay
+        # of 0.5 passes 5 times more of the batch statistics' rounding than 0.9 does
+        np.testing.assert_allclose(v, after[k], rtol=1e-4, atol=1e-5, err_msg=k)
+    rel, _rel_ref = _fd_errors(Engine(spec, 0, data, augment=False), eps=0.25)  # measured 0.18 %
+    assert rel <= 0.02
 
 
 @pytest.mark.parametrize("model", ["logreg", "mlp"])

@@ -30,13 +30,17 @@ N_TRAIN, N_VAL, N_TEST = 48, 24, 24
 BATCH = 8  # the batch size the file is saved with; the project builds it at any other
 
 
-def pf_net(x, classes: int, batch_stat: bool, *, flat: bool = False, dropout: bool = False):
-    """conv -> PF.batch_normalization -> relu -> max pool -> affine (flat: affine first)."""
+def pf_net(x, classes: int, batch_stat: bool, *, flat: bool = False, dropout: bool = False,
+           bn: dict | None = None):
+    """conv -> PF.batch_normalization (``bn``: its eps, decay_rate) -> relu -> max pool ->
+    affine (flat: affine first)."""
+    bn = bn or {}
     if flat:
-        h = F.relu(PF.batch_normalization(PF.affine(x, 8, name="fc0"), batch_stat=batch_stat, name="bn"))
+        h = F.relu(PF.batch_normalization(PF.affine(x, 8, name="fc0"), batch_stat=batch_stat, name="bn",
+                                          **bn))
     else:
         h = PF.convolution(x, 4, (3, 3), pad=(1, 1), name="conv")
-        h = F.relu(PF.batch_normalization(h, batch_stat=batch_stat, name="bn"))
+        h = F.relu(PF.batch_normalization(h, batch_stat=batch_stat, name="bn", **bn))
         if dropout:
             h = F.dropout(h, 0.5)
         h = F.max_pooling(h, (4, 4))
@@ -44,7 +48,8 @@ def pf_net(x, classes: int, batch_stat: bool, *, flat: bool = False, dropout: bo
 
 
 def save_nnp(path: Path, *, shape=(1, 28, 28), classes: int = 4, flat: bool = False,
-             dropout: bool = False, raw_pixels: bool = False, seed: int = 0) -> OrderedDict:
+             dropout: bool = False, raw_pixels: bool = False, seed: int = 0,
+             bn: dict | None = None) -> OrderedDict:
     """Write an .nnp (training network, optimizer, data set, runtime executor) the way
     nnabla.utils.save.save expects; returns the parameter scope it was made in."""
     scope: OrderedDict = OrderedDict()
@@ -52,7 +57,7 @@ def save_nnp(path: Path, *, shape=(1, 28, 28), classes: int = 4, flat: bool = Fa
     with nn.parameter_scope("", scope):
         x = nn.Variable((BATCH, int(np.prod(shape))) if flat else (BATCH, *shape))
         t = nn.Variable((BATCH, 1))
-        y = pf_net(x, classes, True, flat=flat, dropout=dropout)
+        y = pf_net(x, classes, True, flat=flat, dropout=dropout, bn=bn)
         loss = F.mean(F.softmax_cross_entropy(y, t))
         for name, v in nn.get_parameters(grad_only=False).items():  # BN statistics that matter
             d = rng.uniform(0.5, 2.0, v.shape) if name.endswith("/var") else rng.normal(0, 0.5, v.shape)
@@ -89,10 +94,10 @@ def csv_data(tmp_path_factory) -> dict[str, Path]:
 _args = small_run_args
 
 
-def _pf_logits(scope, x: np.ndarray, batch_stat: bool) -> np.ndarray:
+def _pf_logits(scope, x: np.ndarray, batch_stat: bool, bn: dict | None = None) -> np.ndarray:
     with nn.parameter_scope("", scope):
         xv = nn.Variable(x.shape)
-        y = pf_net(xv, 4, batch_stat)
+        y = pf_net(xv, 4, batch_stat, bn=bn)
     xv.d = x
     y.forward(clear_buffer=True)
     return y.d.copy()
@@ -128,6 +133,32 @@ def test_an_nnp_network_gives_the_pf_networks_logits_on_its_parameters(nnp_file)
     y.forward(clear_buffer=True)
     np.testing.assert_allclose(y.d, _pf_logits(OrderedDict(_copy(scope)), x, True), rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(net.variables["bn/bn/mean"].d, stored["bn/bn/mean"])
+
+
+def test_bn_layers_keep_the_files_epsilon_and_decay_rate(tmp_path):
+    """A console network's BN layers with their own epsilon and decay rate: the same eval
+    logits as nnabla's layer with them, and the running statistics move at the file's rate."""
+    own = {"eps": 1e-2, "decay_rate": 0.8}
+    path = tmp_path / "own_bn.nnp"
+    scope = save_nnp(path, bn=own)
+    net = Network(NnpModel(NnpSource(str(path))), 0, (1, 28, 28))
+    assert net.bn_decays == pytest.approx([0.8, 0.8])
+    x = np.random.default_rng(2).random((5, 1, 28, 28)).astype(np.float32)
+    xv = nn.Variable(x.shape)
+    y = net.logits(xv, bn="eval")
+    xv.d = x
+    y.forward(clear_buffer=True)
+    np.testing.assert_allclose(y.d, _pf_logits(scope, x, False, own), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(y.d, _pf_logits(scope, x, False), rtol=1e-4, atol=1e-5)  # nnabla's eps differs
+    before = net.variables["bn/bn/mean"].d.copy()
+    y = net.logits(xv, bn="train")  # a training forward moves the running statistics
+    y.forward(clear_buffer=True)
+    copy = OrderedDict(_copy(scope))
+    _pf_logits(copy, x, True, own)
+    with nn.parameter_scope("", copy):
+        moved = nn.get_parameters(grad_only=False)["bn/bn/mean"].d
+    np.testing.assert_allclose(net.variables["bn/bn/mean"].d, moved, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(moved, before)
 
 
 def _copy(scope):

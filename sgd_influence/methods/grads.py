@@ -31,7 +31,7 @@ import nnabla.functions as F
 import numpy as np
 
 from ..engine import EVAL_BATCH, Engine
-from ..models import BN_DECAY, input_variables, sample_losses
+from ..models import input_variables, sample_losses
 
 PER_SAMPLE_MODES = ("auto", "loop", "weighted", "fused")
 
@@ -217,7 +217,7 @@ class GradientOps:
         g = self.graph("exact", len(y))
         g.feed(x, y)
         _set_vector(g.vs, [np.float32(-lr) * a for a in a_theta])
-        _set_vector(g.rs, [np.float32(1 - BN_DECAY) * a for a in a_r])
+        _set_vector(g.rs, [np.float32(1 - d) * a for d, a in zip(self.net.bn_decays, a_r)])
         g.run.forward(clear_no_need_grad=True)
         return -g.outs[-1].d[:, 0].astype(np.float64), [o.d.copy() for o in g.outs[:-1]]
 

@@ -30,7 +30,6 @@ import logging
 import numpy as np
 from tqdm import tqdm
 
-from ..models import BN_DECAY
 from ..trajectory import Record
 from .grads import GradientOps
 
@@ -85,7 +84,7 @@ def walk_exact(ops: GradientOps, record: Record, steps, params_at=None,
         terms, du = ops.exact_step_terms(x, y, u, a_r, lr)
         np.add.at(infl, idx, terms)
         u = [a + np.float32(scale) * h for a, h in zip(u, du)]
-        a_r = [np.float32(BN_DECAY) * a for a in a_r]
+        a_r = [np.float32(d) * a for d, a in zip(ops.net.bn_decays, a_r)]
     return infl, _facts(u0, u, len(steps), progress)
 
 

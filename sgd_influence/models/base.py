@@ -141,8 +141,18 @@ class Norm:
         self.rng = rng  # the trial's seeded Generator: what the built-in networks draw from
         self._names = names or {}  # id(registered running variable) -> its name
         self.layers: list[tuple[nn.Variable, nn.Variable]] = []  # registered (mean, var)
+        self.decays: list[float] = []  # each layer's decay rate of its running statistics
 
-    def __call__(self, h: nn.Variable, name: str = "bn") -> nn.Variable:
+    def __call__(self, h: nn.Variable, name: str = "bn", *, eps: float = BN_EPS,
+                 decay_rate: float = BN_DECAY) -> nn.Variable:
+        """Batch normalisation of ``h`` over every axis but the channel axis 1, with its
+        parameters under scope ``name``; ``eps`` and ``decay_rate`` (the running
+        statistics' r <- d r + (1 - d) batch statistic) as ``PF.batch_normalization``'s."""
+        if not (isinstance(eps, (int, float)) and eps > 0):
+            raise ValueError(f"eps: expected a positive number, got {eps!r}")
+        if not (isinstance(decay_rate, (int, float)) and 0 <= decay_rate <= 1):
+            raise ValueError(f"decay_rate: expected a number from 0 to 1, got {decay_rate!r}")
+        eps, decay_rate = float(eps), float(decay_rate)
         shape = (1, h.shape[1]) + (1,) * (len(h.shape) - 2)
         with nn.parameter_scope(name):
             beta = param("beta", shape, I.ConstantInitializer(0.0))
@@ -150,29 +160,30 @@ class Norm:
             mean = param("mean", shape, I.ConstantInitializer(0.0), need_grad=False)
             var = param("var", shape, I.ConstantInitializer(1.0), need_grad=False)
             self.layers.append((nn.parameter.get_parameter("mean"), nn.parameter.get_parameter("var")))
+        self.decays.append(decay_rate)
         mode = self.mode
         if mode == "weighted":
-            return weighted_batch_norm(h, beta, gamma, self.w, self.stats)
+            return weighted_batch_norm(h, beta, gamma, self.w, self.stats, eps)
         if mode == "eval" and self.running is not None:
             reg_mean, reg_var = self.layers[-1]
             mean = self.running[self._names[id(reg_mean)]]
             var = self.running[self._names[id(reg_var)]]
-            return (h - mean) * F.pow_scalar(var + BN_EPS, -0.5) * gamma + beta
+            return (h - mean) * F.pow_scalar(var + eps, -0.5) * gamma + beta
         if mode == "eval":
-            return F.batch_normalization(h, beta, gamma, mean, var, axes=[1], decay_rate=BN_DECAY,
-                                         eps=BN_EPS, batch_stat=False)
+            return F.batch_normalization(h, beta, gamma, mean, var, axes=[1], decay_rate=decay_rate,
+                                         eps=eps, batch_stat=False)
         if mode == "instance":
-            return F.instance_normalization(h, beta, gamma, channel_axis=1, batch_axis=0, eps=BN_EPS)
+            return F.instance_normalization(h, beta, gamma, channel_axis=1, batch_axis=0, eps=eps)
         if mode == "batch":  # throw-away running statistics, the saved ones stay untouched
             mean = nn.Variable(shape, need_grad=False)
             var = nn.Variable(shape, need_grad=False)
             mean.data.zero()
             var.d = np.ones(shape, np.float32)
-        return F.batch_normalization(h, beta, gamma, mean, var, axes=[1], decay_rate=BN_DECAY,
-                                     eps=BN_EPS, batch_stat=True)
+        return F.batch_normalization(h, beta, gamma, mean, var, axes=[1], decay_rate=decay_rate,
+                                     eps=eps, batch_stat=True)
 
 
-def weighted_batch_norm(x, beta, gamma, w, stats: list | None = None):
+def weighted_batch_norm(x, beta, gamma, w, stats: list | None = None, eps: float = BN_EPS):
     """Batch normalisation over every axis but 1 with per-sample weights ``w`` (B, 1).
 
     mean = sum_i w_i x_i / n, var = sum_i w_i (x_i - mean)^2 / n with n = sum_i w_i * S
@@ -191,7 +202,7 @@ def weighted_batch_norm(x, beta, gamma, w, stats: list | None = None):
     var = F.sum(xc * xc * wb, axis=axes, keepdims=True) / n
     if stats is not None:
         stats.append((mean, var * n / (n - 1.0)))
-    return xc * F.pow_scalar(var + BN_EPS, -0.5) * gamma + beta
+    return xc * F.pow_scalar(var + eps, -0.5) * gamma + beta
 
 
 @contextlib.contextmanager
@@ -240,6 +251,13 @@ class Network:
             (k, v) for k, v in self.variables.items() if v.need_grad)
         layers = [(self._names[id(m)], self._names[id(v)]) for m, v in norm.layers]
         self.bn_layers: list[tuple[str, str]] = list(dict.fromkeys(layers))
+        decays: dict[tuple[str, str], float] = {}
+        for layer, decay in zip(layers, norm.decays):
+            if decays.setdefault(layer, decay) != decay:
+                raise ModelError(f"network {self.model.name}: batch-norm layer {layer[0].rpartition('/')[0]} "
+                                 f"is used with decay rates {decays[layer]} and {decay}")
+        # each running statistic's decay rate, in bn_state_names order
+        self.bn_decays: list[float] = [decays[layer] for layer in self.bn_layers for _ in layer]
         self.num_classes = int(out.shape[1])
 
     def _build(self, x, norm: Norm) -> nn.Variable:

@@ -27,8 +27,9 @@ What is used, as the console's files define it:
   biases, BN beta 0 / gamma 1). A parameter the optimizer gives learning-rate
   multiplier 0, or that is stored with ``need_grad`` False, is not trained.
 
-BN layers keep their stored beta, gamma, mean and variance but use the project's decay
-rate and epsilon (0.9, 1e-5). Refused, each in one line (:class:`ModelError`): no image
+BN layers keep their stored beta, gamma, mean and variance, and their epsilon and decay
+rate; whether a layer uses batch or running statistics is the caller's mode (training:
+batch statistics), not the file's ``batch_stat``. Refused, each in one line (:class:`ModelError`): no image
 input, a loss other than softmax cross-entropy, loop and recurrent layers, random layers
 (Dropout, ImageAugmentation, Random*, Rand*), fused or synchronised BN, functions nnabla
 cannot differentiate twice.
@@ -48,8 +49,9 @@ import numpy as np
 
 from .registry import ModelError
 
-# the project's batch-normalisation layer (models.base.Norm): norm(h, name) -> output
-NormFn = Callable[[nn.Variable, str], nn.Variable]
+# the project's batch-normalisation layer (models.base.Norm):
+# norm(h, name, eps=..., decay_rate=...) -> output
+NormFn = Callable[..., nn.Variable]
 
 BN_TYPE = "BatchNormalization"
 BN_PARAMS = ("beta", "gamma", "mean", "var")  # the names norm(h, name) gives them
@@ -329,8 +331,11 @@ class _NormCall:
         pf = self.pf
         net = pf.owner()
         h = net.variables[pf.inputs[0]].variable_instance
+        args = pf.args or {}
+        # the layer's own epsilon and decay rate (where the file has none: the norm's defaults)
+        own = {k: float(args[k]) for k in ("eps", "decay_rate") if k in args}
         try:
-            y = self.norm(h, self.prefix)
+            y = self.norm(h, self.prefix, **own)
         except ValueError as exc:
             raise ModelError(f"network {self.where}: layer {pf.name} (BatchNormalization): "
                              f"{exc}".replace("\n", " ")) from exc
