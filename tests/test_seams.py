@@ -128,6 +128,10 @@ def wrong_shape(x, num_classes, norm):
 def own_bn(x, num_classes, norm):
     h = PF.batch_normalization(PF.convolution(x, 2, (3, 3), pad=(1, 1)))
     return PF.affine(h, num_classes)
+
+
+def bad_eps(x, num_classes, norm):
+    return PF.affine(norm(PF.convolution(x, 2, (3, 3), pad=(1, 1)), "bn", eps=0), num_classes)
 '''
 
 
@@ -166,6 +170,7 @@ def test_a_network_file_runs_is_identified_by_its_bytes_and_keeps_its_names(csv_
     ("{net}:nothere", "no function 'nothere'"),
     ("{net}:wrong_shape", "expected one per class"),
     ("{net}:own_bn", "call the norm(h, name) argument instead"),
+    ("{net}:bad_eps", "norm(h, 'bn'): eps: expected a positive number, got 0"),
 ])
 def test_networks_that_cannot_be_used_are_one_line_and_write_nothing(csv_data, tmp_path, caplog,
                                                                      model, expected):

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Protocol
@@ -148,10 +149,11 @@ class Norm:
         """Batch normalisation of ``h`` over every axis but the channel axis 1, with its
         parameters under scope ``name``; ``eps`` and ``decay_rate`` (the running
         statistics' r <- d r + (1 - d) batch statistic) as ``PF.batch_normalization``'s."""
-        if not (isinstance(eps, (int, float)) and eps > 0):
-            raise ValueError(f"eps: expected a positive number, got {eps!r}")
-        if not (isinstance(decay_rate, (int, float)) and 0 <= decay_rate <= 1):
-            raise ValueError(f"decay_rate: expected a number from 0 to 1, got {decay_rate!r}")
+        if not (isinstance(eps, numbers.Real) and eps > 0):
+            raise ValueError(f"norm(h, {name!r}): eps: expected a positive number, got {eps!r}")
+        if not (isinstance(decay_rate, numbers.Real) and 0 <= decay_rate <= 1):
+            raise ValueError(f"norm(h, {name!r}): decay_rate: expected a number from 0 to 1, "
+                             f"got {decay_rate!r}")
         eps, decay_rate = float(eps), float(decay_rate)
         shape = (1, h.shape[1]) + (1,) * (len(h.shape) - 2)
         with nn.parameter_scope(name):
