@@ -252,6 +252,7 @@ def test_kept_windows_are_rows_of_their_own_tested_against_their_own_random_and_
     assert t.loc[("Hara@last1", "Random@last1"), "mean_diff"] == pytest.approx(want)
     assert want == pytest.approx(-0.01, abs=0.002)
     assert ("Hara@last1", "Random") not in t.index
+    assert f"Kept windows' noise floors: last1 sd {floors['kept']:.4f}" in analyze.accuracy_table(summary, tests)
     # a selection by method takes its kept windows along
     sel = analyze.analyze(tmp_path, methods=["Hara"], show=False)
     assert {"Hara", "Hara@last1"} <= set(sel["method"]) and "Random@last1" not in set(sel["method"])

@@ -285,6 +285,12 @@ def accuracy_table(summary: pd.DataFrame, tests: pd.DataFrame | None = None) -> 
         text.append(f"Noise floor: test accuracy sd {floor:.4f} within a seed (retrains without k = {ks} "
                     f"random samples and No Removal); * = differs from Random by more than the floor "
                     f"(paired over seeds, p < {ALPHA}; summary/paired_tests.csv)")
+    kept = sorted({paths.split_variant(m)[1] for m in summary["method"]
+                   if paths.split_variant(m)[0] == FLOOR_METHOD} - {None})
+    floors = [(w, noise_floor(summary, window=w)) for w in kept]
+    if any(not np.isnan(f) for _w, f in floors):  # each kept window is tested against its own
+        text.append("Kept windows' noise floors: " + ", ".join(
+            f"{w} sd {f:.4f}" for w, f in floors if not np.isnan(f)))
     return "\n".join(text)
 
 
