@@ -265,11 +265,12 @@ def kept_folder(root: Path, infl_epochs: int) -> Path:
     return root.with_name(paths.variant(root.name, paths.window_tag(infl_epochs)))
 
 
-def _switch_window(path: Path, root: Path, saved: dict | None, identity: dict, overwrite: bool,
+def _switch_window(path: Path, root: Path, identity: dict, legacy: Path, overwrite: bool,
                    what: str, only_to_kept: bool = False) -> None:
     """Keep ``root``'s results of another window beside it, and bring back the kept
     results of ``identity``'s window. ``only_to_kept``: keep them only when ours are kept
     (a phase that reads results and computes none)."""
+    saved = _saved(path, root, identity, legacy)
     ours = kept_folder(root, identity[WINDOW]) if WINDOW in identity else None
     ours_kept = ours is not None and _same(read_identity(ours / path.name), identity)
     done = []
@@ -303,7 +304,7 @@ def _legacy(shared: Path, identity: dict) -> dict | None:
 
 
 def _claim(path: Path, root: Path, identity: dict, legacy: Path, overwrite: bool, what: str) -> bool:
-    _switch_window(path, root, _saved(path, root, identity, legacy), identity, overwrite, what)
+    _switch_window(path, root, identity, legacy, overwrite, what)
     old = None if path.exists() else _legacy(legacy, identity)
     if old is not None and _results_in(root):
         if not describe_diff(old, identity):
@@ -325,10 +326,7 @@ def claim_influence(cfg: C.Config, method: str) -> bool:
                      "influence result")
     # the method's scores go with its influence results to (and from) a kept window, also
     # when the influence phase runs alone
-    path, root, identity = (paths.score_method_identity(out, method), paths.score_dir(out, method),
-                            score_identity(cfg, method))
-    _switch_window(path, root, _saved(path, root, identity, paths.score_identity(out)), identity,
-                   cfg.overwrite, "evaluation")
+    _switch_window(*_score_folder(cfg, method), cfg.overwrite, "evaluation")
     return claimed
 
 
@@ -337,12 +335,12 @@ def check_influence(cfg: C.Config, method: str) -> None:
     out = Path(cfg.output)
     path, root = paths.method_identity(out, method), paths.influence_dir(out, method)
     identity = influence_identity(cfg, method)
-    saved = _saved(path, root, identity, paths.influence_identity(out))
-    _switch_window(path, root, saved, identity, False, "influence result", only_to_kept=True)
+    _switch_window(path, root, identity, paths.influence_identity(out), False, "influence result",
+                   only_to_kept=True)
     old = None if path.exists() else _legacy(paths.influence_identity(out), identity)
     if old is not None and not describe_diff(old, identity):
         return
-    saved = _saved(path, root, identity, paths.influence_identity(out))  # after the switch
+    saved = _saved(path, root, identity, paths.influence_identity(out))
     if _results_in(root) and _other_window(saved, identity):
         held = [paths.window_tag(saved[WINDOW])] + sorted(
             paths.split_variant(p.name)[1] for p in root.parent.glob(paths.variant(method, "*"))
@@ -364,12 +362,18 @@ def check_influence(cfg: C.Config, method: str) -> None:
         raise FileNotFoundError(f"{path}: no influence results (run the influence phase first)")
 
 
-def claim_scores(cfg: C.Config, method: str | None) -> bool:
-    """Make ``score/{method}`` (None: ``score/noise_floor``) hold scores of ``cfg``."""
+def _score_folder(cfg: C.Config, method: str | None) -> tuple[Path, Path, dict, Path]:
+    """(identity path, folder, identity, older shared identity) of ``score/{method}``
+    (None: ``score/noise_floor``)."""
     out = Path(cfg.output)
     name = paths.FLOOR_FOLDER if method is None else method
-    return _claim(paths.score_method_identity(out, name), paths.score_dir(out, name),
-                  score_identity(cfg, method), paths.score_identity(out), cfg.overwrite, "evaluation")
+    return (paths.score_method_identity(out, name), paths.score_dir(out, name),
+            score_identity(cfg, method), paths.score_identity(out))
+
+
+def claim_scores(cfg: C.Config, method: str | None) -> bool:
+    """Make ``score/{method}`` (None: ``score/noise_floor``) hold scores of ``cfg``."""
+    return _claim(*_score_folder(cfg, method), cfg.overwrite, "evaluation")
 
 
 def claim_run(cfg: C.Config) -> None:
