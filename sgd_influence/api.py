@@ -42,11 +42,13 @@ __all__ = ["Config", "run", "scores"]
 def run(config: Config | dict | None = None, /, *, scheduler: str | None = None, **settings) -> Path:
     """Run the whole pipeline and return its output folder (``Config.output``).
 
-    ``config``: a :class:`Config` (used as it is, with ``settings`` replacing its
-    fields), or a dict of its fields; ``settings``: fields given as keywords (they
-    override the dict's). For a dict or keywords, as on the command line, the defaults
-    are overridden by ``preset`` (``"demo"``, ``"paper"``, ``"tiny"``) and then by the
-    fields given, and ``train_csv`` implies ``dataset="csv"``. Fields of several values take a
+    ``config``: a :class:`Config` (the fields it was made with, with ``settings``
+    replacing them), or a dict of its fields; ``settings``: fields given as keywords
+    (they override the Config's or the dict's). As on the command line, the defaults are
+    overridden by ``preset`` (``"demo"``, ``"paper"``, ``"tiny"``) and then by the fields
+    given (``Config(preset="tiny", output="out")`` is the tiny run), and ``train_csv``
+    implies ``dataset="csv"``. Every value is checked as the command line checks it (one
+    line naming the flag). Fields of several values take a
     list or tuple (``methods=["Ours", "Random"]``; one value alone is fine). ``jobs=1``
     runs every task in this process; the default (0) starts a local Dask cluster of one
     worker process per core; ``scheduler`` runs on an existing Dask cluster (an address).
@@ -96,8 +98,10 @@ def scores(out, method: str, seed: int | None = None) -> pd.DataFrame:
 def _config(config, settings: dict) -> tuple[Config, set[str]]:
     """The validated configuration of :func:`run`'s arguments and the fields named."""
     if isinstance(config, Config):
-        cfg = C.replace(config, **_values(settings)) if settings else config.validate()
-        return cfg, set(C.ALL_FIELDS)  # a whole configuration: every field is as given
+        # the fields the Config was made with, then the keywords; a preset among the
+        # keywords applies to the rest, as Config(preset=...) does
+        values = {**C.given_fields(config), **_values(settings)}
+        return Config(**values).validate(), set(C.ALL_FIELDS)  # every field is as given
     if config is not None and not isinstance(config, dict):
         raise TypeError(f"run(): expected a Config, a dict of its fields or keywords, got "
                         f"{type(config).__name__}")

@@ -99,8 +99,6 @@ def config_from_folder(ns: argparse.Namespace) -> C.Config:
         values.update(C.PRESETS[given["preset"]])
     values.update(given)
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    if values.get("train_csv") and "dataset" not in values:
-        values["dataset"] = "csv"
     logger.info("settings of %s used as defaults", saved_path)
     return C.Config(**values).validate()
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import math
+import numbers
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -252,6 +255,7 @@ class Config:
 
     def validate(self) -> "Config":
         """Check values; raise ValueError with one line naming the flag."""
+        _check_types(self)
         for name in ("val_csv", "test_csv"):
             if getattr(self, name) and not self.train_csv:
                 raise ValueError(f"{_flag(name)}: given without --train-csv; expected --train-csv "
@@ -276,12 +280,12 @@ class Config:
             if getattr(self, name) < low:
                 flag = _flag(name)
                 raise ValueError(f"{flag}: expected an integer >= {low}, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"--lr: expected a positive number, got {self.lr}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"--lr: expected a positive finite number, got {self.lr}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"--lr-schedule: expected one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.lr_schedule != "constant":
-            if not 0 < self.final_lr() <= self.lr:
+            if not (0 < self.final_lr() <= self.lr):
                 raise ValueError(f"--lr-final: expected a rate in (0, --lr = {self.lr}], got {self.lr_final}")
             if self.lr_decay_epochs < 1:
                 raise ValueError(f"--lr-decay-epochs: expected an integer >= 1, got {self.lr_decay_epochs}")
@@ -291,8 +295,8 @@ class Config:
             raise ValueError(
                 f"--infl-epochs: expected 0 (all) to --n_epochs ({self.n_epochs}), got {self.infl_epochs}"
             )
-        if not self.if_damping > 0:
-            raise ValueError(f"--if-damping: expected a positive number, got {self.if_damping}")
+        if not (self.if_damping > 0 and math.isfinite(self.if_damping)):
+            raise ValueError(f"--if-damping: expected a positive finite number, got {self.if_damping}")
         if self.if_cg_iters < 1:
             raise ValueError(f"--if-cg-iters: expected an integer >= 1, got {self.if_cg_iters}")
         if not 0 <= self.label_noise < 1:
@@ -321,6 +325,38 @@ class Config:
 
 
 _PATH_FIELDS = ("output", "train_csv", "val_csv", "test_csv", "data_dir", "model_nnp")
+
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "True or False"}
+
+
+def _type_ok(value, typ: str) -> bool:
+    if typ == "bool":
+        return isinstance(value, bool)
+    if typ == "int":
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if typ == "float":
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return isinstance(value, str)
+
+
+def _check_types(cfg: "Config") -> None:
+    """Each field of the type its annotation names (a configuration built in Python gets
+    the command line's checks): one line naming the flag."""
+    for f in fields(cfg):
+        value, typ = getattr(cfg, f.name), str(f.type).replace(" ", "")
+        optional = typ.endswith("|None")
+        typ = typ.removesuffix("|None")
+        if value is None and optional:
+            continue
+        if typ.startswith("tuple["):
+            inner = typ[len("tuple["):].split(",")[0]
+            ok = isinstance(value, tuple) and all(_type_ok(v, inner) for v in value)
+            want = f"a list of {_TYPE_WORDS[inner].removeprefix('an ').removeprefix('a ')}s"
+        else:
+            ok = _type_ok(value, typ)
+            want = _TYPE_WORDS[typ] + (" or None" if optional else "")
+        if not ok:
+            raise ValueError(f"{_flag(f.name)}: expected {want}, got {value!r}")
 
 
 def _or(names) -> str:
@@ -445,6 +481,37 @@ PRESETS: dict[str, dict] = {
 }
 
 ALL_FIELDS = tuple(f.name for f in fields(Config))
+
+
+def _with_preset(init):
+    """Config's constructor, taking keywords only: defaults < the ``preset``'s settings <
+    the fields given, and ``train_csv`` without ``dataset`` means ``dataset="csv"``, as on
+    the command line. ``Config(preset="tiny", output="out")`` is the tiny run."""
+
+    @functools.wraps(init)
+    def __init__(self, *args, **given):
+        if args:
+            raise TypeError("Config() takes its fields as keywords (Config(output=..., ...))")
+        values = dict(given)
+        preset = values.get("preset")
+        if preset is not None:
+            if preset not in PRESETS:
+                raise ValueError(f"--preset: expected one of {', '.join(PRESETS)}, got {preset!r}")
+            values = {**PRESETS[preset], **values}
+        if values.get("train_csv") and "dataset" not in values:
+            values["dataset"] = "csv"
+        init(self, **values)
+        object.__setattr__(self, "_given", frozenset(given))  # see given_fields
+
+    return __init__
+
+
+def given_fields(cfg: Config) -> dict:
+    """The fields ``cfg`` was constructed with (not filled in by the defaults or its preset)."""
+    return {k: getattr(cfg, k) for k in getattr(cfg, "_given", ALL_FIELDS)}
+
+
+Config.__init__ = _with_preset(Config.__init__)
 assert sorted(ALL_FIELDS) == sorted(section_fields(*SECTIONS)), "every field has one section"
 
 
@@ -489,17 +556,10 @@ def add_arguments(parser: argparse.ArgumentParser, names=ALL_FIELDS) -> None:
 def from_args(ns: argparse.Namespace, **overrides) -> Config:
     """Defaults < preset < explicit flags < overrides; validated."""
     given = {k: v for k, v in vars(ns).items() if k in ALL_FIELDS}
-    values: dict = {}
-    preset = given.get("preset")
-    if preset:
-        values.update(PRESETS[preset])
-    values.update(given)
-    values.update(overrides)
+    values = {**given, **overrides}
     for k, v in list(values.items()):
         if isinstance(v, list):
             values[k] = tuple(v)
-    if values.get("train_csv") and "dataset" not in given:
-        values["dataset"] = "csv"
     check_one_network(given)
     return Config(**values).validate()
 

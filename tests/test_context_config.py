@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 
 import pytest
 
@@ -93,10 +94,48 @@ def test_preset_then_flags_override():
     (["-nt", "0"], "--n_trials"),
     (["--noise-floor-k", "0", "2"], "--noise-floor-k"),
     (["--noise-floor-draws", "-1"], "--noise-floor-draws"),
+    (["--lr", "inf"], "--lr"),
+    (["--lr", "nan"], "--lr"),
+    (["--lr-final", "inf"], "--lr-final"),
+    (["--if-damping", "inf"], "--if-damping"),
 ])
 def test_bad_values_name_the_flag(argv, flag):
     with pytest.raises(ValueError, match=flag):
         _parse(argv)
+
+
+def test_a_configs_preset_is_applied_wherever_it_is_given():
+    """Config(preset=...) is the preset's run, as --preset is; the fields given win."""
+    from sgd_influence.api import _config
+
+    want = C.PRESETS["tiny"]
+    for cfg in (C.Config(preset="tiny", output="out", jobs=1),
+                _config(C.Config(preset="tiny", output="out"), {})[0],
+                _config(C.Config(output="out"), {"preset": "tiny"})[0],
+                _config(None, {"preset": "tiny", "output": "out"})[0]):
+        assert {k: getattr(cfg, k) for k in want} == want and cfg.output == "out"
+    cfg = C.Config(preset="tiny", n_epochs=5)
+    assert (cfg.model, cfg.n_epochs) == ("logreg", 5)
+    assert C.Config(train_csv="a.csv").dataset == "csv"
+    with pytest.raises(ValueError, match="--preset"):
+        C.Config(preset="huge")
+
+
+@pytest.mark.parametrize("kw, flag", [
+    (dict(n_trials="2"), "-nt/--n_trials: expected an integer, got '2'"),
+    (dict(lr="0.1"), "--lr: expected a number"),
+    (dict(methods=("Hara", 3)), "--methods: expected a list of strings"),
+    (dict(remove_n_list=(0, 1.5)), "-r/--remove_n_list: expected a list of integers"),
+    (dict(augment="no"), "--augment: expected True or False"),
+    (dict(lr=float("inf")), "--lr: expected a positive finite number"),
+])
+def test_a_configuration_from_python_is_checked_like_the_command_line(kw, flag):
+    from sgd_influence.api import _config
+
+    with pytest.raises(ValueError, match=re.escape(flag)):
+        _config(None, kw)
+    with pytest.raises(ValueError, match=re.escape(flag)):
+        C.Config(**kw).validate()
 
 
 def test_saved_configuration_check(tmp_path):

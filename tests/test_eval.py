@@ -259,12 +259,37 @@ def test_kept_windows_are_rows_of_their_own_tested_against_their_own_random_and_
 
 
 def test_a_consistent_difference_smaller_than_the_floor_is_not_real():
-    same = analyze.paired_test(np.full(6, 0.001), floor_sd=0.01)
-    assert same["p_t"] == 0.0 and same["verdict"] == "within noise"
+    same = analyze.paired_test(np.array([0.001, 0.0012, 0.0009, 0.0011, 0.001, 0.001]), floor_sd=0.01)
+    assert same["p_t"] < 0.05 and same["verdict"] == "within noise"
     assert same["floor_diff"] == pytest.approx(2 * np.sqrt(2 / 6) * 0.01)
     big = analyze.paired_test(np.array([-0.05, -0.04, -0.06, -0.05]), floor_sd=0.01)
     assert big["verdict"] == "worse"
     assert analyze.paired_test(np.array([0.3]), 0.01)["verdict"] == "one seed: no test"
+
+
+def test_identical_differences_are_not_a_significant_result():
+    """Two seeds with the same difference to Random: the t test has no spread to work
+    with, so it is not computed; no star, whatever the floor."""
+    for floor in (0.0, float("nan"), 0.001):
+        res = analyze.paired_test(np.array([-0.02, -0.02]), floor_sd=floor)
+        assert np.isnan(res["p_t"]) and np.isnan(res["t"]) and np.isnan(res["p_wilcoxon"])
+        assert res["verdict"] == "no spread: no test"
+    tests = pd.DataFrame([{"method": "TracIn", "baseline": "Random", "n_drops": 100,
+                           **analyze.paired_test(np.array([-0.02, -0.02]), float("nan"))}])
+    assert analyze.beyond_floor(tests) == {}
+    summary = _fake_summary_for_no_spread()
+    text = analyze.accuracy_table(summary, tests)
+    assert "No test (every seed differs from Random by the same amount" in text
+    assert "TracIn at n = 100" in text and " *" not in text
+
+
+def _fake_summary_for_no_spread() -> pd.DataFrame:
+    rows = []
+    for seed in (0, 1):
+        for m, n, acc in (("TracIn", 0, 0.9), ("TracIn", 100, 0.88), ("Random", 0, 0.9), ("Random", 100, 0.9)):
+            rows.append({"method": m, "seed": seed, "n": n, "epoch": 1, "val_loss": 0.3,
+                         "test_loss": 0.3, "val_accuracy": acc, "test_accuracy": acc})
+    return analyze.summarize(pd.DataFrame(rows))
 
 
 def test_growth_factor_is_shown_in_summary_and_printed(tmp_path, capsys):

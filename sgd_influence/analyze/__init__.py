@@ -27,7 +27,8 @@ trajectories and writes
   accuracy, S seeds): the difference two procedures that differ only by irrelevant
   changes would stay within about 95 % of the time. ``verdict`` is "better" or "worse"
   when p_t < 0.05 and |mean_diff| > floor_diff (without floor retrains: p_t alone), else
-  "within noise" (one seed: no test);
+  "within noise" (one seed: no test; every seed the same difference: "no spread: no
+  test", the t test cannot be computed);
 * ``fig/result.png``: test accuracy against the number of samples removed (symmetric-log
   x axis, so n = 0 is shown), mean and error bar (std) over seeds, one line a method,
   No Removal as a dashed line with the noise-floor band around it; a star marks a point
@@ -205,12 +206,14 @@ def paired_test(diff: np.ndarray, floor_sd: float) -> dict:
         if sd > 1e-12 * max(abs(mean), 1e-12):
             res = ttest_rel(d, np.zeros(s))
             t, p_t = float(res.statistic), float(res.pvalue)
-        else:  # every seed gives the same difference
-            t, p_t = (np.inf * np.sign(mean), 0.0) if mean != 0 else (0.0, 1.0)
-        p_w = float(wilcoxon(d).pvalue) if np.any(d != 0) else 1.0
+            p_w = float(wilcoxon(d).pvalue)
+        # else every seed gives the same difference: no spread to test against, the test
+        # cannot be computed (t and p stay undefined, never a star)
     floor_diff = 2.0 * np.sqrt(2.0 / s) * floor_sd if s else float("nan")  # as floor_band
     if s < 2:
         verdict = "one seed: no test"
+    elif np.isnan(p_t):
+        verdict = "no spread: no test"
     elif p_t < ALPHA and (np.isnan(floor_diff) or abs(mean) > floor_diff):
         verdict = "better" if mean > 0 else "worse"
     else:
@@ -285,6 +288,12 @@ def accuracy_table(summary: pd.DataFrame, tests: pd.DataFrame | None = None) -> 
         text.append(f"Noise floor: test accuracy sd {floor:.4f} within a seed (retrains without k = {ks} "
                     f"random samples and No Removal); * = differs from Random by more than the floor "
                     f"(paired over seeds, p < {ALPHA}; summary/paired_tests.csv)")
+    if tests is not None and len(tests):
+        flat = tests[(tests["verdict"] == "no spread: no test") & (tests["baseline"] != NO_REMOVAL)]
+        if len(flat):
+            text.append("No test (every seed differs from Random by the same amount, no spread to "
+                        "test against): " + ", ".join(f"{m} at n = {int(n)}" for m, n in
+                                                        zip(flat["method"], flat["n_drops"])))
     kept = sorted({paths.split_variant(m)[1] for m in summary["method"]
                    if paths.split_variant(m)[0] == FLOOR_METHOD} - {None})
     floors = [(w, noise_floor(summary, window=w)) for w in kept]

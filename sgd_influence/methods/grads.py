@@ -29,11 +29,18 @@ from dataclasses import dataclass, field
 import nnabla as nn
 import nnabla.functions as F
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ..engine import EVAL_BATCH, Engine
 from ..models import input_variables, sample_losses
 
 PER_SAMPLE_MODES = ("auto", "loop", "weighted", "fused")
+
+# One BLAS thread around every score computation: a dot product of more than some 20k
+# values is summed in another order by two OpenBLAS threads than by one, so its last bits
+# (and a score's) would depend on the thread count of the process computing it (the
+# phase, the Python API, a test). Every walk and method runs under this decorator.
+one_blas_thread = threadpool_limits.wrap(limits=1, user_api="blas")
 
 
 def choose_per_sample(has_bn: bool, context: str) -> str:

@@ -49,7 +49,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .base import Context, register
-from .grads import GradientOps
+from .grads import GradientOps, one_blas_thread
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ class DampedHessian:
         return out
 
 
+@one_blas_thread
 def conjugate_gradient(apply, b: np.ndarray, max_iters: int, tol: float = CG_TOL,
                        progress: str | None = None) -> tuple[np.ndarray, int, bool]:
     """Solve apply(x) = b (apply symmetric positive definite) from x = 0; returns
@@ -126,6 +127,7 @@ def conjugate_gradient(apply, b: np.ndarray, max_iters: int, tol: float = CG_TOL
     return x, it, bool(np.sqrt(rs) <= target)
 
 
+@one_blas_thread
 def influence_scores(ops: GradientOps, damping: float, max_iters: int, batch_size: int,
                      tol: float = CG_TOL, progress: str | None = None) -> tuple[np.ndarray, dict]:
     """IF scores of every training sample at the network's current parameters."""

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from .. import trajectory
 from .base import Context, register
-from .grads import GradientOps
+from .grads import GradientOps, one_blas_thread
 
 
 def epoch_rates(record: trajectory.Record, steps) -> dict[int, float]:
@@ -42,6 +42,7 @@ def epoch_rates(record: trajectory.Record, steps) -> dict[int, float]:
     return {int(e): float(np.mean(record.lr[steps[epochs == e]])) for e in np.unique(epochs)}
 
 
+@one_blas_thread
 def tracin_scores(ops: GradientOps, record: trajectory.Record, steps, state_at,
                   batch_size: int, progress: str | None = None) -> tuple[np.ndarray, dict]:
     """TracIn scores over the epochs of ``steps``; ``state_at(e)`` is the network state at

@@ -31,7 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..trajectory import Record
-from .grads import GradientOps
+from .grads import GradientOps, one_blas_thread
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ BN_INFLUENCE = ("exact", "reference")
 U_GROWTH_WARN = 100.0
 
 
+@one_blas_thread
 def norm(u: list[np.ndarray]) -> float:
     """|u| over every array, in float64."""
     return float(np.sqrt(sum(np.dot(a.ravel().astype(np.float64), a.ravel()) for a in u)))
@@ -59,6 +60,7 @@ def _backwards(ops: GradientOps, record: Record, steps, params_at, progress):
         ops.net.set_flat(final_flat)
 
 
+@one_blas_thread
 def walk_reference(ops: GradientOps, record: Record, steps, params_at=None,
                    hvp_scaling: str = "correct", progress: str | None = None):
     steps = list(steps)
@@ -73,6 +75,7 @@ def walk_reference(ops: GradientOps, record: Record, steps, params_at=None,
     return infl, _facts(u0, u, len(steps), progress)
 
 
+@one_blas_thread
 def walk_exact(ops: GradientOps, record: Record, steps, params_at=None,
                hvp_scaling: str = "correct", progress: str | None = None):
     steps = list(steps)
