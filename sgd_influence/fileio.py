@@ -93,17 +93,14 @@ def _record_digest(path: Path, digest: str) -> None:
 def verify(path) -> str | None:
     """None when ``path`` holds the bytes it was written with, else why not.
 
-    A file without a recorded digest (written before digests were kept) is taken as it
-    is and its digest recorded now; its content is still checked by the reader."""
+    A file without its recorded digest is not known to be finished (the digest is
+    written before the file is renamed into place): it is not reused."""
     path = Path(path)
     side = checksum_path(path)
     try:
         want = side.read_text().strip()
     except FileNotFoundError:
-        if path.exists():
-            with contextlib.suppress(OSError):
-                _record_digest(path, file_digest(path))
-        return None
+        return f"its checksum {side.name} is missing (not known to be finished)"
     except OSError as exc:
         return f"its checksum {side.name} is unreadable ({exc.strerror or exc})"
     try:

@@ -30,12 +30,10 @@ def test_a_finished_file_is_reused_only_with_the_bytes_it_was_written_with(tmp_p
     assert "sha256 differs" in fileio.verify(target)
     fileio.write_text(target, "a,b\n1,3\n")  # written again: verified again
     assert fileio.verify(target) is None
-    # a file from before checksums were kept: taken as it is, its checksum recorded now
-    legacy = tmp_path / "old.csv"
-    legacy.write_text("x\n")
-    assert fileio.verify(legacy) is None and fileio.checksum_path(legacy).exists()
-    legacy.write_text("y\n")
-    assert fileio.verify(legacy) is not None
+    # a file without its checksum is not known to be finished: never reused, nothing recorded
+    fileio.checksum_path(target).unlink()
+    assert "checksum .scores.csv.sha256 is missing" in fileio.verify(target)
+    assert not fileio.checksum_path(target).exists()
 
 
 def test_the_row_writer_records_the_checksum_of_what_it_wrote(tmp_path):

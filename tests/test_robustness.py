@@ -467,6 +467,26 @@ def test_changed_bytes_of_the_same_size_are_found_and_recomputed(run, logs, what
     assert _results(out) == before  # recomputed to the same bytes
 
 
+@pytest.mark.parametrize("what", ["score", "influence", "final.h5"])
+def test_a_finished_file_without_its_checksum_is_recomputed(run, logs, what):
+    """The checksum is written before a file is renamed into place: a file without one
+    is not known to be finished, and an edit made with it gone is not adopted."""
+    data, out = run
+    before = _results(out)
+    target = {"score": paths.score(out, "Ours", 3, 0), "influence": paths.influence(out, "Hara", 0),
+              "final.h5": paths.final_model(out, 0)}[what]
+    fileio.checksum_path(target).unlink()
+    if what == "score":
+        df = pd.read_csv(target)
+        df["val_loss"] = 9.999
+        df.to_csv(target, index=False)
+    assert _run(_argv(data, out)) == 0
+    assert any(str(target) in m and "checksum" in m for m in logs.at(logging.WARNING)), logs.at(logging.WARNING)
+    assert _results(out) == before  # recomputed to the same bytes
+    assert fileio.checksum_path(target).exists()
+    assert 9.999 not in pd.read_csv(paths.summary(out))["val_loss"].tolist()
+
+
 @pytest.mark.parametrize("which", ["run", "train", "facts"])
 def test_damaged_or_lost_json_is_computed_again(run, logs, which):
     data, out = run
