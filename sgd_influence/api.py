@@ -72,21 +72,23 @@ def scores(out, method: str, seed: int | None = None) -> pd.DataFrame:
     """A ranking of ``method`` in the output folder ``out``, most harmful first
     (``method``: a method's name, or the label of a kept window's results, ``Hara@last1``).
 
-    ``seed`` None: the ranking averaged over the trials, ``influence/{method}/influence_mean.csv``
+    ``seed`` None: the ranking averaged over every trial's influence file found in
+    ``out`` now, as ``influence/{method}/influence_mean.csv`` holds it after an analysis
     (columns ``x:image, y:label, influence, datasource_index, influence_sem, n_trials``; see
-    :mod:`sgd_influence.ranking`), as the analysis wrote it, or averaged here from the
-    per-seed files when it has not. ``seed`` s: trial s's influence file
+    :mod:`sgd_influence.ranking`); that file itself when no per-seed file is there. ``seed`` s: trial s's influence file
     (``x:image, y:label, influence, datasource_index``). Negative influence = harmful:
     leaving the sample out is estimated to lower the validation loss.
     """
     out = Path(out)
     if seed is None:
         path = paths.influence_mean(out, method)
-        if path.exists():
-            return artifacts.read_influence_mean(path)
+        # averaged from the per-seed files as they are now (a trial computed after the
+        # last analysis counts); the analysis's file when no per-seed file is there
         found = ranking.mean_ranking(out, method)
         if found is not None:
             return found[0]
+        if path.exists():
+            return artifacts.read_influence_mean(path)
     else:
         path = paths.influence(out, method, int(seed))
         if path.exists():

@@ -76,6 +76,14 @@ def test_mean_file_of_two_trials_by_hand(tmp_path):
     assert paths.influence_mean(out, "Ours").stat().st_mtime_ns == before
     # only some seeds
     assert ranking.mean_ranking(out, "Ours", seeds=[1])[0]["n_trials"].eq(1).all()
+    # the Python API averages the trials there are now, not those of the last analysis
+    import sgd_influence
+
+    _influence(out, "Random", 1, [(0, 1, 0.3), (1, 0, 0.2), (2, 2, 0.1), (3, 1, 0.0)])
+    fileio.write_json(paths.train_identity(out, 1), {"dataset": "csv", "label_noise": 0.0})
+    got = sgd_influence.scores(out, "Random")
+    assert got["n_trials"].eq(2).all() and got["influence"].eq(0.2).all()
+    assert pd.read_csv(paths.influence_mean(out, "Random"))["n_trials"].eq(1).all()  # not rewritten
 
 
 def test_builtin_sets_are_averaged_by_image_not_by_position(tmp_path):
