@@ -318,8 +318,26 @@ def _claim(path: Path, root: Path, identity: dict, legacy: Path, overwrite: bool
     return claim_folder(path, root, identity, overwrite, what)
 
 
+def align_windows(cfg: C.Config) -> None:
+    """Every current influence and score folder of ``cfg``'s window: those of another
+    window (and nothing else different) are kept aside, those kept of ``cfg``'s window come
+    back, for every method, not only the ones this command runs; so the current folders
+    hold one window, and an analysis never pairs one window's results with another's."""
+    out = Path(cfg.output)
+    for method in M.names():
+        root = paths.influence_dir(out, method)
+        if root.exists() or any(root.parent.glob(paths.variant(method, "*"))):
+            _switch_window(paths.method_identity(out, method), root, influence_identity(cfg, method),
+                           paths.influence_identity(out), cfg.overwrite, "influence result")
+    for method in (*M.names(), None):
+        path, root, identity, legacy = _score_folder(cfg, method)
+        if WINDOW in identity and (root.exists() or any(root.parent.glob(paths.variant(root.name, "*")))):
+            _switch_window(path, root, identity, legacy, cfg.overwrite, "evaluation")
+
+
 def claim_influence(cfg: C.Config, method: str) -> bool:
     """Make ``influence/{method}`` hold results of ``cfg``; True when it already did."""
+    align_windows(cfg)
     out = Path(cfg.output)
     claimed = _claim(paths.method_identity(out, method), paths.influence_dir(out, method),
                      influence_identity(cfg, method), paths.influence_identity(out), cfg.overwrite,
@@ -373,6 +391,7 @@ def _score_folder(cfg: C.Config, method: str | None) -> tuple[Path, Path, dict, 
 
 def claim_scores(cfg: C.Config, method: str | None) -> bool:
     """Make ``score/{method}`` (None: ``score/noise_floor``) hold scores of ``cfg``."""
+    align_windows(cfg)
     return _claim(*_score_folder(cfg, method), cfg.overwrite, "evaluation")
 
 
@@ -404,9 +423,25 @@ def claim_run(cfg: C.Config) -> None:
                 logger.warning("--overwrite: replacing the results of another configuration in %s "
                                "(%s)", out, details)
             for phase in wipe:
-                if paths.phase_root(out, phase).exists():
-                    shutil.rmtree(paths.phase_root(out, phase))
+                _remove_current(paths.phase_root(out, phase))
     fileio.write_json(path, cfg.to_dict())
+
+
+def _remove_current(root: Path) -> None:
+    """Remove a phase folder's current results; kept windows' folders (``Hara@last2``)
+    stay: each describes itself, is shown only beside the training run it belongs to, and
+    comes back when its configuration is run again."""
+    if not root.exists():
+        return
+    for child in root.iterdir():
+        if child.is_dir() and paths.split_variant(child.name)[1] is not None:
+            continue
+        if child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    if not any(root.iterdir()):
+        root.rmdir()
 
 
 def _holds_results(out: Path) -> bool:

@@ -189,3 +189,48 @@ def test_with_retrain_all_the_kept_window_shares_random_and_the_floor(data, tmp_
     kept = tests[(tests["method"] == "Ours@last1") & (tests["n_drops"] == 4)].set_index("baseline")
     assert set(kept.index) == {"Random", "No Removal"}
     assert kept.loc["Random", "floor_sd"] == pytest.approx(floor["test_accuracy"].iloc[0])
+
+
+def test_one_method_run_alone_with_another_window_never_mixes_windows_in_the_analysis(data, tmp_path):
+    """The pipeline at window 1, then Hara alone at window 2 (influence, then evaluation):
+    the other methods' window-1 results and the floor are kept as window 1's, so the
+    analysis pairs each window's results with the Random and floor of that window only."""
+    out = tmp_path / "o"
+    assert train_infl_eval.main(_flags(data, out, 1)) == 0
+    alone = ["-o", str(out), "--train-csv", str(data["train"]), "--val-csv", str(data["val"]),
+             "--test-csv", str(data["test"]), "--model", "logreg", "-e", "3", "--batch-size", "16",
+             "--lr", "0.05", "--methods", "Hara", "--infl-epochs", "2"]
+    assert cli.infl_main(alone + ["--seed", "0"]) == 0
+    assert cli.eval_main(alone + ["-nt", "1", "-r", "0", "4", "8", "--noise-floor-k", "2",
+                                  "--noise-floor-draws", "1", "--jobs", "1"]) == 0
+    assert cli.analyze_main(["-o", str(out)]) == 0
+    summary = pd.read_csv(paths.summary(out))
+    labels = set(summary["method"])
+    assert {"Hara", "Hara@last1", "Ours@last1", "Random@last1", "Noise floor", "Noise floor@last1"} <= labels
+    assert not {"Ours", "Random"} & labels  # no window-1 result under a current name
+    tests = pd.read_csv(paths.paired_tests(out))
+    for m, base in zip(tests["method"], tests["baseline"]):
+        if base != "No Removal":
+            assert paths.split_variant(m)[1] == paths.split_variant(base)[1], (m, base)
+    floors = summary[(summary["row"] == "floor") & summary["seed"].isna()].set_index("method")
+    ours = tests[(tests["method"] == "Ours@last1") & (tests["baseline"] == "Random@last1")]
+    assert ours["floor_sd"].iloc[0] == pytest.approx(floors.loc["Noise floor@last1", "test_accuracy"])
+
+
+def test_overwrite_keeps_the_kept_windows_and_shows_only_this_runs(data, tmp_path):
+    """--overwrite replaces the current results of another configuration; the kept
+    windows stay (docs/outputs.md), left out of the analysis of the new training run, and
+    come back when their configuration is run again."""
+    out = tmp_path / "o"
+    assert train_infl_eval.main(_flags(data, out, 1)) == 0
+    first = _results(out)
+    assert train_infl_eval.main(_flags(data, out, 2)) == 0
+    kept = {k: v for k, v in _results(out).items() if "@last1" in k}
+    assert kept
+    assert train_infl_eval.main(_flags(data, out, 2, "--lr", "0.02", "--overwrite")) == 0
+    now = _results(out)
+    assert {k: now.get(k) for k in kept} == kept  # still there, unchanged
+    labels = set(pd.read_csv(paths.summary(out))["method"])
+    assert not any("@" in m for m in labels), labels  # not this training run's: not shown
+    assert train_infl_eval.main(_flags(data, out, 1, "--overwrite")) == 0  # lr 0.05 again
+    assert {k: v for k, v in _results(out).items() if "@" not in k} == first
