@@ -30,11 +30,12 @@ _DATA = ("output", "dataset", "train_csv", "val_csv", "test_csv", "data_dir", "l
 _TRAIN = ("model", "model_nnp", "nnp_network", "init_from_nnp", "width", "smooth", "lr", "lr_schedule",
           "lr_final", "lr_decay_epochs", "batch_size", "n_epochs", "augment", "infl_epochs", "methods")
 _DEVICE = ("context", "device_id")
+# the methods' own settings: every command that computes or reads a method's results
+_METHOD = tuple(k for k in C.SECTIONS["influence"] if k not in ("infl_epochs", "methods", "hara_cache"))
 PHASE_FLAGS: dict[str, tuple[str, ...]] = {
     "train": (*_DATA, *_TRAIN, "hara_cache", *_DEVICE, "overwrite", "wait", "preset"),
-    "infl": (*_DATA, *_TRAIN, "hvp_scaling", "bn_influence", "hara_cache", *_DEVICE, "overwrite", "wait",
-             "preset"),
-    "eval": ("n_trials", *_DATA, *_TRAIN, "hvp_scaling", "bn_influence", "remove_n_list", "noise_floor_k",
+    "infl": (*_DATA, *_TRAIN, *_METHOD, "hara_cache", *_DEVICE, "overwrite", "wait", "preset"),
+    "eval": ("n_trials", *_DATA, *_TRAIN, *_METHOD, "remove_n_list", "noise_floor_k",
              "noise_floor_draws", "retrain_all", *_DEVICE, "jobs", "overwrite", "wait", "preset"),
     "pipeline": C.ALL_FIELDS,
 }
@@ -185,7 +186,8 @@ def infl_main(argv=None) -> int:
     from .context import set_context
 
     p = phase_parser("python -m sgd_influence.infl", infl.__doc__ + "\nRuns on a training run's "
-                     "folder (-o) made with the same settings.", "infl")
+                     "folder (-o); the settings not given are those the folder's last whole "
+                     "run saved (OUT/config.json), else the defaults.", "infl")
     p.add_argument("--seed", type=int, nargs="+", default=[0], help="trial seed(s) (default: 0)")
     p.add_argument("--per-sample", choices=infl.PER_SAMPLE_MODES, default="auto",
                    help="how per-sample terms are computed (default: auto, by network and context)")
@@ -200,7 +202,7 @@ def infl_main(argv=None) -> int:
             for method in cfg.methods:
                 infl.run_influence(cfg, seed, method, per_sample=ns.per_sample)
 
-    return run_cli(p, argv, body)
+    return run_cli(p, argv, body, saved_defaults=True)
 
 
 def eval_main(argv=None) -> int:

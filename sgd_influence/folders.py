@@ -118,7 +118,7 @@ def check_saved(path: Path, identity: dict, overwrite: bool, what: str) -> bool:
     details = describe_diff(saved, identity)
     raise C.ConfigMismatch(
         f"{path}: holds {_article(what)} {what} of a different configuration ({details}); "
-        "use another -o folder or --overwrite"
+        "give its settings to reuse it, or use another -o folder or --overwrite"
     )
 
 
@@ -154,7 +154,7 @@ def describe_diff(old: dict, new: dict) -> str:
         if k == "data_digest":
             out.append("data_digest: the content of the CSV data set changed")
         else:
-            out.append(f"{k}: {old.get(k)!r} -> {new.get(k)!r}")
+            out.append(f"{C.flag(k)}: {old.get(k)!r} -> {new.get(k)!r}")
     return ", ".join(out)
 
 

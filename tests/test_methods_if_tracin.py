@@ -299,6 +299,19 @@ def test_pipeline_runs_if_and_tracin(tmp_path):
             assert paths.score(out, m, n, 0).exists()
     assert set(summary["method"]) == {"No Removal", "IF", "TracIn", "Random"}
 
+    # each phase alone takes IF's settings, and by default those of the folder's run
+    from sgd_influence import cli
+
+    first = paths.influence(out, "IF", 0).read_bytes()
+    paths.influence(out, "IF", 0).unlink()
+    assert cli.infl_main(["-o", str(out), "--methods", "IF", "--seed", "0"]) == 0
+    assert paths.influence(out, "IF", 0).read_bytes() == first  # damping 0.05 from the folder
+    assert cli.infl_main(["-o", str(out), "--methods", "IF", "--if-damping", "0.05",
+                          "--if-cg-iters", "100"]) == 0
+    assert cli.eval_main(["-o", str(out), "--methods", "IF", "--if-damping", "0.05",
+                          "--jobs", "1"]) == 0
+    assert cli.eval_main(["-o", str(out), "--methods", "IF", "--if-damping", "0.5", "--jobs", "1"]) == 2
+
 
 # ----------------------------------------------------------------- settings
 def test_if_settings_flags_and_older_identities(tmp_path):
@@ -323,5 +336,5 @@ def test_if_settings_flags_and_older_identities(tmp_path):
     assert folders.influence_identity(other, "IF")["if_damping"] == 0.1
     path = tmp_path / "identity.json"
     fileio.write_json(path, folders.influence_identity(C.Config(), "IF"))
-    with pytest.raises(C.ConfigMismatch, match="if_damping"):
+    with pytest.raises(C.ConfigMismatch, match="--if-damping: 10.0 -> 0.1"):
         folders.check_saved(path, folders.influence_identity(other, "IF"), False, "influence result")
