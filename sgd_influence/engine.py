@@ -153,7 +153,7 @@ def check_network(cfg) -> None:
 
     if is_user_model(cfg.model) or cfg.model_nnp:
         data = load_prepared(cfg, 0)
-        Network(model_spec(cfg, data), 0)
+        Network(model_spec(cfg, data), 0).check_deterministic()
 
 
 class Engine:

@@ -132,6 +132,22 @@ def own_bn(x, num_classes, norm):
 
 def bad_eps(x, num_classes, norm):
     return PF.affine(norm(PF.convolution(x, 2, (3, 3), pad=(1, 1)), "bn", eps=0), num_classes)
+
+
+def with_dropout(x, num_classes, norm):
+    return PF.affine(F.dropout(x, 0.5), num_classes, name="fc")
+
+
+def with_noise(x, num_classes, norm):
+    return PF.affine(x + 0.1 * F.randn(shape=x.shape), num_classes, name="fc")
+
+
+def with_numpy_constant(x, num_classes, norm):
+    import numpy as np
+    import nnabla as nn
+
+    c = nn.Variable.from_numpy_array(np.random.randn(*x.shape[1:]).astype("float32")[None])
+    return PF.affine(x * F.broadcast(c, x.shape), num_classes, name="fc")
 '''
 
 
@@ -171,6 +187,9 @@ def test_a_network_file_runs_is_identified_by_its_bytes_and_keeps_its_names(csv_
     ("{net}:wrong_shape", "expected one per class"),
     ("{net}:own_bn", "call the norm(h, name) argument instead"),
     ("{net}:bad_eps", "norm(h, 'bn'): eps: expected a positive number, got 0"),
+    ("{net}:with_dropout", "its output differs between two evaluations on one batch"),
+    ("{net}:with_noise", "its output differs between two evaluations on one batch"),
+    ("{net}:with_numpy_constant", "its output differs between two evaluations on one batch"),
 ])
 def test_networks_that_cannot_be_used_are_one_line_and_write_nothing(csv_data, tmp_path, caplog,
                                                                      model, expected):

@@ -332,6 +332,28 @@ class Network:
     def has_batchnorm(self) -> bool:
         return bool(self.bn_layers)
 
+    def check_deterministic(self, batch: int = 4) -> None:
+        """Refuse a network whose training step is not a function of its inputs and
+        parameters: two builds of its graph, each run twice on one batch, must give the
+        same logits bit for bit. Replay, the walk and the retrains recompute recorded
+        steps; random operations (``F.dropout``, ``F.randn``, a numpy random constant
+        drawn while building) would make each recomputation another step."""
+        rng = np.random.default_rng(0)
+        x = nn.Variable((batch, *self.in_shape))
+        x.d = rng.standard_normal(x.shape).astype(np.float32)
+        outs = []
+        for _build in range(2):
+            logits = self.logits(x, bn="batch" if self.has_batchnorm() else "train")
+            for _run in range(2):
+                logits.forward(clear_buffer=True)
+                outs.append(logits.d.copy())
+        if not all(np.array_equal(outs[0], o, equal_nan=True) for o in outs[1:]):
+            raise ModelError(
+                f"network {self.model.name}: its output differs between two evaluations on one "
+                "batch (a random operation such as F.dropout or F.randn, or a random constant "
+                "drawn while building); the replay and the influence walk need a deterministic "
+                "step: remove it")
+
 
 def _refuse_own_batch_norm(out: nn.Variable, name: str) -> None:
     found: list[str] = []
