@@ -177,3 +177,31 @@ def shared_by_windows(out) -> set[str]:
 def read_floor(out) -> pd.DataFrame:
     """Every noise-floor score file under ``out`` (empty frame with its columns when none)."""
     return _read_all(paths.floor_glob(), out, FLOOR_COLUMNS)
+
+
+def not_learned_line(seed: int, facts: dict, in_shape=None) -> str:
+    """The one line that says trial ``seed``'s model did not learn (``facts``: its
+    ``learned.json``, see train.check_learned)."""
+    shape = f"; check that the network suits images of {'x'.join(map(str, in_shape))}" if in_shape else ""
+    return (f"seed {seed}: the model did not learn: validation accuracy {facts['val_accuracy']:.3f} "
+            f"against {facts['majority_rate']:.3f} for always answering the most common class, "
+            f"training loss {facts['first_loss']:.3f} at the first step and "
+            f"{facts['final_train_loss']:.3f} in the last of {facts['epochs']} epoch(s); influence "
+            f"scores of a model that has not learned say little about its data: try more epochs "
+            f"(-e), another --lr{shape}")
+
+
+def not_learned(out, seeds=None) -> list[str]:
+    """The not-learned line of every trial of ``out`` whose saved check says so."""
+    lines = []
+    for path in sorted(Path(out).glob(paths.train_glob(paths.learned(out, 0).name))):
+        seed = int(path.parent.name.rpartition("_")[2])
+        if seeds is not None and seed not in seeds:
+            continue
+        try:
+            facts = fileio.read_json(path)
+        except (OSError, ValueError):
+            continue
+        if isinstance(facts, dict) and facts.get("learned") is False:
+            lines.append(not_learned_line(seed, facts))
+    return lines

@@ -23,6 +23,7 @@ from . import fileio, registry
 
 METHODS = ("Hara", "Ours", "Random")  # the default --methods (every registered method is a choice)
 HVP_SCALINGS = ("correct", "reference")
+AUGMENT_MODES = ("none", "crop", "flip", "crop,flip")
 LR_SCHEDULES = ("constant", "cosine", "linear", "step")
 BN_INFLUENCE = ("exact", "reference")
 DEFAULT_REMOVE = (0, 1, 10, 40, 100, 200, 600, 1000, 3000, 5000, 10000, 30000)
@@ -88,7 +89,18 @@ class Config:
         "influence window keeps the whole window at a small rate)")
     batch_size: int = _f(64, ["--batch-size"], "SGD batch size")
     n_epochs: int = _f(20, ["-e", "--n_epochs"], "training epochs")
-    augment: bool = _f(True, ["--augment"], "pad-crop-flip augmentation of training images", bool_flag=True)
+    augment: str = _f(
+        "auto", ["--augment"],
+        "augmentation of the training images: crop (4-pixel zero padding, then a crop back to "
+        "the image's size), flip (left-right), crop,flip, or none (also --no-augment); auto: "
+        "crop,flip on the built-in data sets, none on your CSV data set (a flip changes the "
+        "meaning of digits, text and many medical or satellite images)")
+    image_size: tuple[int, ...] = _f(
+        (), ["--image-size"],
+        "size H W the images are resized to for the network (default: a network of yours, "
+        "FILE.py:FUNCTION, sees them at their own size; the built-in networks at a square of "
+        "side clamp(short edge, 32, 128); an .nnp network at its file's input size)",
+        nargs=2, metavar=("H", "W"))
     # --- influence
     infl_epochs: int = _f(
         1, ["--infl-epochs"],
@@ -154,6 +166,15 @@ class Config:
                 object.__setattr__(self, name, os.path.expanduser(value))
         if isinstance(self.model, str) and self.model.startswith("~") and ":" in self.model:
             object.__setattr__(self, "model", os.path.expanduser(self.model))
+        # the augmentation as it applies (a bool, as saved by versions before the modes)
+        aug = self.augment
+        if isinstance(aug, bool):
+            aug = "crop,flip" if aug else "none"
+        elif aug == "auto":
+            aug = "none" if self.is_csv else "crop,flip"
+        object.__setattr__(self, "augment", aug)
+        if isinstance(self.image_size, list):
+            object.__setattr__(self, "image_size", tuple(self.image_size))
 
     # ------------------------------------------------------------------ derived
     @property
@@ -186,6 +207,12 @@ class Config:
                 elif name in ("nnp_network", "init_from_nnp"):
                     if self.model_nnp:  # only an .nnp network has them
                         out[name] = _jsonable(getattr(self, name))
+                elif name == "augment":  # as saved before the modes: crop,flip / none as a bool
+                    out[name] = {"crop,flip": True, "none": False}.get(self.augment, self.augment)
+                elif name == "image_size":
+                    rule = self.image_rule()
+                    if rule is not None:  # the built-in networks' rule is left out, as before
+                        out[name] = list(rule) if isinstance(rule, tuple) else rule
                 elif name == "label_noise_seed":
                     if self.label_noise > 0 and self.label_noise_seed is not None:
                         out[name] = self.label_noise_seed
@@ -199,6 +226,23 @@ class Config:
         """Fields that define a training run (data and training sections): a folder
         holding another is refused."""
         return self.identity("data", "train")
+
+    def image_rule(self) -> tuple[int, int] | str | None:
+        """The size the network sees the images at: (H, W) given by --image-size, "own"
+        (a Python network of the user's: the images' own size), "nnp" (the .nnp file's
+        input), or None (a built-in network: a square of side clamp(short edge, 32, 128))."""
+        if self.image_size:
+            return (int(self.image_size[0]), int(self.image_size[1]))
+        if self.model_nnp:
+            return "nnp"
+        if is_user_model(self.model):
+            return "own"
+        return None
+
+    def augment_modes(self) -> tuple[bool, bool]:
+        """(crop, flip) of the training augmentation."""
+        parts = set(self.augment.split(","))
+        return "crop" in parts, "flip" in parts
 
     def smooth_net(self) -> bool:
         """--smooth as it applies: only cifarnet has ReLUs and max pooling to replace."""
@@ -273,6 +317,15 @@ class Config:
         if self.model_nnp is not None and not str(self.model_nnp).lower().endswith(".nnp"):
             raise ValueError(f"--model-nnp: expected a .nnp file (Neural Network Console's export), "
                              f"got {self.model_nnp!r}")
+        if self.augment not in AUGMENT_MODES:
+            raise ValueError(f"--augment: expected one of {', '.join(AUGMENT_MODES)}, got {self.augment!r}")
+        if self.image_size:
+            if len(self.image_size) != 2 or min(self.image_size) < 1:
+                raise ValueError(f"--image-size: expected two positive integers H W, got "
+                                 f"{' '.join(map(str, self.image_size))}")
+            if self.model_nnp:
+                raise ValueError("--image-size: given with --model-nnp; an .nnp network's input "
+                                 "size is its file's (leave --image-size out)")
         if self.model not in registry.models and ":" not in self.model:
             raise ValueError(f"--model: expected {_or(registry.models.names())} or "
                              f"FILE.py:FUNCTION, got {self.model!r}")
@@ -371,7 +424,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "data": ("dataset", "label_noise", "label_noise_seed", "train_csv", "val_csv", "test_csv", "data_dir",
              "data_digest"),
     "train": ("model", "model_digest", "model_nnp", "nnp_network", "init_from_nnp", "width", "lr",
-              "lr_schedule", "lr_final", "lr_decay_epochs", "batch_size", "n_epochs", "augment", "smooth"),
+              "lr_schedule", "lr_final", "lr_decay_epochs", "batch_size", "n_epochs", "augment", "smooth",
+              "image_size"),
     "influence": ("infl_epochs", "hvp_scaling", "bn_influence", "methods", "hara_cache", "if_damping",
                   "if_cg_iters"),
     "eval": ("retrain_all", "remove_n_list", "noise_floor_k", "noise_floor_draws"),
@@ -455,7 +509,7 @@ def flag(name: str) -> str:
 
 def _flag(name: str) -> str:
     for f in fields(Config):
-        if f.name == name:
+        if f.name == name and f.metadata["flags"]:
             return "/".join(f.metadata["flags"])
     return name
 
@@ -527,17 +581,26 @@ def add_arguments(parser: argparse.ArgumentParser, names=ALL_FIELDS) -> None:
         # a help text that says its own default (e.g. "default: the user cache") keeps it
         text = md["help"] if "default:" in md["help"] else f"{md['help']} (default: {default_txt})"
         kw = dict(dest=name, default=argparse.SUPPRESS, help=text)
+        if name == "augment":
+            parser.add_argument(*md["flags"], dest=name, default=argparse.SUPPRESS, help=text,
+                                choices=AUGMENT_MODES + ("auto",))
+            parser.add_argument("--no-augment", dest=name, action="store_const", const="none",
+                                default=argparse.SUPPRESS, help="no augmentation (--augment none)")
+            continue
         if md.get("bool_flag"):
-            negatable = ("augment", "smooth", "init_from_nnp")
+            negatable = ("smooth", "init_from_nnp")
             kw["action"] = argparse.BooleanOptionalAction if name in negatable else "store_true"
         else:
             base = f.default
-            typ = type(base[0]) if isinstance(base, tuple) else (type(base) if base is not None else str)
+            typ = (type(base[0]) if base else int) if isinstance(base, tuple) else (
+                type(base) if base is not None else str)
             if name in ("label_noise", "lr", "lr_final", "if_damping"):
                 typ = float
             kw["type"] = typ
             if "nargs" in md:
                 kw["nargs"] = md["nargs"]
+            if "metavar" in md:
+                kw["metavar"] = md["metavar"]
             if name == "methods":
                 kw["choices"] = method_names()
             elif name == "hvp_scaling":

@@ -76,7 +76,10 @@ def load_prepared(cfg, seed: int) -> Prepared:
     else:
         ds = data.load_dataset(cfg.dataset, seed, cfg.data_dir)
     images = data.ImageSource(cfg.dataset, cfg.data_dir, cfg.train_csv)
-    size = None
+    rule = cfg.image_rule()
+    size = rule if isinstance(rule, tuple) else None  # None: the built-in networks' rule
+    if rule == "own":
+        size = tuple(int(s) for s in ds.train.images.shape[2:])
     if cfg.model_nnp:
         from .models import nnp
 
@@ -145,25 +148,47 @@ def model_spec(cfg, data: Prepared) -> ModelSpec:
     return ModelSpec(cfg.model, data.in_shape, data.num_classes, cfg.width, smooth=cfg.smooth_net())
 
 
-def check_network(cfg) -> None:
+def check_network(cfg) -> dict:
     """Build a user network (a Python one or an .nnp file's) once on trial 0's data before
     any work starts: a network that cannot be used is one line (ModelError) and nothing
-    is written."""
+    is written. Returns what the network is fed (:func:`describe_input`, also logged)."""
     from .config import is_user_model
 
+    data = load_prepared(cfg, 0)
+    scale, name = None, cfg.model
     if is_user_model(cfg.model) or cfg.model_nnp:
-        data = load_prepared(cfg, 0)
-        Network(model_spec(cfg, data), 0).check_deterministic()
+        net = Network(model_spec(cfg, data), 0)
+        net.check_deterministic()
+        scale, name = getattr(net.model, "pixel_scale", None), net.model.name
+    fed = describe_input(cfg, data, scale)
+    logger.info("network %s sees %s images (C x H x W; %s), %s; augmentation: %s", name,
+                "x".join(map(str, fed["shape"])), fed["size"], fed["normalisation"], fed["augment"])
+    return fed
+
+
+def describe_input(cfg, data: Prepared, pixel_scale: float | None) -> dict:
+    """What the network is fed: input shape (C, H, W), how that size was chosen, the
+    pixels' normalisation and the training augmentation."""
+    rule = cfg.image_rule()
+    size = "--image-size" if isinstance(rule, tuple) else {
+        None: "the built-in networks' rule: a square of side clamp(short edge, 32, 128)",
+        "own": "the images' own size", "nnp": "the .nnp file's input size"}[rule]
+    return {"shape": list(data.in_shape), "size": size,
+            "normalisation": preprocess.describe_normalisation(data.in_shape[0], pixel_scale),
+            "augment": cfg.augment}
 
 
 class Engine:
     """Network + solver + graphs (one per batch size) for one trial."""
 
-    def __init__(self, spec: ModelSpec, seed: int, data: Prepared, augment: bool = True):
+    def __init__(self, spec: ModelSpec, seed: int, data: Prepared, augment: bool | str = True):
         self.spec = spec
         self.seed = seed
         self.data = data
-        self.augment = augment
+        # True / "crop,flip": pad-crop-flip; "crop", "flip": one of them; False / "none": none
+        mode = {True: "crop,flip", False: "none", None: "none"}.get(augment, augment)
+        self.augment = mode != "none"
+        self.crop, self.flip = "crop" in mode, "flip" in mode
         self.net = Network(spec, seed)
         # None: preprocess.normalize; a number: pixels times it (an .nnp network's 1/255)
         self.pixel_scale = getattr(self.net.model, "pixel_scale", None)
@@ -181,7 +206,8 @@ class Engine:
     def train_inputs(self, idx: np.ndarray, seeds: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Network input (augmented with the recorded seeds) and labels of training samples."""
         images = self.data.train_x[idx]
-        x = preprocess.batch_inputs(images, seeds if self.augment else None, self.pixel_scale)
+        x = preprocess.batch_inputs(images, seeds if self.augment else None, self.pixel_scale,
+                                    self.crop, self.flip)
         return x, self.data.train_y[idx][:, None]
 
     # ---------------------------------------------------------------- training

@@ -395,7 +395,7 @@ def claim_scores(cfg: C.Config, method: str | None) -> bool:
     return _claim(*_score_folder(cfg, method), cfg.overwrite, "evaluation")
 
 
-def claim_run(cfg: C.Config) -> None:
+def claim_run(cfg: C.Config, fed: dict | None = None) -> None:
     """Refuse a folder holding another configuration (or clear it with --overwrite); save cfg.
 
     A folder whose earlier run made no result yet (it failed at the start, e.g. on bad
@@ -424,7 +424,8 @@ def claim_run(cfg: C.Config) -> None:
                                "(%s)", out, details)
             for phase in wipe:
                 _remove_current(paths.phase_root(out, phase))
-    fileio.write_json(path, cfg.to_dict())
+    # ``input``: what the network is fed (shape, size rule, normalisation, augmentation)
+    fileio.write_json(path, {**cfg.to_dict(), **({"input": fed} if fed else {})})
 
 
 def _remove_current(root: Path) -> None:

@@ -26,6 +26,11 @@ def train_identity(out, seed: int) -> Path:
     return train_dir(out, seed) / "config.json"
 
 
+def learned(out, seed: int) -> Path:
+    """Whether the trained model of ``seed`` learned (see train.check_learned)."""
+    return train_dir(out, seed) / "learned.json"
+
+
 def record(out, seed: int) -> Path:
     return train_dir(out, seed) / "record.npz"
 

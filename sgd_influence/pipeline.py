@@ -62,8 +62,8 @@ def prepare_data(cfg: C.Config, phases) -> None:
 # --------------------------------------------------------------------------- whole run
 def run_all(cfg: C.Config, scheduler: str | None = None) -> None:
     """Train, compute influence, retrain and analyse: the whole pipeline of one folder."""
-    check_network(cfg)
-    folders.claim_run(cfg)
+    fed = check_network(cfg)
+    folders.claim_run(cfg, fed)
     run_pipeline(cfg, PHASES, scheduler=scheduler)
     analyze(cfg.output, methods=cfg.methods, ns=cfg.remove_n_list, seeds=range(cfg.n_trials),
             title=run_title(cfg))

@@ -1,10 +1,11 @@
 """Image preprocessing: resize once, seeded per-sample augmentation, normalisation.
 
-* Resize: to a square of side clamp(short edge, 32, 128) (MNIST 28 -> 32, CIFAR-10 32,
-  STL-10 96), bilinear, done once per split on uint8 images; a network with an input
-  size of its own (an .nnp network's (C, H, W)) gets its (H, W) instead.
-* Augmentation (training only): 4-pixel zero padding, a random 32x32-style crop back to
-  the original size and a random horizontal flip. The crop offsets and the flip of a
+* Resize (the built-in networks): to a square of side clamp(short edge, 32, 128)
+  (MNIST 28 -> 32, CIFAR-10 32, STL-10 96), bilinear, done once per split on uint8
+  images. A network of the user's gets the images at their own size, an .nnp network
+  its file's (H, W), and ``--image-size H W`` any size (see ``Config.image_rule``).
+* Augmentation (training only): 4-pixel zero padding, a random crop back to the
+  original size and a random horizontal flip (each of the two can be left out). The crop offsets and the flip of a
   sample are a pure function of its 64-bit augmentation seed (SplitMix64 hash), so the
   identical augmented image is produced in training, influence and retraining, in any
   process, without constructing any nnabla graph.
@@ -75,12 +76,16 @@ def augment_params(seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return dy, dx, flip
 
 
-def augment(images: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-    """Pad-crop-flip a uint8 batch (B, C, H, W); each sample driven by its seed."""
+def augment(images: np.ndarray, seeds: np.ndarray, crop: bool = True, flip: bool = True) -> np.ndarray:
+    """Pad-crop-flip a uint8 batch (B, C, H, W); each sample driven by its seed
+    (``crop``/``flip`` False: that part left out, the other drawn as with both)."""
     b, c, h, w = images.shape
     padded = np.zeros((b, c, h + 2 * PAD, w + 2 * PAD), np.uint8)
     padded[:, :, PAD : PAD + h, PAD : PAD + w] = images
-    dy, dx, flip = augment_params(seeds)
+    dy, dx, flips = augment_params(seeds)
+    if not crop:
+        dy, dx = np.full_like(dy, PAD), np.full_like(dx, PAD)
+    flip = flips if flip else np.zeros_like(flips)
     out = np.empty_like(images)
     for i in range(b):
         crop = padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
@@ -106,9 +111,19 @@ def scaled(images: np.ndarray, scale: float | None = None) -> np.ndarray:
     return images.astype(np.float32) * np.float32(scale)
 
 
-def batch_inputs(images: np.ndarray, seeds: np.ndarray | None, scale: float | None = None) -> np.ndarray:
-    """The network input of a batch: augmented (when seeds are given) and normalised
-    (or times ``scale``, see :func:`scaled`)."""
-    if seeds is not None:
-        images = augment(images, seeds)
+def batch_inputs(images: np.ndarray, seeds: np.ndarray | None, scale: float | None = None,
+                 crop: bool = True, flip: bool = True) -> np.ndarray:
+    """The network input of a batch: augmented (when seeds are given; ``crop``/``flip``
+    as :func:`augment`) and normalised (or times ``scale``, see :func:`scaled`)."""
+    if seeds is not None and (crop or flip):
+        images = augment(images, seeds, crop, flip)
     return scaled(images, scale)
+
+
+def describe_normalisation(channels: int, scale: float | None = None) -> str:
+    """In words: what :func:`scaled` does to the pixels of images of ``channels``."""
+    if scale is not None:
+        return f"pixels x {scale:.6g}"
+    if channels == 3:
+        return "pixels / 255, then per channel (x - mean) / std with CIFAR-10's mean and std"
+    return "pixels / 255, then (x - 0.5) / 0.5"

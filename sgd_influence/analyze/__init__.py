@@ -61,6 +61,7 @@ from ..artifacts import (
     FLOOR_METHOD,
     VALUES,
     label_key,
+    not_learned,
     read_floor,
     read_scores,
     read_u_growth,
@@ -407,8 +408,13 @@ def analyze(out, methods=None, ns=None, seeds=None, title: str | None = None,
     if detection is not None:
         plot_detection(detection.curves, detection.noise_share, paths.figure(out, "detection"))
     worst_samples_figure(out, seed=seeds[0] if seeds else 0, methods=methods)
+    untrained = not_learned(out, seeds)
+    for line in untrained:  # said again beside the tables: a warning, not a refusal
+        logger.warning(line)
     if show:
         print(accuracy_table(summary, tests))
+        for line in untrained:
+            print(f"WARNING: {line}")
         growth_text = growth_line(summary)
         if growth_text:
             print(growth_text)

@@ -10,6 +10,9 @@ Written under ``OUT/train/seed_{s}/`` (the trajectory, see :mod:`trajectory`):
 * ``snapshots/steps_from_epoch_{e:03d}.npy`` only with ``--hara-cache`` (and Hara among
   ``--methods``): the paper's every-step cache of the influence window;
 * ``history.csv``: per-epoch train/validation loss and accuracy;
+* ``learned.json``: whether the model learned (:func:`check_learned`: validation
+  accuracy against the majority-class rate, training loss against its first step's; a
+  WARNING when it did not, repeated by the analysis);
 * ``config.json``: the configuration that produced them (a different one is refused).
 
 Nothing is stored per step by default: the influence window (``--infl-epochs``) is not
@@ -34,6 +37,7 @@ from tqdm import tqdm
 
 from .. import checks, fileio, paths
 from .. import config as C
+from ..artifacts import not_learned_line
 from ..engine import Engine, Prepared, model_spec
 from ..trajectory import TrajectoryWriter, make_record, training_complete, write_step_cache
 
@@ -143,5 +147,31 @@ def train(cfg: C.Config, seed: int, data: Prepared) -> Engine:
                             seed, epoch, row["train_loss"], row["train_acc"], val_loss, val_acc)
                 epoch_loss, epoch_correct, epoch_n = 0.0, 0, 0
         fileio.write_csv(paths.history(out, seed), pd.DataFrame(history))
+        fileio.write_json(paths.learned(out, seed), check_learned(history, first_loss, data, seed))
         traj.finish(engine.net.state_dict())  # the record last: it marks a finished run
     return engine
+
+
+# A trained model has "not learned" when its final validation accuracy closes less than
+# LEARNED_FRACTION of the gap between the majority-class rate of the validation set (what
+# always answering the most common class scores) and 1, or when its last epoch's mean
+# training loss is still above LOSS_MOVED times its first step's loss. Either way its
+# influence scores say little about the data: a warning, not a refusal.
+LEARNED_FRACTION = 1 / 3
+LOSS_MOVED = 0.9
+
+
+def check_learned(history: list[dict], first_loss: float, data: Prepared, seed: int) -> dict:
+    """Whether trial ``seed``'s model learned (see LEARNED_FRACTION); one WARNING line
+    naming the numbers and what to try when it did not. The facts are returned (saved
+    as ``train/seed_{s}/learned.json``; the analysis repeats the warning)."""
+    val_y = np.asarray(data.val_y)
+    majority = float(np.bincount(val_y).max() / len(val_y)) if len(val_y) else float("nan")
+    acc, loss = float(history[-1]["val_acc"]), float(history[-1]["train_loss"])
+    gap = (acc - majority) / (1.0 - majority) if majority < 1 else 1.0
+    facts = {"val_accuracy": acc, "majority_rate": majority, "first_loss": float(first_loss),
+             "final_train_loss": loss, "epochs": len(history),
+             "learned": bool(gap >= LEARNED_FRACTION and loss <= LOSS_MOVED * first_loss)}
+    if not facts["learned"]:
+        logger.warning(not_learned_line(seed, facts, data.in_shape))
+    return facts
