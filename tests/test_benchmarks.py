@@ -73,6 +73,15 @@ def _train(tmp: Path, request) -> None:
     assert re.search(rf"^data preparation: {NUMBER} ms/step = {NUMBER} % of a step", out, re.M), out
 
 
+@smoke("bench_console_recipe.py")
+def _console_recipe(tmp: Path, request) -> None:
+    out = run(tmp, "bench_console_recipe.py", "--smoke", "-o", str(tmp / "work")).stdout
+    assert re.search(rf"^recipe: -e 1 -nt 2 --no-augment from the file's weights: {NUMBER} s wall", out, re.M), out
+    for label in ("Hara (mean of trials)", "Ours (mean of trials)", "Random (trial 0)"):
+        assert re.search(rf"^{re.escape(label)} +{NUMBER} +{NUMBER}$", out, re.M), out
+    assert (tmp / "work" / "recipe" / "influence" / "Hara" / "influence_mean.csv").is_file()
+
+
 @smoke("bench_datasets.py")
 def _datasets(tmp: Path, request) -> None:
     out = run(tmp, "bench_datasets.py", "--smoke").stdout
