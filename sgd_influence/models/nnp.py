@@ -24,8 +24,15 @@ What is used, as the console's files define it:
 * the parameters: the functions on the way to the logits consume them; they keep the
   ``.nnp``'s names (``final.h5`` too) and start from the stored values, or, with
   ``from_file=False``, from a seeded fresh initialisation (Glorot-uniform weights, zero
-  biases, BN beta 0 / gamma 1). A parameter the optimizer gives learning-rate
-  multiplier 0, or that is stored with ``need_grad`` False, is not trained.
+  biases, BN beta 0 / gamma 1).
+* which parameters are trained: those the optimizer lists with a learning-rate
+  multiplier above 0 (multiplier 0: fixed, as nnabla's own training does). A file
+  without an optimizer, or whose optimizer lists no parameter at all (it then says
+  nothing about which are trained), trains every parameter of the network; the stored
+  ``need_grad`` flags are not used (nnabla's ONNX importer stores every one False).
+  The BN running statistics are never trained. A network that would train nothing (no
+  parameter besides BN statistics, or an optimizer that gives each of them multiplier
+  0, as nnabla's ``save`` writes a solver saved before ``set_parameters``) is refused.
 
 BN layers keep their stored beta, gamma, mean and variance, and their epsilon and decay
 rate; whether a layer uses batch or running statistics is the caller's mode (training:
@@ -295,17 +302,40 @@ def _layout(loader, proto, source: NnpSource) -> Layout:
         _check_function(f, where)
         if f.type == BN_TYPE:
             bn.append((f.name, _bn_prefix(f, where)))
-    stored = loader.g.get_parameters(grad_only=False)
     trains = optimizer or (proto.optimizer[0] if len(proto.optimizer) else None)
-    multipliers = {p.variable_name: p.learning_rate_multiplier
-                   for p in (trains.parameter_variable if trains else ())}
     statistics = {n for f in ordered if f.type == BN_TYPE for n in f.inputs[3:]}
-    trained = frozenset(p for p in params if p not in statistics and multipliers.get(p, 1.0) != 0
-                        and (p not in stored or stored[p].need_grad))
+    trained = _trained([p for p in pn.parameters if p in params], statistics, trains,
+                       f"--model-nnp: {file}: network {name!r}")
     return Layout(file=file, network=name, image=image, in_shape=in_shape, logits=logits_name,
                   functions=tuple(f.name for f in ordered),
                   params=tuple(p for p in pn.parameters if p in params), trained=trained,
                   bn=tuple(bn), pixel_scale=_pixel_scale(proto, trains, name))
+
+
+def _trained(params: list, statistics: set, trains, what: str) -> frozenset:
+    """The parameters SGD updates: those the optimizer lists with a learning-rate
+    multiplier above 0 (as nnabla's own training does); without an optimizer, or with one
+    that lists no parameter, every one. Never the BN running statistics. A network that
+    would train nothing is refused (one line saying why)."""
+    listed = {p.variable_name: p.learning_rate_multiplier
+              for p in (trains.parameter_variable if trains else ())}
+    candidates = [p for p in params if p not in statistics]
+    if not candidates:
+        raise ModelError(f"{what} would train nothing: it has no parameters"
+                         + (" besides batch-norm statistics" if params else ""))
+    if not listed:
+        return frozenset(candidates)
+    trained = frozenset(p for p in candidates if listed.get(p, 0) > 0)
+    if not trained:
+        named = [p for p in candidates if p in listed]
+        why = (f"its optimizer {trains.name!r} gives each of its {len(named)} parameters "
+               "learning-rate multiplier 0 (what nnabla's save writes for a solver saved before "
+               "set_parameters)" if named else
+               f"its optimizer {trains.name!r} lists none of its parameters")
+        raise ModelError(f"{what} would train nothing: {why}; save the file with the parameters "
+                         "to train in its optimizer, or without an optimizer (every parameter "
+                         "but batch-norm statistics is then trained)")
+    return trained
 
 
 def _pixel_scale(proto, trains, network: str) -> float:
