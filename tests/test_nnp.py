@@ -195,6 +195,42 @@ def test_bn_layers_keep_the_files_epsilon_and_decay_rate(tmp_path):
     assert not np.allclose(moved, before)
 
 
+def test_bn_parameters_are_found_by_their_place_and_data_reshapes_run_at_every_batch_size(tmp_path):
+    """As nnabla's ONNX importer writes a network: BN parameters named freely (not
+    PREFIX/beta ...), a Reshape of the data written for batch size 1."""
+    rng = np.random.default_rng(4)
+    scope: OrderedDict = OrderedDict()
+    with nn.parameter_scope("", scope):
+        x = nn.Variable((1, 1, 6, 6))
+        h = PF.convolution(x, 2, (3, 3), name="conv")
+        p = {n: nn.parameter.get_parameter_or_create(
+                 n, (1, 2, 1, 1), rng.uniform(0.5, 1.5, (1, 2, 1, 1)).astype(np.float32),
+                 need_grad=not n.startswith("stat"))
+             for n in ("shift", "scale", "stat_a", "stat_b")}
+        h = F.relu(F.batch_normalization(h, p["shift"], p["scale"], p["stat_a"], p["stat_b"],
+                                         batch_stat=False, eps=1e-3))
+        y = PF.affine(F.reshape(h, (1, 32)), 3, name="fc")
+        path = tmp_path / "importer_like.nnp"
+        save(str(path), {"networks": [{"name": "net", "batch_size": 1, "outputs": {"y": y}, "names": {"x": x}}],
+                         "executors": [{"name": "runtime", "network": "net", "data": ["x"], "output": ["y"]}]},
+             variable_batch_size=False)
+    model = NnpModel(NnpSource(str(path)))
+    assert dict(model.layout.reshapes) == {next(f for f in model.layout.functions if "Reshape" in f): (32,)}
+    net = Network(model, 0, (1, 6, 6))
+    assert net.bn_layers == [("stat_a", "stat_b")] and set(net.trainable) == set(net.variables) - {"stat_a", "stat_b"}
+    images = rng.random((5, 1, 6, 6)).astype(np.float32)
+    expected = []
+    for image in images:  # the file's own graph, one sample at a time
+        x.d = image[None]
+        y.forward(clear_buffer=True)
+        expected.append(y.d[0].copy())
+    xv = nn.Variable(images.shape)
+    out = net.logits(xv, bn="eval")
+    xv.d = images
+    out.forward(clear_buffer=True)
+    np.testing.assert_allclose(out.d, np.array(expected), rtol=1e-5, atol=1e-6)
+
+
 def _copy(scope):
     """A scope of copies (a PF graph with batch_stat=True moves the running statistics)."""
     out: OrderedDict = OrderedDict()
