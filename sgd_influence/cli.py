@@ -27,8 +27,9 @@ DATASETS = ("mnist5k", "mnist", "cifar10", "stl10", "csv")
 
 _DATA = ("output", "dataset", "train_csv", "val_csv", "test_csv", "data_dir", "label_noise",
          "label_noise_seed")
-_TRAIN = ("model", "model_nnp", "nnp_network", "init_from_nnp", "width", "smooth", "lr", "lr_schedule",
-          "lr_final", "lr_decay_epochs", "batch_size", "n_epochs", "augment", "infl_epochs", "methods")
+_TRAIN = ("model", "model_nnp", "nnp_network", "init_from_nnp", "model_onnx", "input_mean", "input_std",
+          "width", "smooth", "lr", "lr_schedule", "lr_final", "lr_decay_epochs", "batch_size", "n_epochs",
+          "augment", "infl_epochs", "methods")
 _DEVICE = ("context", "device_id")
 PHASE_FLAGS: dict[str, tuple[str, ...]] = {
     "train": (*_DATA, *_TRAIN, "hara_cache", *_DEVICE, "overwrite", "wait", "preset"),
@@ -92,8 +93,9 @@ def config_from_folder(ns: argparse.Namespace) -> C.Config:
     if "train_csv" in given or "dataset" in given:  # a data set given here replaces the saved one
         for k in ("dataset", "train_csv", "val_csv", "test_csv"):
             values.pop(k, None)
-    if "model" in given or "model_nnp" in given:  # so does a network
-        for k in ("model", "model_nnp", "nnp_network", "init_from_nnp"):
+    if "model" in given or "model_nnp" in given or "model_onnx" in given:  # so does a network
+        for k in ("model", "model_nnp", "nnp_network", "init_from_nnp", "model_onnx", "input_mean",
+                  "input_std"):
             values.pop(k, None)
     if given.get("preset"):
         values.update(C.PRESETS[given["preset"]])

@@ -66,8 +66,8 @@ class Prepared:
 def load_prepared(cfg, seed: int) -> Prepared:
     """Load the trial's data set through the data layer, resize, inject label noise.
 
-    An .nnp network's image input (C, H, W) decides the size the images are prepared
-    at; images with another number of channels are refused (one line naming both)."""
+    An .nnp (or ONNX) network's image input (C, H, W) decides the size the images are
+    prepared at; images with another number of channels are refused (one line naming both)."""
     from . import data
 
     if cfg.is_csv:
@@ -77,7 +77,7 @@ def load_prepared(cfg, seed: int) -> Prepared:
         ds = data.load_dataset(cfg.dataset, seed, cfg.data_dir)
     images = data.ImageSource(cfg.dataset, cfg.data_dir, cfg.train_csv)
     size = None
-    if cfg.model_nnp:
+    if cfg.model_nnp or cfg.model_onnx:
         from .models import nnp
 
         layout = nnp.inspect(nnp_source(cfg))
@@ -94,7 +94,15 @@ def load_prepared(cfg, seed: int) -> Prepared:
 
 
 def nnp_source(cfg) -> NnpSource:
-    """The .nnp network a configuration asks for (--model-nnp, --nnp-network, --init-from-nnp)."""
+    """The .nnp network a configuration asks for (--model-nnp, --nnp-network, --init-from-nnp),
+    or the one nnabla's importer makes of --model-onnx (converted on first use, see
+    models.onnx_import) with --input-mean / --input-std."""
+    if cfg.model_onnx:
+        from .models import onnx_import
+
+        path = onnx_import.converted(cfg.model_onnx, cfg.model_digest)
+        return NnpSource(str(path), onnx=cfg.model_onnx, input_mean=tuple(cfg.input_mean),
+                         input_std=tuple(cfg.input_std))
     return NnpSource(cfg.model_nnp, cfg.nnp_network, cfg.init_from_nnp, cfg.model_digest)
 
 
@@ -140,18 +148,19 @@ def prepare(ds, seed: int, label_noise: float = 0.0, images: ImageSource | None 
 
 def model_spec(cfg, data: Prepared) -> ModelSpec:
     """The network a configuration asks for, shaped for the prepared data."""
-    if cfg.model_nnp:
-        return ModelSpec("nnp", data.in_shape, data.num_classes, cfg.width, nnp=nnp_source(cfg))
+    if cfg.model_nnp or cfg.model_onnx:
+        arch = "onnx" if cfg.model_onnx else "nnp"
+        return ModelSpec(arch, data.in_shape, data.num_classes, cfg.width, nnp=nnp_source(cfg))
     return ModelSpec(cfg.model, data.in_shape, data.num_classes, cfg.width, smooth=cfg.smooth_net())
 
 
 def check_network(cfg) -> None:
-    """Build a user network (a Python one or an .nnp file's) once on trial 0's data before
-    any work starts: a network that cannot be used is one line (ModelError) and nothing
-    is written."""
+    """Build a user network (a Python one, an .nnp or ONNX file's) once on trial 0's data
+    before any work starts: a network that cannot be used is one line (ModelError) and
+    nothing is written."""
     from .config import is_user_model
 
-    if is_user_model(cfg.model) or cfg.model_nnp:
+    if is_user_model(cfg.model) or cfg.model_nnp or cfg.model_onnx:
         data = load_prepared(cfg, 0)
         Network(model_spec(cfg, data), 0)
 
