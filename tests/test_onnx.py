@@ -14,6 +14,8 @@ from pathlib import Path
 
 import h5py
 import nnabla as nn
+import nnabla.functions as F
+import nnabla.parametric_functions as PF
 import numpy as np
 import pytest
 from synth import small_run_args, write_csv_dataset
@@ -26,7 +28,14 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 import train_infl_eval  # noqa: E402
 from sgd_influence import config as C  # noqa: E402
 from sgd_influence import engine, paths  # noqa: E402
-from sgd_influence.models import ModelError, Network, onnx_import  # noqa: E402
+from sgd_influence.models import (  # noqa: E402
+    FunctionModel,
+    ModelError,
+    Network,
+    NnpModel,
+    NnpSource,
+    onnx_import,
+)
 
 SHAPE = (1, 12, 10)  # (C, H, W): unlike any built-in network's input
 K, CLASSES, EPS = 4, 4, 1e-3
@@ -160,6 +169,50 @@ def test_the_identity_is_the_files_bytes_and_the_conversion_happens_once(csv_dat
     mtime = first.stat().st_mtime_ns
     assert onnx_import.converted(moved) == first and first.stat().st_mtime_ns == mtime
     assert [f.name for f in first.parent.iterdir()] == [first.name]  # no temporary file left
+
+
+def test_an_onnx_network_has_the_gradients_of_the_same_network_written_with_norm(tmp_path):
+    """Training mode (batch statistics, running statistics moved at the file's momentum):
+    the loss, its gradient and the new running statistics are those of the network
+    written in nnabla with the project's norm, on the same parameters."""
+    path = tmp_path / "net.onnx"
+    params = write_onnx(path)
+    source = NnpSource(str(onnx_import.converted(path)), onnx=str(path))
+    from_onnx = Network(NnpModel(source, CLASSES), 0, SHAPE)
+
+    def same(x, classes, norm):
+        h = PF.convolution(x, K, (3, 3), pad=(1, 1), name="conv")
+        h = F.relu(norm(h, "bn", eps=EPS, decay_rate=0.9))
+        return PF.affine(F.global_average_pooling(h), classes, name="fc")
+
+    written = Network(FunctionModel(same, CLASSES), 0, SHAPE)
+    names = {"conv/conv/W": "conv.weight", "conv/conv/b": "conv.bias", "bn/beta": "bn.bias",
+             "bn/gamma": "bn.weight", "bn/mean": "bn.running_mean", "bn/var": "bn.running_var",
+             "fc/affine/W": "fc.weight", "fc/affine/b": "fc.bias"}
+    assert set(written.variables) == set(names)
+    for mine, theirs in names.items():
+        value = params[theirs].T if mine == "fc/affine/W" else params[theirs]
+        written.variables[mine].d = value.reshape(written.variables[mine].shape)
+    rng = np.random.default_rng(3)
+    x, t = rng.normal(size=(6, *SHAPE)).astype(np.float32), rng.integers(0, CLASSES, (6, 1))
+    results = []
+    for net in (from_onnx, written):
+        xv, tv = nn.Variable(x.shape), nn.Variable(t.shape)
+        loss = F.mean(F.softmax_cross_entropy(net.logits(xv, bn="train"), tv))
+        xv.d, tv.d = x, t
+        loss.forward()
+        net.zero_grad()
+        loss.backward()
+        results.append((float(loss.d), {k: v.g.copy() for k, v in net.trainable.items()},
+                        {k: net.variables[k].d.copy() for k in net.bn_state_names()}))
+    (loss_a, grads_a, stats_a), (loss_b, grads_b, stats_b) = results
+    assert loss_a == pytest.approx(loss_b, rel=1e-5)
+    for mine, theirs in names.items():
+        if mine in grads_b:
+            g = grads_b[mine].T if mine == "fc/affine/W" else grads_b[mine]
+            np.testing.assert_allclose(grads_a[theirs].reshape(g.shape), g, rtol=1e-4, atol=1e-6)
+        else:
+            np.testing.assert_allclose(stats_a[theirs], stats_b[mine], rtol=1e-5, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- end to end
