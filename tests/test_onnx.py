@@ -51,9 +51,11 @@ def onnx_parameters(seed: int = 0) -> dict[str, np.ndarray]:
     return {k: v.astype(np.float32) for k, v in p.items()}
 
 
-def write_onnx(path: Path, *, extra: str | None = None, seed: int = 0) -> dict[str, np.ndarray]:
-    """The model as PyTorch exports it (``extra``: a Dropout in training mode, or a node
-    of an op type nnabla's importer does not know, after the Relu)."""
+def write_onnx(path: Path, *, extra: str | None = None, softmax: bool = False,
+               seed: int = 0) -> dict[str, np.ndarray]:
+    """The model as PyTorch exports it (``extra``: a Dropout in training mode or in
+    inference mode, or a node of an op type nnabla's importer does not know, after the
+    Relu; ``softmax``: a final Softmax)."""
     params = onnx_parameters(seed)
     inits = [numpy_helper.from_array(v, k) for k, v in params.items()]
     after_relu = "r1"
@@ -65,9 +67,9 @@ def write_onnx(path: Path, *, extra: str | None = None, seed: int = 0) -> dict[s
                          epsilon=EPS, momentum=0.9),
         helper.make_node("Relu", ["b1"], ["r1"], name="/relu/Relu"),
     ]
-    if extra == "dropout":
+    if extra in ("dropout", "inference dropout"):
         inits += [numpy_helper.from_array(np.array(0.5, np.float32), "ratio"),
-                  numpy_helper.from_array(np.array(True), "training_mode")]
+                  numpy_helper.from_array(np.array(extra == "dropout"), "training_mode")]
         nodes.append(helper.make_node("Dropout", ["r1", "ratio", "training_mode"], ["d1"],
                                       name="/drop/Dropout"))
         after_relu = "d1"
@@ -77,8 +79,11 @@ def write_onnx(path: Path, *, extra: str | None = None, seed: int = 0) -> dict[s
     nodes += [
         helper.make_node("GlobalAveragePool", [after_relu], ["g1"], name="/pool/GlobalAveragePool"),
         helper.make_node("Flatten", ["g1"], ["f1"], name="/Flatten", axis=1),
-        helper.make_node("Gemm", ["f1", "fc.weight", "fc.bias"], ["logits"], name="/fc/Gemm", transB=1),
+        helper.make_node("Gemm", ["f1", "fc.weight", "fc.bias"], ["z" if softmax else "logits"],
+                         name="/fc/Gemm", transB=1),
     ]
+    if softmax:  # the model gives probabilities
+        nodes.append(helper.make_node("Softmax", ["z"], ["logits"], name="/softmax/Softmax", axis=-1))
     # an initializer also listed as a graph input and used by no node: the importer warns
     unused = numpy_helper.from_array(np.zeros(1, np.float32), "unused")
     graph = helper.make_graph(
@@ -152,6 +157,15 @@ def test_an_onnx_network_gives_the_reference_logits_with_the_stated_input_scalin
         np.testing.assert_allclose(_eval_logits(net, eng.inputs(images[:b])), expected[:b], rtol=1e-4, atol=1e-5)
     out, err = capfd.readouterr()
     assert "unused" not in out + err and "Input buffer" not in out + err  # the importer's warning
+
+
+def test_a_final_softmax_is_dropped_and_an_inference_dropout_is_an_identity(tmp_path):
+    path = tmp_path / "probabilities.onnx"
+    params = write_onnx(path, extra="inference dropout", softmax=True)
+    net = Network(NnpModel(NnpSource(str(onnx_import.converted(path)), onnx=str(path)), CLASSES), 0, SHAPE)
+    assert set(net.trainable) == set(params) - STATISTICS  # not ratio, not training_mode
+    x = np.random.default_rng(5).random((3, *SHAPE)).astype(np.float32)
+    np.testing.assert_allclose(_eval_logits(net, x), reference_logits(params, x), rtol=1e-4, atol=1e-5)
 
 
 def test_the_identity_is_the_files_bytes_and_the_conversion_happens_once(csv_data, tmp_path):

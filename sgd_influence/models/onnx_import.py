@@ -22,6 +22,9 @@ Before the import each node is looked at:
   refused; an inference one loses its ``ratio`` / ``training_mode`` inputs (the importer
   makes it an Identity of its data, and would otherwise take them for parameters);
 * a node of another domain than ONNX's is refused;
+* a final ``Softmax`` or ``LogSoftmax`` over the classes is dropped: the logits are its
+  input, as for an ``.nnp`` network (the importer would write a Softmax as Max, Sub2,
+  Exp, Sum and Div2, which nothing could tell from the logits);
 * unnamed nodes are named ``OPTYPE_i`` (i: their place in the graph), so messages can
   name them.
 
@@ -48,7 +51,7 @@ FLAG = "--model-onnx"
 CONVERSION = "v1"
 INSTALL = ("pip install --no-deps -r requirements-nodeps.txt (nnabla-converter, without its "
            "TensorFlow dependencies) and onnx==1.16.0")
-SUPPORTED_OPSETS = "6, 7 and 9 to 14"
+SUPPORTED_OPSETS = "up to 7 and 9 to 14"
 
 
 def digest(path) -> str:
@@ -162,6 +165,26 @@ def _prepare(model, path: Path) -> None:
                                  "it draws new random numbers at every step, which the influence walk "
                                  "cannot replay; export the model in inference mode (model.eval())")
             del n.input[1:]
+    _drop_final_softmax(model)
+
+
+def _drop_final_softmax(model) -> None:
+    """A Softmax / LogSoftmax over axis 1 of a (batch, classes) graph output, used by no
+    other node: removed, its input is the output."""
+    graph = model.graph
+    outputs = {o.name: o for o in graph.output}
+    used = {i for n in graph.node for i in n.input}
+    for n in reversed(list(graph.node)):
+        if n.op_type not in ("Softmax", "LogSoftmax") or len(n.output) != 1:
+            continue
+        out = outputs.get(n.output[0])
+        if out is None or n.output[0] in used:
+            continue
+        rank = len(out.type.tensor_type.shape.dim)
+        axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
+        if rank in (0, 2) and axis in (1, -1):
+            out.name = n.input[0]
+            graph.node.remove(n)
 
 
 def _convert(path: Path):
