@@ -29,7 +29,7 @@ Before the import each node is looked at:
   name them.
 
 Whatever the importer refuses (an op type or attribute it does not know, an opset
-outside 6 to 14) is one line naming the file and the node. The importer's own log lines
+8 or above 14) is one line naming the file and the node. The importer's own log lines
 and prints are kept quiet.
 """
 
