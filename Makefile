@@ -11,9 +11,11 @@ OUT    ?= output/demo
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-nodeps.txt requirements-dev.txt pyproject.toml
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	@# nnabla's ONNX importer (--model-onnx) without the TensorFlow stack it declares
+	$(VPY) -m pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	@# the project itself, editable: `sgd-influence`, and Dask workers started in any folder
 	$(VPY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	@touch $(STAMP)

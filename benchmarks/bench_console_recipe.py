@@ -27,14 +27,13 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-from _common import ROOT, parse_with_smoke, smoke_csv
-
 import nnabla as nn
 import nnabla.functions as F
 import nnabla.parametric_functions as PF
 import nnabla.solvers as S
+import numpy as np
+import pandas as pd
+from _common import ROOT, parse_with_smoke, smoke_csv
 from nnabla.utils.save import save
 
 from sgd_influence import data, paths

@@ -27,8 +27,9 @@ DATASETS = ("mnist5k", "mnist", "cifar10", "stl10", "csv")
 
 _DATA = ("output", "dataset", "train_csv", "val_csv", "test_csv", "data_dir", "label_noise",
          "label_noise_seed")
-_TRAIN = ("model", "model_nnp", "nnp_network", "init_from_nnp", "width", "smooth", "lr", "lr_schedule",
-          "lr_final", "lr_decay_epochs", "batch_size", "n_epochs", "augment", "infl_epochs", "methods")
+_TRAIN = ("model", "model_nnp", "nnp_network", "init_from_nnp", "model_onnx", "input_mean", "input_std",
+          "width", "smooth", "lr", "lr_schedule", "lr_final", "lr_decay_epochs", "batch_size", "n_epochs",
+          "augment", "infl_epochs", "methods")
 _DEVICE = ("context", "device_id")
 # the methods' own settings: every command that computes or reads a method's results
 _METHOD = tuple(k for k in C.SECTIONS["influence"] if k not in ("infl_epochs", "methods", "hara_cache"))
@@ -93,8 +94,9 @@ def config_from_folder(ns: argparse.Namespace) -> C.Config:
     if "train_csv" in given or "dataset" in given:  # a data set given here replaces the saved one
         for k in ("dataset", "train_csv", "val_csv", "test_csv"):
             values.pop(k, None)
-    if "model" in given or "model_nnp" in given:  # so does a network
-        for k in ("model", "model_nnp", "nnp_network", "init_from_nnp"):
+    if "model" in given or "model_nnp" in given or "model_onnx" in given:  # so does a network
+        for k in ("model", "model_nnp", "nnp_network", "init_from_nnp", "model_onnx", "input_mean",
+                  "input_std"):
             values.pop(k, None)
     if given.get("preset"):
         values.update(C.PRESETS[given["preset"]])

@@ -68,6 +68,18 @@ class Config:
         True, ["--init-from-nnp"],
         "start training from the parameters stored in --model-nnp, as the console's plugins do "
         "for a trained model (--no-init-from-nnp: a seeded fresh initialisation)", bool_flag=True)
+    model_onnx: str | None = _f(
+        None, ["--model-onnx"],
+        "your own network as an ONNX file (e.g. PyTorch's torch.onnx.export), converted by "
+        "nnabla's importer, instead of --model (docs/own-network.md; default: none)")
+    input_mean: tuple[float, ...] = _f(
+        (0.0,), ["--input-mean"],
+        "--model-onnx: the network's input is (pixels / 255 - MEAN) / STD, one value or one per "
+        "channel (e.g. ImageNet models: --input-mean 0.485 0.456 0.406)", nargs="+")
+    input_std: tuple[float, ...] = _f(
+        (1.0,), ["--input-std"],
+        "--model-onnx: see --input-mean (e.g. ImageNet models: --input-std 0.229 0.224 0.225)",
+        nargs="+")
     width: int = _f(32, ["--width"], "channels of cifarnet's first block (paper: 32)")
     smooth: bool = _f(
         True, ["--smooth"],
@@ -154,8 +166,8 @@ class Config:
     # --- not a flag: the content digests of a CSV data set (train, validation or '', test),
     # filled by resolve_data; the identity of a CSV run uses them instead of the paths
     data_digest: tuple[str, ...] = _f((), [], "content digests of the CSV data set")
-    # --- not a flag: sha256 of a user network's source file or --model-nnp file, filled
-    # by resolve_data
+    # --- not a flag: sha256 of a user network's source file or --model-nnp (--model-onnx)
+    # file, filled by resolve_data
     model_digest: str = _f("", [], "content digest of a user network's file")
 
     def __post_init__(self):
@@ -200,6 +212,8 @@ class Config:
                     out[name] = self.data_identity()
                 elif name == "model" and self.model_nnp:
                     out.update(nnp_model_identity(self.model_nnp, self.model_digest))
+                elif name == "model" and self.model_onnx:
+                    out.update(onnx_model_identity(self.model_onnx, self.model_digest))
                 elif name == "model" and is_user_model(self.model):
                     out.update(user_model_identity(self.model, self.model_digest))
                 elif name == "model_digest":
@@ -213,6 +227,9 @@ class Config:
                     rule = self.image_rule()
                     if rule is not None:  # the built-in networks' rule is left out, as before
                         out[name] = list(rule) if isinstance(rule, tuple) else rule
+                elif name in ("input_mean", "input_std"):
+                    if self.model_onnx:  # only an ONNX network has them
+                        out[name] = _jsonable(getattr(self, name))
                 elif name == "label_noise_seed":
                     if self.label_noise > 0 and self.label_noise_seed is not None:
                         out[name] = self.label_noise_seed
@@ -233,7 +250,7 @@ class Config:
         input), or None (a built-in network: a square of side clamp(short edge, 32, 128))."""
         if self.image_size:
             return (int(self.image_size[0]), int(self.image_size[1]))
-        if self.model_nnp:
+        if self.model_nnp or self.model_onnx:
             return "nnp"
         if is_user_model(self.model):
             return "own"
@@ -246,7 +263,7 @@ class Config:
 
     def smooth_net(self) -> bool:
         """--smooth as it applies: only cifarnet has ReLUs and max pooling to replace."""
-        return self.smooth and self.model == "cifarnet" and not self.model_nnp
+        return self.smooth and self.model == "cifarnet" and not self.model_nnp and not self.model_onnx
 
     def data_identity(self) -> list[str] | None:
         """A CSV data set's content digests (computed when not resolved yet); None otherwise."""
@@ -323,9 +340,20 @@ class Config:
             if len(self.image_size) != 2 or min(self.image_size) < 1:
                 raise ValueError(f"--image-size: expected two positive integers H W, got "
                                  f"{' '.join(map(str, self.image_size))}")
-            if self.model_nnp:
-                raise ValueError("--image-size: given with --model-nnp; an .nnp network's input "
-                                 "size is its file's (leave --image-size out)")
+            if self.model_nnp or self.model_onnx:
+                flag = "--model-nnp" if self.model_nnp else "--model-onnx"
+                raise ValueError(f"--image-size: given with {flag}; the file's network fixes its "
+                                 "input size (leave --image-size out)")
+        if self.model_onnx is not None and not str(self.model_onnx).lower().endswith(".onnx"):
+            raise ValueError(f"--model-onnx: expected an .onnx file, got {self.model_onnx!r}")
+        if self.model_onnx and self.model_nnp:
+            raise ValueError("--model-onnx: given with --model-nnp; the ONNX file is the network, give one of them")
+        if not self.model_onnx and (tuple(self.input_mean) != (0.0,) or tuple(self.input_std) != (1.0,)):
+            raise ValueError("--input-mean/--input-std: given without --model-onnx; expected --model-onnx FILE.onnx")
+        if not self.input_mean:
+            raise ValueError("--input-mean: expected one number, or one per channel")
+        if not self.input_std or not all(s > 0 for s in self.input_std):
+            raise ValueError(f"--input-std: expected positive numbers, got {list(self.input_std)}")
         if self.model not in registry.models and ":" not in self.model:
             raise ValueError(f"--model: expected {_or(registry.models.names())} or "
                              f"FILE.py:FUNCTION, got {self.model!r}")
@@ -377,7 +405,7 @@ class Config:
         return self
 
 
-_PATH_FIELDS = ("output", "train_csv", "val_csv", "test_csv", "data_dir", "model_nnp")
+_PATH_FIELDS = ("output", "train_csv", "val_csv", "test_csv", "data_dir", "model_nnp", "model_onnx")
 
 _TYPE_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "True or False"}
 
@@ -423,9 +451,9 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "run": ("output", "n_trials"),
     "data": ("dataset", "label_noise", "label_noise_seed", "train_csv", "val_csv", "test_csv", "data_dir",
              "data_digest"),
-    "train": ("model", "model_digest", "model_nnp", "nnp_network", "init_from_nnp", "width", "lr",
-              "lr_schedule", "lr_final", "lr_decay_epochs", "batch_size", "n_epochs", "augment", "smooth",
-              "image_size"),
+    "train": ("model", "model_digest", "model_nnp", "nnp_network", "init_from_nnp", "model_onnx",
+              "input_mean", "input_std", "width", "lr", "lr_schedule", "lr_final", "lr_decay_epochs",
+              "batch_size", "n_epochs", "augment", "smooth", "image_size"),
     "influence": ("infl_epochs", "hvp_scaling", "bn_influence", "methods", "hara_cache", "if_damping",
                   "if_cg_iters"),
     "eval": ("retrain_all", "remove_n_list", "noise_floor_k", "noise_floor_draws"),
@@ -435,7 +463,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
 # CSVs and the .nnp file), which methods run, how Hara's parameters are obtained, and the
 # retrains' n's and draws (each names its own files)
 NOT_IDENTITY = frozenset({"train_csv", "val_csv", "test_csv", "data_dir", "model_nnp", "methods",
-                          "hara_cache", "remove_n_list", "noise_floor_k", "noise_floor_draws"})
+                          "hara_cache", "remove_n_list", "noise_floor_k", "noise_floor_draws",
+                          "model_onnx"})
 
 
 def section_fields(*sections: str) -> tuple[str, ...]:
@@ -473,6 +502,19 @@ def nnp_digest(path: str) -> str:
         return fileio.file_digest(Path(path).expanduser())
     except OSError as exc:
         raise ValueError(f"--model-nnp: {path}: file not readable ({exc.strerror or exc})") from exc
+
+
+def onnx_model_identity(path: str, digest: str = "") -> dict:
+    """An ONNX network is identified by the file's bytes, not its path or name."""
+    return {"model": "onnx", "model_digest": digest or onnx_digest(path)}
+
+
+def onnx_digest(path: str) -> str:
+    """sha256 of an ONNX file (one line naming --model-onnx when unreadable)."""
+    try:
+        return fileio.file_digest(Path(path).expanduser())
+    except OSError as exc:
+        raise ValueError(f"--model-onnx: {path}: file not readable ({exc.strerror or exc})") from exc
 
 
 def model_source_digest(model: str) -> str:
@@ -628,9 +670,12 @@ def from_args(ns: argparse.Namespace, **overrides) -> Config:
 
 
 def check_one_network(given: dict) -> None:
-    """--model and --model-nnp both name the network: one of them."""
+    """--model, --model-nnp and --model-onnx each name the network: one of them."""
     if given.get("model_nnp") and "model" in given:
         raise ValueError("--model-nnp: given with --model; the .nnp file is the network, give one of them")
+    if given.get("model_onnx") and ("model" in given or given.get("model_nnp")):
+        other = "--model" if "model" in given else "--model-nnp"
+        raise ValueError(f"--model-onnx: given with {other}; the ONNX file is the network, give one of them")
 
 
 def resolve_data(cfg: Config) -> Config:
@@ -655,12 +700,17 @@ def resolve_data(cfg: Config) -> Config:
 
 def _absolute_model(cfg: Config) -> Config:
     """A user network's file as an absolute path (a task started elsewhere finds it); a
-    missing file is one line naming --model (or --model-nnp)."""
+    missing file is one line naming --model (or --model-nnp, --model-onnx)."""
     if cfg.model_nnp:
         path = Path(cfg.model_nnp).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"--model-nnp: {cfg.model_nnp}: file not found")
         return dataclasses.replace(cfg, model_nnp=str(path.resolve()), model_digest=nnp_digest(str(path)))
+    if cfg.model_onnx:
+        path = Path(cfg.model_onnx).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"--model-onnx: {cfg.model_onnx}: file not found")
+        return dataclasses.replace(cfg, model_onnx=str(path.resolve()), model_digest=onnx_digest(str(path)))
     if not is_user_model(cfg.model):
         return dataclasses.replace(cfg, model_digest="")
     where, _, fn = cfg.model.rpartition(":")

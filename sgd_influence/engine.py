@@ -66,8 +66,8 @@ class Prepared:
 def load_prepared(cfg, seed: int) -> Prepared:
     """Load the trial's data set through the data layer, resize, inject label noise.
 
-    An .nnp network's image input (C, H, W) decides the size the images are prepared
-    at; images with another number of channels are refused (one line naming both)."""
+    An .nnp (or ONNX) network's image input (C, H, W) decides the size the images are
+    prepared at; images with another number of channels are refused (one line naming both)."""
     from . import data
 
     if cfg.is_csv:
@@ -80,7 +80,7 @@ def load_prepared(cfg, seed: int) -> Prepared:
     size = rule if isinstance(rule, tuple) else None  # None: the built-in networks' rule
     if rule == "own":
         size = tuple(int(s) for s in ds.train.images.shape[2:])
-    if cfg.model_nnp:
+    if cfg.model_nnp or cfg.model_onnx:
         from .models import nnp
 
         layout = nnp.inspect(nnp_source(cfg))
@@ -97,7 +97,15 @@ def load_prepared(cfg, seed: int) -> Prepared:
 
 
 def nnp_source(cfg) -> NnpSource:
-    """The .nnp network a configuration asks for (--model-nnp, --nnp-network, --init-from-nnp)."""
+    """The .nnp network a configuration asks for (--model-nnp, --nnp-network, --init-from-nnp),
+    or the one nnabla's importer makes of --model-onnx (converted on first use, see
+    models.onnx_import) with --input-mean / --input-std."""
+    if cfg.model_onnx:
+        from .models import onnx_import
+
+        path = onnx_import.converted(cfg.model_onnx, cfg.model_digest)
+        return NnpSource(str(path), onnx=cfg.model_onnx, input_mean=tuple(cfg.input_mean),
+                         input_std=tuple(cfg.input_std))
     return NnpSource(cfg.model_nnp, cfg.nnp_network, cfg.init_from_nnp, cfg.model_digest)
 
 
@@ -143,20 +151,21 @@ def prepare(ds, seed: int, label_noise: float = 0.0, images: ImageSource | None 
 
 def model_spec(cfg, data: Prepared) -> ModelSpec:
     """The network a configuration asks for, shaped for the prepared data."""
-    if cfg.model_nnp:
-        return ModelSpec("nnp", data.in_shape, data.num_classes, cfg.width, nnp=nnp_source(cfg))
+    if cfg.model_nnp or cfg.model_onnx:
+        arch = "onnx" if cfg.model_onnx else "nnp"
+        return ModelSpec(arch, data.in_shape, data.num_classes, cfg.width, nnp=nnp_source(cfg))
     return ModelSpec(cfg.model, data.in_shape, data.num_classes, cfg.width, smooth=cfg.smooth_net())
 
 
 def check_network(cfg) -> dict:
-    """Build a user network (a Python one or an .nnp file's) once on trial 0's data before
-    any work starts: a network that cannot be used is one line (ModelError) and nothing
+    """Build a user network (a Python one, an .nnp or ONNX file's) once on trial 0's data
+    before any work starts: a network that cannot be used is one line (ModelError) and nothing
     is written. Returns what the network is fed (:func:`describe_input`, also logged)."""
     from .config import is_user_model
 
     data = load_prepared(cfg, 0)
     scale, name = None, cfg.model
-    if is_user_model(cfg.model) or cfg.model_nnp:
+    if is_user_model(cfg.model) or cfg.model_nnp or cfg.model_onnx:
         net = Network(model_spec(cfg, data), 0)
         net.check_deterministic()
         scale, name = getattr(net.model, "pixel_scale", None), net.model.name
@@ -172,10 +181,16 @@ def describe_input(cfg, data: Prepared, pixel_scale: float | None) -> dict:
     rule = cfg.image_rule()
     size = "--image-size" if isinstance(rule, tuple) else {
         None: "the built-in networks' rule: a square of side clamp(short edge, 32, 128)",
-        "own": "the images' own size", "nnp": "the .nnp file's input size"}[rule]
-    return {"shape": list(data.in_shape), "size": size,
-            "normalisation": preprocess.describe_normalisation(data.in_shape[0], pixel_scale),
-            "augment": cfg.augment}
+        "own": "the images' own size", "nnp": "the network file's input size"}[rule]
+    norm = preprocess.describe_normalisation(data.in_shape[0], pixel_scale)
+    if cfg.model_onnx:
+        norm += f", then (x - {_values(cfg.input_mean)}) / {_values(cfg.input_std)} (--input-mean, --input-std)"
+    return {"shape": list(data.in_shape), "size": size, "normalisation": norm, "augment": cfg.augment}
+
+
+def _values(v) -> str:
+    v = list(v)
+    return f"{v[0]:g}" if len(v) == 1 else "(" + ", ".join(f"{x:g}" for x in v) + ")"
 
 
 class Engine:

@@ -73,6 +73,6 @@ def run_title(cfg: C.Config) -> str:
     data = Path(cfg.train_csv).name if cfg.is_csv else cfg.dataset
     window = "all epochs" if cfg.infl_epochs == 0 else f"last {cfg.infl_epochs} epoch(s)"
     model = f"{cfg.model} (smooth)" if cfg.smooth_net() else cfg.model
-    if cfg.model_nnp:
-        model = Path(cfg.model_nnp).name
+    if cfg.model_nnp or cfg.model_onnx:
+        model = Path(cfg.model_nnp or cfg.model_onnx).name
     return f"{data}, {model}, {cfg.n_epochs} epochs, window {window}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from synth import small_run_args, write_csv_dataset
 import train_infl_eval
 from sgd_influence import config as C
 from sgd_influence import engine, paths
-from sgd_influence.models import ModelError, Network, NnpModel, NnpSource
+from sgd_influence.models import FunctionModel, ModelError, Network, NnpModel, NnpSource
 
 N_TRAIN, N_VAL, N_TEST = 48, 24, 24
 BATCH = 8  # the batch size the file is saved with; the project builds it at any other
@@ -49,9 +50,12 @@ def pf_net(x, classes: int, batch_stat: bool, *, flat: bool = False, dropout: bo
 
 def save_nnp(path: Path, *, shape=(1, 28, 28), classes: int = 4, flat: bool = False,
              dropout: bool = False, raw_pixels: bool = False, seed: int = 0,
-             bn: dict | None = None) -> OrderedDict:
+             bn: dict | None = None, optimizer: str = "set") -> OrderedDict:
     """Write an .nnp (training network, optimizer, data set, runtime executor) the way
-    nnabla.utils.save.save expects; returns the parameter scope it was made in."""
+    nnabla.utils.save.save expects; returns the parameter scope it was made in.
+    ``optimizer``: "set" (the solver has the parameters), "none" (no optimizer, every
+    parameter stored with need_grad False), "unset" (a solver saved before set_parameters:
+    save lists every parameter with learning-rate multiplier 0)."""
     scope: OrderedDict = OrderedDict()
     rng = np.random.default_rng(seed)
     with nn.parameter_scope("", scope):
@@ -63,21 +67,51 @@ def save_nnp(path: Path, *, shape=(1, 28, 28), classes: int = 4, flat: bool = Fa
             d = rng.uniform(0.5, 2.0, v.shape) if name.endswith("/var") else rng.normal(0, 0.5, v.shape)
             v.d = d.astype(np.float32)
         solver = S.Sgd(0.1)
-        solver.set_parameters(nn.get_parameters())
+        if optimizer == "set":
+            solver.set_parameters(nn.get_parameters())
+        optimizers = [
+            {"name": "optimizer", "solver": solver, "network": "training", "dataset": "train",
+             "weight_decay": 0, "lr_decay": 1, "lr_decay_interval": 1, "update_interval": 1}]
         save(str(path), {
             "networks": [
                 {"name": "training", "batch_size": BATCH, "outputs": {"loss": loss},
                  "names": {"x": x, "y": t}},
                 {"name": "runtime", "batch_size": BATCH, "outputs": {"y": y}, "names": {"x": x}}],
-            "optimizers": [
-                {"name": "optimizer", "solver": solver, "network": "training", "dataset": "train",
-                 "weight_decay": 0, "lr_decay": 1, "lr_decay_interval": 1, "update_interval": 1}],
+            "optimizers": optimizers if optimizer != "none" else [],
             "datasets": [
                 {"name": "train", "uri": "train.csv", "variables": {"x": x, "y": t}, "shuffle": True,
                  "batch_size": BATCH, "no_image_normalization": raw_pixels}],
             "executors": [{"name": "runtime", "network": "runtime", "data": ["x"], "output": ["y"]}],
         })
+    if optimizer == "none":  # each parameter stored with need_grad False, as nnabla's ONNX importer does
+        _edit_nnp(path, parameters=lambda h5: [h5[k].attrs.__setitem__("need_grad", False)
+                                               for k in _datasets(h5)])
     return scope
+
+
+def _edit_nnp(path: Path, network=None, parameters=None) -> None:
+    """Rewrite an .nnp in place: ``network(proto)`` edits its network description,
+    ``parameters(h5)`` its parameter file."""
+    import io
+
+    from google.protobuf import text_format
+    from nnabla.utils import nnabla_pb2
+
+    with zipfile.ZipFile(path) as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    if network is not None:
+        proto = nnabla_pb2.NNablaProtoBuf()
+        text_format.Merge(files["network.nntxt"].decode(), proto)
+        network(proto)
+        files["network.nntxt"] = text_format.MessageToString(proto).encode()
+    if parameters is not None:
+        buf = io.BytesIO(files["parameter.h5"])
+        with h5py.File(buf, "r+") as h5:
+            parameters(h5)
+        files["parameter.h5"] = buf.getvalue()
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +195,42 @@ def test_bn_layers_keep_the_files_epsilon_and_decay_rate(tmp_path):
     assert not np.allclose(moved, before)
 
 
+def test_bn_parameters_are_found_by_their_place_and_data_reshapes_run_at_every_batch_size(tmp_path):
+    """As nnabla's ONNX importer writes a network: BN parameters named freely (not
+    PREFIX/beta ...), a Reshape of the data written for batch size 1."""
+    rng = np.random.default_rng(4)
+    scope: OrderedDict = OrderedDict()
+    with nn.parameter_scope("", scope):
+        x = nn.Variable((1, 1, 6, 6))
+        h = PF.convolution(x, 2, (3, 3), name="conv")
+        p = {n: nn.parameter.get_parameter_or_create(
+                 n, (1, 2, 1, 1), rng.uniform(0.5, 1.5, (1, 2, 1, 1)).astype(np.float32),
+                 need_grad=not n.startswith("stat"))
+             for n in ("shift", "scale", "stat_a", "stat_b")}
+        h = F.relu(F.batch_normalization(h, p["shift"], p["scale"], p["stat_a"], p["stat_b"],
+                                         batch_stat=False, eps=1e-3))
+        y = PF.affine(F.reshape(h, (1, 32)), 3, name="fc")
+        path = tmp_path / "importer_like.nnp"
+        save(str(path), {"networks": [{"name": "net", "batch_size": 1, "outputs": {"y": y}, "names": {"x": x}}],
+                         "executors": [{"name": "runtime", "network": "net", "data": ["x"], "output": ["y"]}]},
+             variable_batch_size=False)
+    model = NnpModel(NnpSource(str(path)))
+    assert dict(model.layout.reshapes) == {next(f for f in model.layout.functions if "Reshape" in f): (32,)}
+    net = Network(model, 0, (1, 6, 6))
+    assert net.bn_layers == [("stat_a", "stat_b")] and set(net.trainable) == set(net.variables) - {"stat_a", "stat_b"}
+    images = rng.random((5, 1, 6, 6)).astype(np.float32)
+    expected = []
+    for image in images:  # the file's own graph, one sample at a time
+        x.d = image[None]
+        y.forward(clear_buffer=True)
+        expected.append(y.d[0].copy())
+    xv = nn.Variable(images.shape)
+    out = net.logits(xv, bn="eval")
+    xv.d = images
+    out.forward(clear_buffer=True)
+    np.testing.assert_allclose(out.d, np.array(expected), rtol=1e-5, atol=1e-6)
+
+
 def _copy(scope):
     """A scope of copies (a PF graph with batch_stat=True moves the running statistics)."""
     out: OrderedDict = OrderedDict()
@@ -210,6 +280,39 @@ def test_the_identity_is_the_files_bytes_not_its_path(nnp_file, tmp_path):
     assert "init_from_nnp" not in C.Config().train_identity()  # other networks' identity unchanged
 
 
+# --------------------------------------------------------------------------- what is trained
+@pytest.mark.parametrize("optimizer", ["none", "empty"])
+def test_without_an_optimizer_or_with_one_listing_nothing_every_parameter_but_bn_statistics_trains(
+        csv_data, tmp_path, optimizer):
+    path = tmp_path / f"{optimizer}.nnp"
+    save_nnp(path, optimizer="none" if optimizer == "none" else "set")
+    if optimizer == "empty":  # an optimizer listing no parameter at all
+        _edit_nnp(path, network=lambda proto: proto.optimizer[0].ClearField("parameter_variable"))
+    stored = NnpModel(NnpSource(str(path)))._loader.g.get_parameters(grad_only=False)
+    assert all(not v.need_grad for v in stored.values()) == (optimizer == "none")
+    cfg = C.resolve_data(C.Config(dataset="csv", train_csv=str(csv_data["train"]), val_csv=str(csv_data["val"]),
+                                  test_csv=str(csv_data["test"]), model_nnp=str(path)))
+    data = engine.load_prepared(cfg, 0)
+    eng = engine.Engine(engine.model_spec(cfg, data), 0, data, augment=False)
+    statistics = {"bn/bn/mean", "bn/bn/var"}
+    assert set(eng.net.trainable) == set(eng.net.variables) - statistics
+    before = eng.net.state_dict()
+    eng.step(np.arange(8), None, 0.5, 8)
+    after = eng.net.state_dict()
+    for name in ("conv/conv/W", "bn/bn/beta", "bn/bn/gamma", "fc/affine/W", "fc/affine/b"):
+        assert not np.array_equal(before[name], after[name]), name
+
+
+def test_a_network_built_without_trainable_parameters_is_refused():
+    def frozen(x, classes, norm):
+        w = nn.parameter.get_parameter_or_create("w", (36, classes), np.ones((36, classes), np.float32),
+                                                 need_grad=False)
+        return F.affine(x, w)
+
+    with pytest.raises(ModelError, match="network frozen: nothing to train"):
+        Network(FunctionModel(frozen, 4), 0, (1, 6, 6))
+
+
 # --------------------------------------------------------------------------- end to end
 def test_an_nnp_network_runs_end_to_end_and_the_same_file_elsewhere_is_the_same_run(
         nnp_file, csv_data, tmp_path, caplog):
@@ -247,6 +350,8 @@ def _datasets(h5) -> list[str]:
     ("good", ("--nnp-network", "nothere"), "has no network 'nothere'"),
     ("good", ("--model", "mlp"), "give one of them"),
     ("garbage", (), "not a readable .nnp file"),
+    ("unset", (), "--model-nnp: unset.nnp: network 'training' would train nothing: its optimizer "
+                  "'optimizer' gives each of its 6 parameters learning-rate multiplier 0"),
 ])
 def test_nnp_networks_that_cannot_be_used_are_one_line_and_write_nothing(
         csv_data, tmp_path, caplog, kind, extra, expected):
@@ -255,7 +360,8 @@ def test_nnp_networks_that_cannot_be_used_are_one_line_and_write_nothing(
         path.write_bytes(b"not a zip")
     else:
         save_nnp(path, flat=kind == "flat", dropout=kind == "dropout",
-                 shape=(3, 28, 28) if kind == "rgb" else (1, 28, 28))
+                 shape=(3, 28, 28) if kind == "rgb" else (1, 28, 28),
+                 optimizer="unset" if kind == "unset" else "set")
     out = tmp_path / "out"
     caplog.clear()
     assert train_infl_eval.main(_args(csv_data, out, "--model-nnp", str(path), *extra)) == 2

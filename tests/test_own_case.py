@@ -102,7 +102,7 @@ def test_image_size_is_chosen_for_any_network_and_refused_for_an_nnp(tmp_path, n
     assert load_prepared(cfg, 0).in_shape == (1, 10, 6)
     # the built-in networks keep their rule: 8x8 -> a 32x32 square
     assert load_prepared(C.replace(cfg, image_size=()), 0).in_shape == (1, 32, 32)
-    with pytest.raises(ValueError, match="--image-size: given with --model-nnp"):
+    with pytest.raises(ValueError, match="--image-size: given with --model-nnp; the file.s network fixes"):
         C.Config(model_nnp="a.nnp", image_size=(8, 8)).validate()
     # the wrong size for a network written for its own is its own one-line error
     assert train_infl_eval.main(_argv(data, tmp_path / "o2", "--model", f"{net}:flat8",

@@ -1,7 +1,8 @@
 """Networks behind one seam: ``Model.build(x, norm) -> logits`` (see :mod:`.base`).
 
 Registered: cifarnet (the paper's, ReLU or --smooth), logreg and mlp; a user network
-is ``FILE.py:FUNCTION``, a Neural Network Console network an ``.nnp`` file (see :mod:`.nnp`).
+is ``FILE.py:FUNCTION``, a Neural Network Console network an ``.nnp`` file (see :mod:`.nnp`),
+an ONNX network the ``.nnp`` nnabla's importer makes of it (see :mod:`.onnx_import`).
 """
 
 from . import cifarnet, small  # noqa: F401  (register the built-in networks)

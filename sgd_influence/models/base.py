@@ -251,6 +251,9 @@ class Network:
         self._names = {id(v): k for k, v in self.variables.items()}
         self.trainable: OrderedDict[str, nn.Variable] = OrderedDict(
             (k, v) for k, v in self.variables.items() if v.need_grad)
+        if not self.trainable:
+            raise ModelError(f"network {self.model.name}: nothing to train (the build created its "
+                             "parameters with need_grad False)")
         layers = [(self._names[id(m)], self._names[id(v)]) for m, v in norm.layers]
         self.bn_layers: list[tuple[str, str]] = list(dict.fromkeys(layers))
         decays: dict[tuple[str, str], float] = {}

@@ -1,14 +1,16 @@
 """A network from Neural Network Console: ``--model-nnp FILE.nnp [--nnp-network NAME]``.
 
 The ``.nnp`` file (a zip of the network definition and its parameters, as the console
-exports it or :func:`nnabla.utils.save.save` writes it) is read with nnabla's own
-loader, :class:`nnabla.utils.nnp_graph.NnpLoader`; every graph is made by its
+exports it, :func:`nnabla.utils.save.save` writes it, or nnabla's converter makes it of
+an ONNX file, see :mod:`.onnx_import`) is read with nnabla's own loader,
+:class:`nnabla.utils.nnp_graph.NnpLoader`; every graph is made by its
 ``get_network(name, batch_size=...)`` with an :class:`~nnabla.utils.nnp_graph.NnpNetworkPass`
 that
 
 * feeds the given input variable in place of the network's image input;
 * replaces every ``BatchNormalization`` by the project's ``norm`` (so the influence walk
   sees the batch statistics, in whichever mode the caller needs);
+* builds every ``Reshape`` of the image's data at the graph's batch size;
 * drops every function that does not lead to the logits (the loss, other heads).
 
 What is used, as the console's files define it:
@@ -21,24 +23,33 @@ What is used, as the console's files define it:
   output, or the input of its final ``Softmax``;
 * the images: pixel values / 255, as the console feeds them (raw 0..255 when the
   optimizer's data set says ``no_image_normalization``): :attr:`NnpModel.pixel_scale`;
+  then ``(x - input_mean) / input_std`` when the source states them (--model-onnx);
 * the parameters: the functions on the way to the logits consume them; they keep the
   ``.nnp``'s names (``final.h5`` too) and start from the stored values, or, with
   ``from_file=False``, from a seeded fresh initialisation (Glorot-uniform weights, zero
-  biases, BN beta 0 / gamma 1). A parameter the optimizer gives learning-rate
-  multiplier 0, or that is stored with ``need_grad`` False, is not trained.
+  biases, BN beta 0 / gamma 1).
+* which parameters are trained: those the optimizer lists with a learning-rate
+  multiplier above 0 (multiplier 0: fixed, as nnabla's own training does). A file
+  without an optimizer, or whose optimizer lists no parameter at all (it then says
+  nothing about which are trained), trains every parameter of the network; the stored
+  ``need_grad`` flags are not used (nnabla's ONNX importer stores every one False).
+  The BN running statistics are never trained. A network that would train nothing (no
+  parameter besides BN statistics, or an optimizer that gives each of them multiplier
+  0, as nnabla's ``save`` writes a solver saved before ``set_parameters``) is refused.
 
-BN layers keep their stored beta, gamma, mean and variance, and their epsilon and decay
-rate; whether a layer uses batch or running statistics is the caller's mode (training:
-batch statistics), not the file's ``batch_stat``. Refused, each in one line (:class:`ModelError`): no image
-input, a loss other than softmax cross-entropy, loop and recurrent layers, random layers
-(Dropout, ImageAugmentation, Random*, Rand*), fused or synchronised BN, functions nnabla
-cannot differentiate twice.
+BN layers keep their stored beta, gamma, mean and variance (the layer's inputs 1 to 4,
+whatever their names), and their epsilon and decay rate; whether a layer uses batch or
+running statistics is the caller's mode (training: batch statistics), not the file's
+``batch_stat``. Refused, each in one line (:class:`ModelError`): no image input, a loss
+other than softmax cross-entropy, loop and recurrent layers, random layers (Dropout,
+ImageAugmentation, Random*, Rand*), fused or synchronised BN, functions nnabla cannot
+differentiate twice, a Reshape of the image's data whose first axis is not the batch.
 """
-
 from __future__ import annotations
 
 import hashlib
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -72,12 +83,27 @@ _NORMS = (BN_TYPE, "LayerNormalization", "InstanceNormalization", "GroupNormaliz
 class NnpSource:
     """Which file and network, and where training starts (the configuration's
     --model-nnp, --nnp-network, --init-from-nnp; ``digest``: the file's sha256 when the
-    configuration has it, checked on reading)."""
+    configuration has it, checked on reading). ``onnx``: the ONNX file ``path`` was
+    converted from (--model-onnx; messages name it and its nodes); ``input_mean`` and
+    ``input_std`` (one value, or one per channel): the image input is
+    (pixels * pixel_scale - mean) / std."""
 
     path: str
     network: str | None = None
     from_file: bool = True
     digest: str = ""
+    onnx: str = ""
+    input_mean: tuple[float, ...] = ()
+    input_std: tuple[float, ...] = ()
+
+    @property
+    def flag(self) -> str:
+        return "--model-onnx" if self.onnx else "--model-nnp"
+
+    @property
+    def file(self) -> str:
+        """The user's file, as messages name it."""
+        return Path(self.onnx or self.path).name
 
 
 @dataclass(frozen=True)
@@ -92,7 +118,10 @@ class Layout:
     functions: tuple[str, ...]  # the functions on the way from the image to the logits
     params: tuple[str, ...]  # the parameters they consume, in the file's order
     trained: frozenset = field(default_factory=frozenset)  # those SGD updates
-    bn: tuple[tuple[str, str], ...] = ()  # (BN function, its parameters' prefix)
+    # (BN function, its (beta, gamma, mean, var) parameters: its inputs 1 to 4)
+    bn: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # (Reshape of the image's data, the shape it gives one sample): built at any batch size
+    reshapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
     pixel_scale: float = 1.0 / 255.0
 
     @property
@@ -117,9 +146,9 @@ def _read(source: NnpSource):
 
     path = Path(source.path)
     if not path.is_file():
-        raise ModelError(f"--model-nnp: {path}: file not found")
+        raise ModelError(f"{source.flag}: {path}: file not found")
     if source.digest and file_digest(path) != source.digest:
-        raise ModelError(f"--model-nnp: {path}: the file changed since the run started "
+        raise ModelError(f"{source.flag}: {path}: the file changed since the run started "
                          "(its sha256 differs); start the run again")
     try:
         loader = NnpLoader(str(path))
@@ -128,7 +157,8 @@ def _read(source: NnpSource):
         ctx.proto = nnabla_pb2.NNablaProtoBuf()
         load_files(ctx, get_initial_file_loader(), str(path))
     except Exception as exc:  # anything the loader raises: the file is not usable
-        raise ModelError(f"--model-nnp: {path}: not a readable .nnp file "
+        what = f"{source.onnx}: its conversion {path} is" if source.onnx else f"{path}:"
+        raise ModelError(f"{source.flag}: {what} not a readable .nnp file "
                          f"({type(exc).__name__}: {exc})".replace("\n", " ")) from exc
     return loader, ctx.proto
 
@@ -143,7 +173,7 @@ def inspect(source: NnpSource) -> Layout:
 def _choose_network(loader, proto, source: NnpSource, file: str) -> str:
     names = list(loader.get_network_names())
     if not names:
-        raise ModelError(f"--model-nnp: {file} holds no network")
+        raise ModelError(f"{source.flag}: {file} holds no network")
     if source.network is not None:
         if source.network not in names:
             raise ModelError(f"--nnp-network: {file} has no network {source.network!r} "
@@ -155,7 +185,7 @@ def _choose_network(loader, proto, source: NnpSource, file: str) -> str:
                 return entry.network_name
     if len(names) == 1:
         return names[0]
-    raise ModelError(f"--model-nnp: {file} has no optimizer to say which network is trained; "
+    raise ModelError(f"{source.flag}: {file} has no optimizer to say which network is trained; "
                      f"give --nnp-network (one of {', '.join(names)})")
 
 
@@ -220,10 +250,22 @@ def _shape(pn, name) -> tuple:
     return tuple(int(d) for d in _variable(pn, name).shape)
 
 
-def _check_function(f, where: str) -> None:
+def _layer(f, network: str, onnx: bool) -> str:
+    """A function as messages name it: its name and type, or for a network converted
+    from ONNX the node it came from (nnabla's importer names each function
+    NETWORK/NODE/TYPE_i)."""
+    if onnx:
+        head, _, tail = f.name.rpartition("/")
+        if head.startswith(f"{network}/"):
+            return f"ONNX node {head[len(network) + 1:]} (imported as {f.type})"
+        return f"ONNX node {tail} (imported as {f.type})"
+    return f"layer {f.name} ({f.type})"
+
+
+def _check_function(f, where: str, layer: str) -> None:
     from nnabla.backward_functions import registry as backward
 
-    what = f"network {where}: layer {f.name} ({f.type})"
+    what = f"network {where}: {layer}"
     if f.type in LOOP_TYPES or f.repeat_id:
         raise ModelError(f"{what} is a loop or recurrent layer; the influence walk supports "
                          "feed-forward networks only")
@@ -239,24 +281,44 @@ def _check_function(f, where: str) -> None:
                          "needs second derivatives)")
 
 
-def _bn_prefix(f, where: str) -> str:
-    """The scope under which norm(h, name) finds this BN layer's stored parameters."""
-    what = f"network {where}: layer {f.name} (BatchNormalization)"
+def _bn_params(pn, f, where: str, layer: str) -> tuple[str, ...]:
+    """A BN layer's beta, gamma, mean and variance: its inputs 1 to 4, whatever their names."""
+    what = f"network {where}: {layer}"
     axes = list((f.args or {}).get("axes", [1]))
     if axes != [1]:
         raise ModelError(f"{what} normalises over axes {axes}; only the channel axis [1] is supported")
-    names = list(f.inputs[1:])
-    prefixes = {n.rpartition("/")[0] for n in names}
-    leaves = tuple(n.rpartition("/")[2] for n in names)
-    if len(names) != 4 or len(prefixes) != 1 or leaves != BN_PARAMS or not next(iter(prefixes)):
-        raise ModelError(f"{what}: expected its parameters named PREFIX/beta, PREFIX/gamma, "
-                         f"PREFIX/mean, PREFIX/var (as the console and PF.batch_normalization "
-                         f"name them), got {', '.join(names)}")
-    return next(iter(prefixes))
+    names = tuple(f.inputs[1:])
+    if len(names) != 4 or any(n not in pn.parameters for n in names):
+        raise ModelError(f"{what}: expected its inputs after the data to be four parameters (beta, "
+                         f"gamma, mean, variance), got {', '.join(names) or 'none'}")
+    return names
+
+
+def _data_reshapes(pn, ordered, image: str, where: str, network: str, onnx: bool) -> tuple:
+    """The Reshapes of the image's data, each with the shape it gives one sample: the
+    project builds the network at every batch size, so their first axis must be the
+    batch (-1, or the batch size the file was written at: nnabla's ONNX importer writes
+    1 whatever the image input's)."""
+    batches = {-1, 1, _shape(pn, image)[0], int(getattr(pn, "batch_size", None) or 1)}
+    data, out = {image}, []
+    for f in ordered:
+        if not any(v in data for v in f.inputs):
+            continue
+        data.update(f.outputs)
+        if f.type != "Reshape":
+            continue
+        shape = tuple(int(d) for d in (f.args or {}).get("shape", ()))
+        if not shape or shape[0] not in batches or any(d < 1 for d in shape[1:]):
+            raise ModelError(f"network {where}: {_layer(f, network, onnx)} reshapes the image's data to "
+                             f"{shape}, whose first axis is not the batch; the project runs the "
+                             "network at every batch size")
+        out.append((f.name, shape[1:]))
+    return tuple(out)
 
 
 def _layout(loader, proto, source: NnpSource) -> Layout:
-    file = Path(source.path).name
+    file = source.file
+    onnx = bool(source.onnx)
     name = _choose_network(loader, proto, source, file)
     where = f"{file}:{name}"
     pn = loader.network_dict[name]
@@ -292,20 +354,45 @@ def _layout(loader, proto, source: NnpSource) -> Layout:
     ordered = [f for f in pn.functions.values() if f.name in funcs]
     bn = []
     for f in ordered:
-        _check_function(f, where)
+        layer = _layer(f, name, onnx)
+        _check_function(f, where, layer)
         if f.type == BN_TYPE:
-            bn.append((f.name, _bn_prefix(f, where)))
-    stored = loader.g.get_parameters(grad_only=False)
+            bn.append((f.name, _bn_params(pn, f, where, layer)))
     trains = optimizer or (proto.optimizer[0] if len(proto.optimizer) else None)
-    multipliers = {p.variable_name: p.learning_rate_multiplier
-                   for p in (trains.parameter_variable if trains else ())}
-    statistics = {n for f in ordered if f.type == BN_TYPE for n in f.inputs[3:]}
-    trained = frozenset(p for p in params if p not in statistics and multipliers.get(p, 1.0) != 0
-                        and (p not in stored or stored[p].need_grad))
+    statistics = {n for _, names in bn for n in names[2:]}
+    trained = _trained([p for p in pn.parameters if p in params], statistics, trains,
+                       f"{source.flag}: {file}: network {name!r}")
     return Layout(file=file, network=name, image=image, in_shape=in_shape, logits=logits_name,
                   functions=tuple(f.name for f in ordered),
                   params=tuple(p for p in pn.parameters if p in params), trained=trained,
-                  bn=tuple(bn), pixel_scale=_pixel_scale(proto, trains, name))
+                  bn=tuple(bn), reshapes=_data_reshapes(pn, ordered, image, where, name, onnx),
+                  pixel_scale=_pixel_scale(proto, trains, name))
+
+
+def _trained(params: list, statistics: set, trains, what: str) -> frozenset:
+    """The parameters SGD updates: those the optimizer lists with a learning-rate
+    multiplier above 0 (as nnabla's own training does); without an optimizer, or with one
+    that lists no parameter, every one. Never the BN running statistics. A network that
+    would train nothing is refused (one line saying why)."""
+    listed = {p.variable_name: p.learning_rate_multiplier
+              for p in (trains.parameter_variable if trains else ())}
+    candidates = [p for p in params if p not in statistics]
+    if not candidates:
+        raise ModelError(f"{what} would train nothing: it has no parameters"
+                         + (" besides batch-norm statistics" if params else ""))
+    if not listed:
+        return frozenset(candidates)
+    trained = frozenset(p for p in candidates if listed.get(p, 0) > 0)
+    if not trained:
+        named = [p for p in candidates if p in listed]
+        why = (f"its optimizer {trains.name!r} gives each of its {len(named)} parameters "
+               "learning-rate multiplier 0 (what nnabla's save writes for a solver saved before "
+               "set_parameters)" if named else
+               f"its optimizer {trains.name!r} lists none of its parameters")
+        raise ModelError(f"{what} would train nothing: {why}; save the file with the parameters "
+                         "to train in its optimizer, or without an optimizer (every parameter "
+                         "but batch-norm statistics is then trained)")
+    return trained
 
 
 def _pixel_scale(proto, trains, network: str) -> float:
@@ -322,10 +409,11 @@ def _pixel_scale(proto, trains, network: str) -> float:
 # --------------------------------------------------------------------------- the model
 class _NormCall:
     """Stands in for one BatchNormalization's graph construction: the project's norm
-    on the layer's input, with the layer's stored parameters (found by their prefix)."""
+    on the layer's input, with the layer's stored parameters (its inputs 1 to 4, handed
+    to norm under the names it asks for: beta, gamma, mean, var)."""
 
-    def __init__(self, pf, norm: NormFn, prefix: str, where: str):
-        self.pf, self.norm, self.prefix, self.where = pf, norm, prefix, where
+    def __init__(self, pf, norm: NormFn, names: tuple[str, ...], where: str, layer: str):
+        self.pf, self.norm, self.names, self.where, self.layer = pf, norm, names, where, layer
 
     def __call__(self, **_kwargs) -> None:
         pf = self.pf
@@ -334,14 +422,32 @@ class _NormCall:
         args = pf.args or {}
         # the layer's own epsilon and decay rate (where the file has none: the norm's defaults)
         own = {k: float(args[k]) for k in ("eps", "decay_rate") if k in args}
+        registered = [nn.parameter.get_parameter(name) for name in self.names]
+        scope: OrderedDict = OrderedDict()
+        with nn.parameter_scope(pf.name, scope) as layer_scope:
+            layer_scope.update(zip(BN_PARAMS, registered))
         try:
-            y = self.norm(h, self.prefix, **own)
+            with nn.parameter_scope("", scope):
+                y = self.norm(h, pf.name, **own)
         except ValueError as exc:
-            raise ModelError(f"network {self.where}: layer {pf.name} (BatchNormalization): "
-                             f"{exc}".replace("\n", " ")) from exc
-        for name in pf.inputs[1:]:  # what NnpNetwork publishes for the layer's parameters
-            net.parameters[name].variable_instance = nn.parameter.get_parameter(name)
+            raise ModelError(f"network {self.where}: {self.layer}: {exc}".replace("\n", " ")) from exc
+        for name, v in zip(self.names, registered):  # what NnpNetwork publishes for them
+            net.parameters[name].variable_instance = v
         net.variables[pf.outputs[0]].variable_instance = y
+
+
+class _ReshapeCall:
+    """Stands in for one Reshape of the image's data: the same per-sample shape at the
+    graph's batch size (nnabla's own call keeps the batch size of the first graph)."""
+
+    def __init__(self, pf, shape: tuple[int, ...]):
+        self.pf, self.shape = pf, shape
+
+    def __call__(self, **_kwargs) -> None:
+        net = self.pf.owner()
+        h = net.variables[self.pf.inputs[0]].variable_instance
+        y = F.reshape(h, (int(h.shape[0]), *self.shape))
+        net.variables[self.pf.outputs[0]].variable_instance = y
 
 
 def _network_pass():
@@ -372,6 +478,7 @@ class NnpModel:
         self.pixel_scale = self.layout.pixel_scale  # the engine feeds pixels * this
         self.in_shape = self.layout.in_shape
         self.num_classes = num_classes
+        self._scaling = _input_scaling(source, self.in_shape[0])
 
     def export_name(self, name: str) -> str:
         return name
@@ -384,7 +491,7 @@ class NnpModel:
         created = self._create_parameters(norm.rng)
         keep = nn.get_parameters(grad_only=False)
         flags = {k: v.need_grad for k, v in keep.items()}
-        passes = self._pass(x, norm)
+        passes = self._pass(self._scaled(x), norm)
         graph = self._loader.g
         own = graph.parameter_scope
         graph.parameter_scope = nn.get_current_parameter_scope()  # the Network's private scope
@@ -406,6 +513,13 @@ class NnpModel:
         return out
 
     # ----------------------------------------------------------------- internals
+    def _scaled(self, x: nn.Variable) -> nn.Variable:
+        """The image input: (x - mean) / std, per channel, when the source states them."""
+        if self._scaling is None:
+            return x
+        mean, std = (nn.Variable.from_numpy_array(a, need_grad=False) for a in self._scaling)
+        return (x - mean) / std
+
     def _create_parameters(self, rng: np.random.Generator) -> bool:
         """The network's parameters in the current scope under their .nnp names (on the
         creating build): copies of the stored arrays, or a fresh seeded initialisation."""
@@ -462,12 +576,19 @@ class NnpModel:
         passes.drop_function(*(f for f in pn.functions if f not in lay.functions))
         for name in lay.params:
             passes.on_generate_variable(name)(_need_grad(name in lay.trained))
-        prefixes = dict(lay.bn)
+        bn, reshapes = dict(lay.bn), dict(lay.reshapes)
+        onnx = bool(self.source.onnx)
 
         @passes.on_function_pass_by_type(BN_TYPE)
         def _replace_batch_norm(f, _variables, _scope):
-            if f.name in prefixes:
-                f.pf.graph_call = _NormCall(f.pf, norm, prefixes[f.name], self.name)
+            if f.name in bn:
+                f.pf.graph_call = _NormCall(f.pf, norm, bn[f.name], self.name,
+                                            _layer(f.pf, lay.network, onnx))
+
+        @passes.on_function_pass_by_type("Reshape")
+        def _free_batch_axis(f, _variables, _scope):
+            if f.name in reshapes:
+                f.pf.graph_call = _ReshapeCall(f.pf, reshapes[f.name])
 
         return passes
 
@@ -492,6 +613,25 @@ class NnpModel:
         except Exception as exc:  # nnabla's backward registry: one line naming the network
             raise ModelError(f"network {self.name}: the influence walk cannot differentiate it twice "
                              f"({type(exc).__name__}: {exc})".replace("\n", " ")) from exc
+
+
+def _input_scaling(source: NnpSource, channels: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mean, std) of shape (1, C, 1, 1) from --input-mean / --input-std (one value, or
+    one per channel); None when they leave the input as it is (mean 0, std 1)."""
+    arrays = []
+    for flag, values, default in (("--input-mean", source.input_mean, 0.0),
+                                  ("--input-std", source.input_std, 1.0)):
+        values = tuple(float(v) for v in values) or (default,)
+        if len(values) not in (1, channels):
+            raise ModelError(f"{flag}: {len(values)} values for a network whose image input has "
+                             f"{channels} channel(s); give one value, or one per channel")
+        if flag == "--input-std" and not all(v > 0 for v in values):
+            raise ModelError(f"{flag}: expected positive numbers, got {' '.join(map(str, values))}")
+        arrays.append(np.broadcast_to(np.asarray(values, np.float32), (channels,)).reshape(1, channels, 1, 1))
+    mean, std = arrays
+    if not mean.any() and (std == 1).all():
+        return None
+    return np.ascontiguousarray(mean), np.ascontiguousarray(std)
 
 
 def _need_grad(flag: bool):
