@@ -605,3 +605,11 @@ def test_an_unwritable_data_dir_is_named_before_any_training(tmp_path, logs):
     assert _run(["-o", str(out), "--preset", "tiny", "--data-dir", str(ro), "--jobs", "1"]) == 2
     _one_error(logs, "--data-dir", str(ro))
     assert not paths.record(out, 0).exists()
+
+
+@pytest.mark.parametrize("model", ["nosuchmod:net", "nosuchpkg.mod:net"])
+def test_a_network_module_that_cannot_be_imported_is_one_line(tmp_path, logs, model):
+    out = tmp_path / "out"
+    assert _run(["-o", str(out), "--preset", "tiny", "--model", model, "--jobs", "1"]) == 2
+    _one_error(logs, "--model", repr(model.split(":")[0]))
+    assert not out.exists() or not any(f.is_file() for f in out.rglob("*") if f.name != runlock.LOCK_NAME)
