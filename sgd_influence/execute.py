@@ -58,6 +58,31 @@ def one_line(exc: BaseException) -> str:
     return " ".join(text.split()) or type(exc).__name__
 
 
+def interrupted(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is Ctrl-C or an error it caused. Ctrl-C that lands while nnabla's C++
+    code calls back into Python (its backward functions written in Python) comes out as
+    SystemError "... returned a result with an exception set", with the KeyboardInterrupt
+    as its cause or context."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+@contextlib.contextmanager
+def as_interrupt():
+    """Raise an error that Ctrl-C caused as the KeyboardInterrupt it is."""
+    try:
+        yield
+    except Exception as exc:
+        if interrupted(exc):
+            raise KeyboardInterrupt from exc
+        raise
+
+
 def failure(task: Task, exc: BaseException) -> BaseException:
     """The exception a failed task ends the run with (bad input keeps its own)."""
     if isinstance(exc, (*USER_ERRORS, fileio.WriteError)):
@@ -228,7 +253,8 @@ def _run_here(plan: Plan, steps: list[Step], report: Report, bar) -> None:
         logger.info("start: %s", task.label)
         t0 = time.perf_counter()
         try:
-            perform(plan.cfg, task, progress)
+            with as_interrupt():
+                perform(plan.cfg, task, progress)
         except Exception as exc:
             logger.debug("%s failed", task.label, exc_info=True)
             raise failure(task, exc) from exc

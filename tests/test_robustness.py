@@ -11,6 +11,7 @@ import errno
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -613,3 +614,61 @@ def test_a_network_module_that_cannot_be_imported_is_one_line(tmp_path, logs, mo
     assert _run(["-o", str(out), "--preset", "tiny", "--model", model, "--jobs", "1"]) == 2
     _one_error(logs, "--model", repr(model.split(":")[0]))
     assert not out.exists() or not any(f.is_file() for f in out.rglob("*") if f.name != runlock.LOCK_NAME)
+
+
+def test_ctrl_c_in_the_influence_walk_in_this_process_is_exit_130(tmp_path):
+    """Ctrl-C that lands in nnabla's C++ code comes out of it as a SystemError whose context
+    is the KeyboardInterrupt: it is an interruption all the same (--jobs 1: in this process)."""
+    for delay in (0.15, 0.3, 0.45):  # the walk takes about a second: each lands in it
+        out = tmp_path / f"out{delay}"  # trained in the same process, as a first run is
+        argv = [sys.executable, str(ROOT / "train_infl_eval.py"), "--preset", "tiny", "-e", "1",
+                "-o", str(out), "--methods", "Hara", "--jobs", "1"]
+        proc = subprocess.Popen(argv, cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        text = ""
+        for line in proc.stderr:
+            text += line
+            if "start: influence Hara" in line:
+                time.sleep(delay)
+                proc.send_signal(signal.SIGINT)
+                break
+        text += proc.communicate(timeout=120)[1]
+        errors = [ln for ln in text.splitlines() if " ERROR " in ln]
+        assert proc.returncode == 130 and len(errors) == 1 and "interrupted" in errors[0], (delay, text[-3000:])
+        assert "Traceback" not in text
+        assert paths.final_model(out, 0).exists() and not paths.influence(out, "Hara", 0).exists()
+
+
+CTRL_C_IN_A_CALLBACK = '''
+import os, runpy, signal, sys
+
+calls = 0
+
+
+def hook(frame, event, arg):
+    """Ctrl-C while nnabla's C++ code runs one of its backward functions written in Python."""
+    global calls
+    if event == "call" and frame.f_code.co_name == "forward_impl" and "backward_function" in frame.f_code.co_filename:
+        calls += 1
+        if calls == 50:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+sys.setprofile(hook)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+'''
+
+
+def test_ctrl_c_inside_an_nnabla_callback_is_exit_130(tmp_path):
+    """The same, Ctrl-C landing where it turns into a SystemError every time: while nnabla's
+    C++ code calls one of its backward functions written in Python (the walk's)."""
+    (tmp_path / "ctrl_c.py").write_text(CTRL_C_IN_A_CALLBACK)
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, str(tmp_path / "ctrl_c.py"), str(ROOT / "train_infl_eval.py"),
+                          "--preset", "tiny", "-e", "1", "-o", str(out), "--methods", "Hara", "--jobs", "1"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    errors = [ln for ln in res.stderr.splitlines() if " ERROR " in ln]
+    assert res.returncode == 130 and len(errors) == 1 and "interrupted" in errors[0], res.stderr[-3000:]
+    assert "Traceback" not in res.stderr
+    assert paths.final_model(out, 0).exists() and not paths.influence(out, "Hara", 0).exists()
