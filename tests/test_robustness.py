@@ -398,6 +398,40 @@ def test_absurd_label_names_the_csv_row(finished, tmp_path, logs):
     _one_error(logs, f"{bad} line 6", "label '100000000' is too large")
 
 
+def _huge_png(path: Path, side: int = 20000) -> None:
+    """A real side x side PNG (1-bit grayscale, all black): 400 million pixels, far past what
+    Pillow decodes (a decompression bomb to it), in about 60 kB."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    row = bytes(1 + (side + 7) // 8)  # filter byte 0, then the row's bits
+    z = zlib.compressobj(9)
+    idat = b"".join(z.compress(row) for _ in range(side)) + z.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def test_a_huge_image_names_the_csv_line_and_the_image_before_any_training(finished, tmp_path, logs):
+    data, _ = finished
+    shutil.copytree(data["train"].parent, tmp_path / "data")
+    train = tmp_path / "data" / "train.csv"
+    _huge_png(tmp_path / "data" / "train" / "huge.png")
+    lines = train.read_text().splitlines()
+    lines[7] = "train/huge.png," + lines[7].split(",")[1]
+    train.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    assert _run(_argv({**data, "train": train}, out)) == 2
+    _one_error(logs, f"{train} line 8", "'train/huge.png'", "20000x20000")
+    assert not paths.record(out, 0).exists() and not any("start:" in m for m in logs.at(logging.INFO))
+    with pytest.raises(Image.DecompressionBombError):  # Pillow's protection stays
+        Image.open(tmp_path / "data" / "train" / "huge.png")
+    with pytest.raises(ValueError, match=f"^{train} line 8: image 'train/huge.png' too large"):
+        read_csv_split(train, digest="given")  # decoded without the check of the digest
+
+
 def test_one_class_is_an_error_missing_classes_a_warning(tmp_path, logs):
     one = _make_data(tmp_path / "one", train_labels=[2] * N["train"])
     assert _run(_argv(one, tmp_path / "o1")) == 2
