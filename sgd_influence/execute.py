@@ -41,6 +41,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from . import config as C
 from . import fileio
+from .bars import progress_bar
 from .plan import Plan, Step, Task
 
 logger = logging.getLogger(__name__)
@@ -216,8 +217,8 @@ def execute(plan: Plan, jobs: int = 1, scheduler: str | None = None) -> Report:
     steps = plan.initial()
     report = Report()
     if steps:
-        bar = tqdm(total=len(steps), desc="tasks", unit="task", mininterval=1.0, leave=False,
-                   disable=not logger.isEnabledFor(logging.INFO))
+        bar = progress_bar(total=len(steps), desc="tasks", unit="task", mininterval=1.0, leave=False,
+                           shown=logger.isEnabledFor(logging.INFO))
         # log lines printed above the bar, not through it
         redirect = contextlib.nullcontext() if bar.disable else logging_redirect_tqdm()
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -706,3 +707,22 @@ def test_ctrl_c_inside_an_nnabla_callback_is_exit_130(tmp_path):
     assert res.returncode == 130 and len(errors) == 1 and "interrupted" in errors[0], res.stderr[-3000:]
     assert "Traceback" not in res.stderr
     assert paths.final_model(out, 0).exists() and not paths.influence(out, "Hara", 0).exists()
+
+
+def test_a_log_file_gets_whole_log_lines_no_progress_bar_fragments(finished, tmp_path):
+    """stderr to a file (`2> log.txt`, a batch job's log): the bars, which redraw their line
+    with carriage returns, would leave fragments on the log's lines; off a terminal there
+    are none."""
+    data, _ = finished
+    log = tmp_path / "log.txt"
+    with open(log, "wb") as f:
+        res = subprocess.run([sys.executable, str(ROOT / "train_infl_eval.py"),
+                              *_argv(data, tmp_path / "out", "-e", "1", "--methods", "Ours")],
+                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=f, timeout=300)
+    text = log.read_bytes().decode()  # as written: carriage returns kept
+    assert res.returncode == 0, text[-3000:]
+    records = [ln for ln in text.split("\n") if re.search(r"\d\d:\d\d:\d\d (INFO|WARNING|ERROR) ", ln)]
+    assert any("start: train seed 0" in ln for ln in records) and any("done: retrain" in ln for ln in records)
+    bar = re.compile(r"\d+%\||\[\d\d:\d\d<|(it|task|img)/s\]")
+    assert [ln for ln in records if bar.search(ln)] == []
+    assert "\r" not in text
