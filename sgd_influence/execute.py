@@ -226,7 +226,8 @@ def execute(plan: Plan, jobs: int = 1, scheduler: str | None = None) -> Report:
                 if scheduler is None and jobs <= 1:
                     _run_here(plan, steps, report, bar)
                 else:
-                    _run_dask(plan, steps, report, bar, jobs, scheduler)
+                    with _main_kept_from_workers(local=scheduler is None):
+                        _run_dask(plan, steps, report, bar, jobs, scheduler)
         finally:
             bar.close()
     report.seconds = time.perf_counter() - t0
@@ -265,6 +266,31 @@ def _run_here(plan: Plan, steps: list[Step], report: Report, bar) -> None:
         waiting += released
         bar.total += len(released)
         bar.refresh()
+
+
+@contextlib.contextmanager
+def _main_kept_from_workers(local: bool):
+    """The local cluster's worker processes start without running the calling script.
+
+    A spawned worker process first runs the main script of the process that started it
+    (as ``__mp_main__``): a script that calls ``run()`` without ``if __name__ ==
+    "__main__":`` would start the run again in every worker, and multiprocessing stops
+    each of them with a traceback. The workers need nothing of that script (their tasks
+    are this package's functions), so while the local cluster lives the main module shows
+    neither its file nor its module name, as a notebook's does not.
+    """
+    main = sys.modules.get("__main__")
+    if not local or main is None:
+        yield
+        return
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
 
 
 _QUIET_WORKERS = {"DASK_LOGGING__DISTRIBUTED": "critical"}

@@ -726,3 +726,27 @@ def test_a_log_file_gets_whole_log_lines_no_progress_bar_fragments(finished, tmp
     bar = re.compile(r"\d+%\||\[\d\d:\d\d<|(it|task|img)/s\]")
     assert [ln for ln in records if bar.search(ln)] == []
     assert "\r" not in text
+
+
+def test_run_from_a_plain_script_without_a_main_guard_works_on_worker_processes(finished, tmp_path):
+    """`sgd_influence.run(...)` at a script's top level, no `if __name__ == "__main__":`, a
+    local Dask cluster: its spawned workers do not run the script again."""
+    data, _ = finished
+    out = tmp_path / "out"
+    script = tmp_path / "plain.py"
+    script.write_text(textwrap.dedent(f"""
+        import sgd_influence
+
+        out = sgd_influence.run(output={str(out)!r}, train_csv={str(data["train"])!r},
+                                val_csv={str(data["val"])!r}, test_csv={str(data["test"])!r},
+                                model="logreg", n_epochs=1, batch_size=8, n_trials=1,
+                                remove_n_list=[0, 3], methods="Ours", noise_floor_draws=0, jobs=2)
+        print("finished", out)
+        """))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0 and f"finished {out}" in res.stdout, res.stderr[-3000:]
+    for noise in ("Traceback", "Nanny failed", "bootstrapping phase"):
+        assert noise not in res.stderr, (noise, res.stderr[-3000:])
+    assert paths.score(out, "Ours", 3, 0).exists()
