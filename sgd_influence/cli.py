@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import config as C
 from . import fileio, folders, paths, runlock
-from .execute import USER_ERRORS, TaskFailed
+from .execute import USER_ERRORS, TaskFailed, as_interrupt
 
 logger = logging.getLogger("sgd_influence")
 
@@ -135,12 +135,13 @@ def run_cli(parser: argparse.ArgumentParser, argv, body, *, saved_defaults: bool
     ns = parser.parse_args(argv)
     setup_logging()
     try:
-        if configured:
-            cfg = phase_config(ns, saved_defaults)
-            with runlock.hold(cfg.output, wait=cfg.wait):
-                body(cfg, ns)
-        else:
-            body(None, ns)
+        with as_interrupt():  # tasks run in this process: Ctrl-C may come out of nnabla as an error
+            if configured:
+                cfg = phase_config(ns, saved_defaults)
+                with runlock.hold(cfg.output, wait=cfg.wait):
+                    body(cfg, ns)
+            else:
+                body(None, ns)
     except fileio.WriteError as exc:
         logger.error("%s", exc)
         return 1

@@ -525,7 +525,11 @@ def model_source_digest(model: str) -> str:
     if names_a_file(where):
         path = Path(where).expanduser()
     else:
-        spec = importlib.util.find_spec(where)
+        try:  # a dotted name imports its parent package, which may be missing or fail
+            spec = importlib.util.find_spec(where)
+        except Exception as exc:
+            raise ValueError(f"--model: cannot import module {where!r} "
+                             f"({type(exc).__name__}: {exc})".replace("\n", " ")) from exc
         if spec is None or not spec.origin:
             raise ValueError(f"--model: cannot import module {where!r}")
         path = Path(spec.origin)

@@ -41,6 +41,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from . import config as C
 from . import fileio
+from .bars import progress_bar
 from .plan import Plan, Step, Task
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,31 @@ class TaskFailed(RuntimeError):
 def one_line(exc: BaseException) -> str:
     text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     return " ".join(text.split()) or type(exc).__name__
+
+
+def interrupted(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is Ctrl-C or an error it caused. Ctrl-C that lands while nnabla's C++
+    code calls back into Python (its backward functions written in Python) comes out as
+    SystemError "... returned a result with an exception set", with the KeyboardInterrupt
+    as its cause or context."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+@contextlib.contextmanager
+def as_interrupt():
+    """Raise an error that Ctrl-C caused as the KeyboardInterrupt it is."""
+    try:
+        yield
+    except Exception as exc:
+        if interrupted(exc):
+            raise KeyboardInterrupt from exc
+        raise
 
 
 def failure(task: Task, exc: BaseException) -> BaseException:
@@ -191,8 +217,8 @@ def execute(plan: Plan, jobs: int = 1, scheduler: str | None = None) -> Report:
     steps = plan.initial()
     report = Report()
     if steps:
-        bar = tqdm(total=len(steps), desc="tasks", unit="task", mininterval=1.0, leave=False,
-                   disable=not logger.isEnabledFor(logging.INFO))
+        bar = progress_bar(total=len(steps), desc="tasks", unit="task", mininterval=1.0, leave=False,
+                           shown=logger.isEnabledFor(logging.INFO))
         # log lines printed above the bar, not through it
         redirect = contextlib.nullcontext() if bar.disable else logging_redirect_tqdm()
         try:
@@ -200,7 +226,8 @@ def execute(plan: Plan, jobs: int = 1, scheduler: str | None = None) -> Report:
                 if scheduler is None and jobs <= 1:
                     _run_here(plan, steps, report, bar)
                 else:
-                    _run_dask(plan, steps, report, bar, jobs, scheduler)
+                    with _main_kept_from_workers(local=scheduler is None):
+                        _run_dask(plan, steps, report, bar, jobs, scheduler)
         finally:
             bar.close()
     report.seconds = time.perf_counter() - t0
@@ -228,7 +255,8 @@ def _run_here(plan: Plan, steps: list[Step], report: Report, bar) -> None:
         logger.info("start: %s", task.label)
         t0 = time.perf_counter()
         try:
-            perform(plan.cfg, task, progress)
+            with as_interrupt():
+                perform(plan.cfg, task, progress)
         except Exception as exc:
             logger.debug("%s failed", task.label, exc_info=True)
             raise failure(task, exc) from exc
@@ -238,6 +266,31 @@ def _run_here(plan: Plan, steps: list[Step], report: Report, bar) -> None:
         waiting += released
         bar.total += len(released)
         bar.refresh()
+
+
+@contextlib.contextmanager
+def _main_kept_from_workers(local: bool):
+    """The local cluster's worker processes start without running the calling script.
+
+    A spawned worker process first runs the main script of the process that started it
+    (as ``__mp_main__``): a script that calls ``run()`` without ``if __name__ ==
+    "__main__":`` would start the run again in every worker, and multiprocessing stops
+    each of them with a traceback. The workers need nothing of that script (their tasks
+    are this package's functions), so while the local cluster lives the main module shows
+    neither its file nor its module name, as a notebook's does not.
+    """
+    main = sys.modules.get("__main__")
+    if not local or main is None:
+        yield
+        return
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
 
 
 _QUIET_WORKERS = {"DASK_LOGGING__DISTRIBUTED": "critical"}

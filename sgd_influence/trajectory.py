@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from . import fileio, paths, preprocess
+from .bars import progress_bar
 from .engine import Engine
 from .models.cifarnet import pf_name
 
@@ -179,7 +179,7 @@ def replay(engine: Engine, record: Record, steps, removed: np.ndarray | None = N
     if removed is not None and weights is not None:
         raise ValueError("replay: give removed or weights, not both")
     steps = list(steps)
-    bar = tqdm(steps, desc=progress, leave=False, disable=progress is None, mininterval=1.0)
+    bar = progress_bar(steps, desc=progress, leave=False, shown=progress is not None, mininterval=1.0)
     for s in bar:
         idx, seeds = record.batch(s)
         full = len(idx)
@@ -314,7 +314,7 @@ def write_step_cache(engine: Engine, out, seed: int, first_epoch: int,
     engine.net.load_state_dict(load_epoch_state(out, seed, first_epoch))
     path = paths.step_cache(out, seed, first_epoch)
     with fileio.NpyRowWriter(path, len(steps), engine.net.num_trainable()) as cache:
-        for s in tqdm(steps, desc=progress, disable=progress is None, mininterval=1.0):
+        for s in progress_bar(steps, desc=progress, shown=progress is not None, mininterval=1.0):
             cache.write(engine.net.get_flat())
             replay(engine, record, [s])
     return path
@@ -380,8 +380,8 @@ class ReplayedParams:
         net.load_state_dict(self._start_state)
         self._start_state = None
         last = self._segment_start(self.steps.stop - 1)
-        bar = tqdm(range(self.steps.start, last, self.segment), desc=self.progress,
-                   disable=self.progress is None, mininterval=1.0)
+        bar = progress_bar(range(self.steps.start, last, self.segment), desc=self.progress,
+                   shown=self.progress is not None, mininterval=1.0)
         for c in bar:
             self._checkpoints[c] = net.state_dict()
             self._replay(range(c, c + self.segment))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import struct
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -352,12 +353,21 @@ def _datasets(h5) -> list[str]:
     ("garbage", (), "not a readable .nnp file"),
     ("unset", (), "--model-nnp: unset.nnp: network 'training' would train nothing: its optimizer "
                   "'optimizer' gives each of its 6 parameters learning-rate multiplier 0"),
+    ("damaged", (), "Bad CRC-32 for file 'network.nntxt'"),
 ])
 def test_nnp_networks_that_cannot_be_used_are_one_line_and_write_nothing(
         csv_data, tmp_path, caplog, kind, extra, expected):
     path = tmp_path / f"{kind}.nnp"
     if kind == "garbage":
         path.write_bytes(b"not a zip")
+    elif kind == "damaged":  # one bit of a member's data flipped: its CRC no longer matches
+        save_nnp(path)
+        with zipfile.ZipFile(path) as z:
+            offset = z.getinfo("network.nntxt").header_offset
+        raw = bytearray(path.read_bytes())
+        name_len, extra_len = struct.unpack("<HH", raw[offset + 26:offset + 30])
+        raw[offset + 30 + name_len + extra_len + 100] ^= 0x01
+        path.write_bytes(bytes(raw))
     else:
         save_nnp(path, flat=kind == "flat", dropout=kind == "dropout",
                  shape=(3, 28, 28) if kind == "rgb" else (1, 28, 28),

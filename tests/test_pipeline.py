@@ -365,6 +365,28 @@ def test_user_errors_from_tasks_keep_their_message(tmp_path, monkeypatch):
         execute.execute(_FakePlan(C.Config(output=str(tmp_path))), jobs=1)
 
 
+def _error_ctrl_c_caused():
+    """What Ctrl-C inside nnabla's C++ code raises: a SystemError in the KeyboardInterrupt's wake."""
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        raise SystemError("<cyfunction Variable.forward> returned a result with an exception set")  # noqa: B904
+
+
+def test_an_error_ctrl_c_caused_is_an_interruption(tmp_path, monkeypatch, logs):
+    def perform(cfg, task, progress):
+        _error_ctrl_c_caused()
+
+    monkeypatch.setattr(execute, "perform", perform)
+    with pytest.raises(KeyboardInterrupt):  # in process (--jobs 1, run(jobs=1))
+        execute.execute(_FakePlan(C.Config(output=str(tmp_path))), jobs=1)
+    # a phase command runs its tasks itself: exit 130 and the one line
+    parser = cli.OneLineParser(prog="x")
+    assert cli.run_cli(parser, [], lambda cfg, ns: _error_ctrl_c_caused(), configured=False) == 130
+    errors = logs.at(logging.ERROR)
+    assert len(errors) == 1 and errors[0].startswith("interrupted"), errors
+
+
 def test_planning_writes_nothing_and_the_no_removal_copy_is_a_task(reference, csv_data, tmp_path):
     ref, _ = reference
     out = tmp_path / "out"

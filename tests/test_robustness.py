@@ -10,7 +10,9 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -397,6 +399,40 @@ def test_absurd_label_names_the_csv_row(finished, tmp_path, logs):
     _one_error(logs, f"{bad} line 6", "label '100000000' is too large")
 
 
+def _huge_png(path: Path, side: int = 20000) -> None:
+    """A real side x side PNG (1-bit grayscale, all black): 400 million pixels, far past what
+    Pillow decodes (a decompression bomb to it), in about 60 kB."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    row = bytes(1 + (side + 7) // 8)  # filter byte 0, then the row's bits
+    z = zlib.compressobj(9)
+    idat = b"".join(z.compress(row) for _ in range(side)) + z.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def test_a_huge_image_names_the_csv_line_and_the_image_before_any_training(finished, tmp_path, logs):
+    data, _ = finished
+    shutil.copytree(data["train"].parent, tmp_path / "data")
+    train = tmp_path / "data" / "train.csv"
+    _huge_png(tmp_path / "data" / "train" / "huge.png")
+    lines = train.read_text().splitlines()
+    lines[7] = "train/huge.png," + lines[7].split(",")[1]
+    train.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    assert _run(_argv({**data, "train": train}, out)) == 2
+    _one_error(logs, f"{train} line 8", "'train/huge.png'", "20000x20000")
+    assert not paths.record(out, 0).exists() and not any("start:" in m for m in logs.at(logging.INFO))
+    with pytest.raises(Image.DecompressionBombError):  # Pillow's protection stays
+        Image.open(tmp_path / "data" / "train" / "huge.png")
+    with pytest.raises(ValueError, match=f"^{train} line 8: image 'train/huge.png' too large"):
+        read_csv_split(train, digest="given")  # decoded without the check of the digest
+
+
 def test_one_class_is_an_error_missing_classes_a_warning(tmp_path, logs):
     one = _make_data(tmp_path / "one", train_labels=[2] * N["train"])
     assert _run(_argv(one, tmp_path / "o1")) == 2
@@ -625,3 +661,112 @@ def test_an_unwritable_data_dir_is_named_before_any_training(tmp_path, logs):
     assert _run(["-o", str(out), "--preset", "tiny", "--data-dir", str(ro), "--jobs", "1"]) == 2
     _one_error(logs, "--data-dir", str(ro))
     assert not paths.record(out, 0).exists()
+
+
+@pytest.mark.parametrize("model", ["nosuchmod:net", "nosuchpkg.mod:net"])
+def test_a_network_module_that_cannot_be_imported_is_one_line(tmp_path, logs, model):
+    out = tmp_path / "out"
+    assert _run(["-o", str(out), "--preset", "tiny", "--model", model, "--jobs", "1"]) == 2
+    _one_error(logs, "--model", repr(model.split(":")[0]))
+    assert not out.exists() or not any(f.is_file() for f in out.rglob("*") if f.name != runlock.LOCK_NAME)
+
+
+def test_ctrl_c_in_the_influence_walk_in_this_process_is_exit_130(tmp_path):
+    """Ctrl-C that lands in nnabla's C++ code comes out of it as a SystemError whose context
+    is the KeyboardInterrupt: it is an interruption all the same (--jobs 1: in this process)."""
+    for delay in (0.15, 0.3, 0.45):  # the walk takes about a second: each lands in it
+        out = tmp_path / f"out{delay}"  # trained in the same process, as a first run is
+        argv = [sys.executable, str(ROOT / "train_infl_eval.py"), "--preset", "tiny", "-e", "1",
+                "-o", str(out), "--methods", "Hara", "--jobs", "1"]
+        proc = subprocess.Popen(argv, cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        text = ""
+        for line in proc.stderr:
+            text += line
+            if "start: influence Hara" in line:
+                time.sleep(delay)
+                proc.send_signal(signal.SIGINT)
+                break
+        text += proc.communicate(timeout=120)[1]
+        errors = [ln for ln in text.splitlines() if " ERROR " in ln]
+        assert proc.returncode == 130 and len(errors) == 1 and "interrupted" in errors[0], (delay, text[-3000:])
+        assert "Traceback" not in text
+        assert paths.final_model(out, 0).exists() and not paths.influence(out, "Hara", 0).exists()
+
+
+CTRL_C_IN_A_CALLBACK = '''
+import os, runpy, signal, sys
+
+calls = 0
+
+
+def hook(frame, event, arg):
+    """Ctrl-C while nnabla's C++ code runs one of its backward functions written in Python."""
+    global calls
+    if event == "call" and frame.f_code.co_name == "forward_impl" and "backward_function" in frame.f_code.co_filename:
+        calls += 1
+        if calls == 50:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+sys.setprofile(hook)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+'''
+
+
+def test_ctrl_c_inside_an_nnabla_callback_is_exit_130(tmp_path):
+    """The same, Ctrl-C landing where it turns into a SystemError every time: while nnabla's
+    C++ code calls one of its backward functions written in Python (the walk's)."""
+    (tmp_path / "ctrl_c.py").write_text(CTRL_C_IN_A_CALLBACK)
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, str(tmp_path / "ctrl_c.py"), str(ROOT / "train_infl_eval.py"),
+                          "--preset", "tiny", "-e", "1", "-o", str(out), "--methods", "Hara", "--jobs", "1"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    errors = [ln for ln in res.stderr.splitlines() if " ERROR " in ln]
+    assert res.returncode == 130 and len(errors) == 1 and "interrupted" in errors[0], res.stderr[-3000:]
+    assert "Traceback" not in res.stderr
+    assert paths.final_model(out, 0).exists() and not paths.influence(out, "Hara", 0).exists()
+
+
+def test_a_log_file_gets_whole_log_lines_no_progress_bar_fragments(finished, tmp_path):
+    """stderr to a file (`2> log.txt`, a batch job's log): the bars, which redraw their line
+    with carriage returns, would leave fragments on the log's lines; off a terminal there
+    are none."""
+    data, _ = finished
+    log = tmp_path / "log.txt"
+    with open(log, "wb") as f:
+        res = subprocess.run([sys.executable, str(ROOT / "train_infl_eval.py"),
+                              *_argv(data, tmp_path / "out", "-e", "1", "--methods", "Ours")],
+                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=f, timeout=300)
+    text = log.read_bytes().decode()  # as written: carriage returns kept
+    assert res.returncode == 0, text[-3000:]
+    records = [ln for ln in text.split("\n") if re.search(r"\d\d:\d\d:\d\d (INFO|WARNING|ERROR) ", ln)]
+    assert any("start: train seed 0" in ln for ln in records) and any("done: retrain" in ln for ln in records)
+    bar = re.compile(r"\d+%\||\[\d\d:\d\d<|(it|task|img)/s\]")
+    assert [ln for ln in records if bar.search(ln)] == []
+    assert "\r" not in text
+
+
+def test_run_from_a_plain_script_without_a_main_guard_works_on_worker_processes(finished, tmp_path):
+    """`sgd_influence.run(...)` at a script's top level, no `if __name__ == "__main__":`, a
+    local Dask cluster: its spawned workers do not run the script again."""
+    data, _ = finished
+    out = tmp_path / "out"
+    script = tmp_path / "plain.py"
+    script.write_text(textwrap.dedent(f"""
+        import sgd_influence
+
+        out = sgd_influence.run(output={str(out)!r}, train_csv={str(data["train"])!r},
+                                val_csv={str(data["val"])!r}, test_csv={str(data["test"])!r},
+                                model="logreg", n_epochs=1, batch_size=8, n_trials=1,
+                                remove_n_list=[0, 3], methods="Ours", noise_floor_draws=0, jobs=2)
+        print("finished", out)
+        """))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0 and f"finished {out}" in res.stdout, res.stderr[-3000:]
+    for noise in ("Traceback", "Nanny failed", "bootstrapping phase"):
+        assert noise not in res.stderr, (noise, res.stderr[-3000:])
+    assert paths.score(out, "Ours", 3, 0).exists()

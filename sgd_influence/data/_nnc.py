@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import os
+import warnings
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -159,6 +160,7 @@ def _content_digest(csv_path: Path, raw: bytes, files: list[Path], paths: list[s
             data = file.read_bytes()
         except OSError as exc:
             raise _image_error(csv_path, line, path, file, exc) from None
+        _check_size(csv_path, line, path, file, data)
         digest.update(f"\n{len(data)}\n".encode())
         digest.update(data)
     return digest.hexdigest()
@@ -172,6 +174,44 @@ def _image_error(csv_path: Path, line: int, path: str, file: Path, exc: OSError)
     if isinstance(exc, FileNotFoundError):
         return DataError(f"{csv_path} line {line}: image file {path!r} not found (looked for {file})")
     return DataError(f"{where}: cannot read {file} ({exc.strerror or exc}); expected a readable image file")
+
+
+_PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's header; None for another format."""
+    if data[:8] != _PNG or data[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def _check_size(csv_path: Path, line: int, path: str, file: Path, data: bytes) -> None:
+    """Refuse, before any task starts, an image Pillow would refuse to decode as a possible
+    decompression bomb (Image.MAX_IMAGE_PIXELS; its header only, and a PNG of an ordinary
+    size is not even opened)."""
+    from PIL import Image
+
+    if Image.MAX_IMAGE_PIXELS is None:
+        return
+    size = _png_size(data)
+    if size is not None and size[0] * size[1] <= Image.MAX_IMAGE_PIXELS:
+        return
+    try:
+        with warnings.catch_warnings():  # between the two limits: decoded later, with Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            Image.open(io.BytesIO(data)).close()
+    except Image.DecompressionBombError as exc:
+        raise _too_large(csv_path, line, path, file, exc, size) from None
+    except Exception:  # an unreadable image is reported where it is decoded
+        pass
+
+
+def _too_large(csv_path: Path, line: int, path: str, file: Path, exc: Exception,
+               size: tuple[int, int] | None = None) -> DataError:
+    shown = f" is {size[0]}x{size[1]} pixels:" if size else ""
+    return DataError(f"{csv_path} line {line}: image {path!r}{shown} too large to decode ({exc}) ({file}); "
+                     "expected images of a size to train on: resize it")
 
 
 def csv_digest(csv_path: str | os.PathLike) -> str:
@@ -250,6 +290,8 @@ def _decode_all(csv_path: Path, files: list[Path], paths: list[str], lines: list
                     arr = _to_array(img)
             except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
                 raise _image_error(csv_path, line, path, file, exc) from None
+            except Image.DecompressionBombError as exc:
+                raise _too_large(csv_path, line, path, file, exc) from None
             except (OSError, ValueError, SyntaxError) as exc:
                 raise DataError(f"{csv_path} line {line}: cannot read image {path!r} ({exc})") from None
             if images is None:

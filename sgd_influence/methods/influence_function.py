@@ -46,8 +46,8 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from tqdm import tqdm
 
+from ..bars import progress_bar
 from .base import Context, register
 from .grads import GradientOps, one_blas_thread
 
@@ -106,7 +106,7 @@ def conjugate_gradient(apply, b: np.ndarray, max_iters: int, tol: float = CG_TOL
     rs = float(r @ r)
     target = tol * np.sqrt(float(b @ b))
     it = 0
-    bar = tqdm(total=max_iters, desc=progress, disable=progress is None, mininterval=1.0)
+    bar = progress_bar(total=max_iters, desc=progress, shown=progress is not None, mininterval=1.0)
     while it < max_iters and np.sqrt(rs) > target:
         ap = apply(p)
         curvature = float(p @ ap)

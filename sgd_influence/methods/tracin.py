@@ -28,9 +28,9 @@ Facts: ``checkpoints`` (the snapshots used: one per window epoch).
 from __future__ import annotations
 
 import numpy as np
-from tqdm import tqdm
 
 from .. import trajectory
+from ..bars import progress_bar
 from .base import Context, register
 from .grads import GradientOps, one_blas_thread
 
@@ -50,7 +50,7 @@ def tracin_scores(ops: GradientOps, record: trajectory.Record, steps, state_at,
     steps = list(steps)
     rates = epoch_rates(record, steps)
     scores = np.zeros(record.n_train, np.float64)
-    for e in tqdm(sorted(rates), desc=progress, disable=progress is None, mininterval=1.0):
+    for e in progress_bar(sorted(rates), desc=progress, shown=progress is not None, mininterval=1.0):
         ops.net.load_state_dict(state_at(e))
         g_val = ops.val_gradient()
         weight = rates[e] / batch_size

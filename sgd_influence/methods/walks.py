@@ -28,8 +28,8 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from tqdm import tqdm
 
+from ..bars import progress_bar
 from ..trajectory import Record
 from .grads import GradientOps, one_blas_thread
 
@@ -50,7 +50,7 @@ def _backwards(ops: GradientOps, record: Record, steps, params_at, progress):
     learning rate) with the network at the step's parameters (``params_at``) or the final
     ones; the final parameters are back in place when the walk is done."""
     final_flat = ops.net.get_flat()
-    for s in tqdm(list(steps)[::-1], desc=progress, disable=progress is None, mininterval=1.0):
+    for s in progress_bar(list(steps)[::-1], desc=progress, shown=progress is not None, mininterval=1.0):
         if params_at is not None:
             ops.net.set_flat(params_at(s))
         idx, seeds = record.batch(s)

@@ -47,7 +47,9 @@ differentiate twice, a Reshape of the image's data whose first axis is not the b
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -151,16 +153,39 @@ def _read(source: NnpSource):
         raise ModelError(f"{source.flag}: {path}: the file changed since the run started "
                          "(its sha256 differs); start the run again")
     try:
-        loader = NnpLoader(str(path))
-        ctx = FileHandlerContext()
-        ctx.exclude_parameter, ctx.parameter_only = True, False
-        ctx.proto = nnabla_pb2.NNablaProtoBuf()
-        load_files(ctx, get_initial_file_loader(), str(path))
+        with _nnabla_logs_on_success():
+            loader = NnpLoader(str(path))
+            ctx = FileHandlerContext()
+            ctx.exclude_parameter, ctx.parameter_only = True, False
+            ctx.proto = nnabla_pb2.NNablaProtoBuf()
+            load_files(ctx, get_initial_file_loader(), str(path))
     except Exception as exc:  # anything the loader raises: the file is not usable
         what = f"{source.onnx}: its conversion {path} is" if source.onnx else f"{path}:"
         raise ModelError(f"{source.flag}: {what} not a readable .nnp file "
                          f"({type(exc).__name__}: {exc})".replace("\n", " ")) from exc
     return loader, ctx.proto
+
+
+@contextlib.contextmanager
+def _nnabla_logs_on_success():
+    """nnabla's loader logs guesses about a file it cannot read (for a damaged zip member,
+    CRITICAL "2 byte characters may be used for file name") before it raises: its records
+    are held, let through when the load succeeds, dropped when it fails (the one error
+    line says what went wrong)."""
+    log = logging.getLogger("nnabla")
+    held: list[logging.LogRecord] = []
+
+    def hold(record: logging.LogRecord) -> bool:
+        held.append(record)
+        return False
+
+    log.addFilter(hold)
+    try:
+        yield
+    finally:
+        log.removeFilter(hold)
+    for record in held:
+        log.handle(record)
 
 
 def inspect(source: NnpSource) -> Layout:

@@ -33,11 +33,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from .. import checks, fileio, paths
 from .. import config as C
 from ..artifacts import not_learned_line
+from ..bars import progress_bar
 from ..engine import Engine, Prepared, model_spec
 from ..trajectory import TrajectoryWriter, make_record, training_complete, write_step_cache
 
@@ -118,8 +118,8 @@ def train(cfg: C.Config, seed: int, data: Prepared) -> Engine:
     history = []
     first_loss = float("nan")
     epoch_loss, epoch_correct, epoch_n = 0.0, 0, 0
-    bar = tqdm(range(rec.n_steps), desc=f"train seed {seed}", mininterval=1.0,
-               disable=not logger.isEnabledFor(logging.INFO))
+    bar = progress_bar(range(rec.n_steps), desc=f"train seed {seed}", mininterval=1.0,
+                       shown=logger.isEnabledFor(logging.INFO))
     with TrajectoryWriter(out, seed, rec, engine.net.num_trainable(), cache_epoch(cfg),
                           engine.net.export_names(), set(engine.net.trainable)) as traj:
         traj.epoch_end(0, engine.net.state_dict())
