@@ -25,7 +25,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
-	$(VPY) -m pytest -q
+	$(VPY) -m pytest -q -n auto --dist loadfile
 
 lint: $(STAMP)
 	$(VPY) -m ruff check .
