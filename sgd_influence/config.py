@@ -598,7 +598,7 @@ def _with_preset(init):
             if preset not in PRESETS:
                 raise ValueError(f"--preset: expected one of {', '.join(PRESETS)}, got {preset!r}")
             values = {**PRESETS[preset], **values}
-        if values.get("train_csv") and "dataset" not in values:
+        if given.get("train_csv") and "dataset" not in given:  # over a preset's data set too
             values["dataset"] = "csv"
         init(self, **values)
         object.__setattr__(self, "_given", frozenset(given))  # see given_fields

@@ -48,3 +48,23 @@ def logs():
     pkg.addHandler(h)
     yield h
     pkg.removeHandler(h)
+
+
+def _plain(value):
+    """``value`` with numpy scalars and tuples as plain Python numbers and lists (what
+    pytest-xdist can send from a worker)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():
+        return value.item()
+    return value
+
+
+@pytest.fixture
+def record_property(record_property):
+    """pytest's record_property, taking numpy numbers too."""
+    def record(name, value):
+        record_property(name, _plain(value))
+    return record

@@ -14,7 +14,7 @@ from sgd_influence import paths
 ARGS = {
     "run_config": (), "phase_root": ("score",), "train_dir": (3,), "train_identity": (3,),
     "record": (3,), "epoch_snapshot": (3, 7), "final_model": (3,), "step_cache": (3, 19),
-    "history": (3,), "label_noise": (3,), "influence": ("Ours", 3),
+    "history": (3,), "learned": (3,), "label_noise": (3,), "influence": ("Ours", 3),
     "influence_stats": ("Hara", 3), "influence_mean": ("Ours",), "influence_identity": (), "score": ("Hara", 40, 3),
     "floor_score": (4, 1, 3), "score_identity": (), "summary": (), "storage_table": (),
     "detection": (), "paired_tests": (), "figure": (),
@@ -32,6 +32,7 @@ EXPECTED = {
     "final_model": "train/seed_3/final.h5",
     "step_cache": "train/seed_3/snapshots/steps_from_epoch_019.npy",
     "history": "train/seed_3/history.csv",
+    "learned": "train/seed_3/learned.json",
     "label_noise": "train/seed_3/label_noise.csv",
     "influence": "influence/Ours/influence_3.csv",
     "influence_stats": "influence/Hara/influence_3.json",

@@ -269,7 +269,7 @@ def test_a_folder_of_per_trial_flips_is_read_and_continued_as_such(csvs, tmp_pat
     # the data set's flips are another configuration
     logs.clear()
     assert train_infl_eval.main(argv + ["--label-noise-seed", "0"]) == 2
-    assert any("label_noise_seed" in m for m in logs.at_least(logging.ERROR))
+    assert any("--label-noise-seed" in m for m in logs.at_least(logging.ERROR))
     # the folder's configuration, saved again by the continued run, still reads as per trial
     assert json.loads(paths.run_config(out).read_text())["label_noise_seed"] is None
     assert folders.per_trial_noise(out, 0.2)

@@ -604,7 +604,7 @@ def test_messages_name_the_flag_and_advise_what_works(run, logs):
     # the evaluation alone with other influence settings: no advice of an --overwrite that
     # would refuse the same way
     assert cli.eval_main(["-o", str(out), "-r", "0", "3", "--hvp-scaling", "reference"]) == 2
-    err = _one_error(logs, "hvp_scaling", "python -m sgd_influence.infl")
+    err = _one_error(logs, "--hvp-scaling", "python -m sgd_influence.infl")
     assert "--overwrite" not in err
     logs.clear()
     assert _run(_argv(data, out.parent / "fresh", "--jobs", "2", "--scheduler", "notaurl::")) == 2

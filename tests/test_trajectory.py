@@ -104,13 +104,15 @@ def test_another_window_reuses_the_training_run(tmp_path, monkeypatch):
     assert calls == [1]  # trained once
     assert {p: p.stat().st_mtime_ns for p in files} == files
     assert set(paths.train_dir(tmp_path, 0).rglob("*")) == set(files)
+    ours_1 = paths.influence(tmp_path, "Ours", 0).read_bytes()
     folders.claim_influence(wider, "Hara")
     run_influence(wider, 0, "Hara", data)
-    # Ours' result of the other window is kept beside this window's (not refused, not lost)
-    ours_1 = paths.influence(tmp_path, "Ours", 0).read_bytes()
-    assert not folders.claim_influence(C.replace(wider, overwrite=False), "Ours")
+    # Ours' result of the other window is kept beside this window's (not refused, not
+    # lost), as soon as another window is claimed: the current folders hold one window
     assert paths.influence(tmp_path, "Ours@last1", 0).read_bytes() == ours_1
     assert not paths.influence(tmp_path, "Ours", 0).exists()
+    assert not folders.claim_influence(C.replace(wider, overwrite=False), "Ours")
+    assert paths.influence(tmp_path, "Ours@last1", 0).read_bytes() == ours_1
     assert folders.claim_influence(cfg, "Ours")  # the first window again: brought back
     assert paths.influence(tmp_path, "Ours", 0).read_bytes() == ours_1
     # retraining starts at the snapshot of the window's first epoch and ends at the model
