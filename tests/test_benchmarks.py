@@ -102,6 +102,20 @@ def _infl(tmp: Path, request) -> None:
     assert list(tmp.glob("bench_infl_*/train/seed_0/record.npz")), "its training run is not under TMPDIR"
 
 
+@smoke("bench_hvp.py")
+def _hvp(tmp: Path, request) -> None:
+    out = run(tmp, "bench_hvp.py", "--smoke").stdout
+    assert "cifarnet width 1 (smooth), batch 2, 1 steps, 1 rounds" in out, out
+    for row in ("training step", "HVP, exact", "HVP, diff", "exact-BN step, exact", "exact-BN step, diff",
+                "reference step, exact", "reference step, diff"):
+        assert lines_matching(out, rf"^{re.escape(row)} +{NUMBER} +{NUMBER}$"), (row, out)
+    for what in ("HVP", "exact-BN step", "reference step"):
+        assert re.search(rf"^{what}: exact / diff = {NUMBER}$", out, re.M), out
+    for what in ("H u", "exact step dS/dtheta", "exact step dS/dw"):
+        assert re.search(rf"^  {re.escape(what)} +{NUMBER}e[-+]\d+$", out, re.M), out
+    assert list(tmp.glob("bench_hvp_*/train/seed_0/record.npz")), "its training run is not under TMPDIR"
+
+
 @smoke("bench_data_identity.py")
 def _data_identity(tmp: Path, request) -> None:
     folder = tmp / "identity"
