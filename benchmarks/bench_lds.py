@@ -150,11 +150,11 @@ def measure(net: str, a, data) -> dict:
     run_training(cfg, a.seed, data)
     t_train = time.perf_counter() - t0
     scores, t_scores, facts = {}, {}, {}
-    for label, m, mode in columns(a):
+    for col, m, mode in columns(a):
         t0 = time.perf_counter()
-        facts[label] = {}
-        scores[label] = compute_scores(C.replace(cfg, hvp=mode), a.seed, m, data, facts=facts[label])
-        t_scores[label] = time.perf_counter() - t0
+        facts[col] = {}
+        scores[col] = compute_scores(C.replace(cfg, hvp=mode), a.seed, m, data, facts=facts[col])
+        t_scores[col] = time.perf_counter() - t0
     win = WindowReplay(cfg, data, a.seed)
     n = win.rec.n_train
     window = win.window_samples()
@@ -181,7 +181,7 @@ def measure(net: str, a, data) -> dict:
         loo = dict(n=len(samples), seconds=win.seconds - s0, real_sd=float(np.std(real)),
                    rows={m: (kendalltau(scores[m][samples], real)[0], pearsonr(scores[m][samples], real)[0])
                          for m in scores})
-    return dict(net=net, label=label, lr=lr, n=n, steps=len(win.steps), base=base, rows=rows, loo=loo,
+    return dict(net=net, label=label, lr=lr, n=n, steps=len(win.steps), base=base, rows=rows, loo=loo, scores=scores,
                 facts=facts, t_train=t_train, t_scores=t_scores, t_lds=t_lds, replays=win.replays)
 
 
@@ -221,6 +221,16 @@ def report(a, results: list[dict], seconds: float) -> None:
         print(f"{r['label']:28s} train {r['t_train']:.1f}, {per}, {r['replays']} replays of "
               f"{r['steps']} steps {r['t_lds']:.1f}" + (f" (+ leave-one-out {r['loo']['seconds']:.1f})"
                                                       if r["loo"] else ""))
+    if len(a.hvp) > 1:
+        print(f"relative error of the scores by --hvp {a.hvp[1]} against --hvp {a.hvp[0]} "
+              "(|difference| / |scores|, Kendall tau between the two):")
+        for r in results:
+            parts = []
+            for m in (m for m in a.methods if m in HVP_METHODS):
+                ref, other = (r["scores"][f"{m}/{mode}"] for mode in a.hvp[:2])
+                err = np.linalg.norm(other - ref) / max(np.linalg.norm(ref), 1e-300)
+                parts.append(f"{m} {err:.2e} (tau {kendalltau(other, ref)[0]:.3f})")
+            print(f"{r['label']:28s} " + ", ".join(parts))
     print("what the methods report:")
     for r in results:
         said = []
