@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from synth import make_dataset, mnist5k_subset
 
-from sgd_influence import cli, folders
+from sgd_influence import cli, fileio, folders
 from sgd_influence import config as C
 from sgd_influence.engine import Engine, prepare
 from sgd_influence.methods import GradientOps, walk
@@ -142,7 +142,11 @@ def test_lean_batch_norm_has_the_first_derivatives_of_the_weighted_one():
     assert np.abs(out[True][2] - out[False][2]).max() <= 1e-4 * np.abs(out[False][2]).max()
 
 
-def test_hvp_setting_is_a_method_setting():
+def test_hvp_setting_is_a_method_setting(tmp_path):
+    def _saved(identity):
+        fileio.write_json(tmp_path / "config.json", identity)
+        return tmp_path / "config.json"
+
     C.Config(hvp="diff").validate()
     with pytest.raises(ValueError, match="^--hvp: expected exact or diff, got 'fast'$"):
         C.Config(hvp="fast").validate()
@@ -157,5 +161,8 @@ def test_hvp_setting_is_a_method_setting():
     old = {k: v for k, v in folders.influence_identity(C.Config(), "Hara").items() if k != "hvp"}
     assert folders.older_identity(old) == folders.influence_identity(C.Config(), "Hara")
     assert folders.older_identity(C.Config().train_identity()) == C.Config().train_identity()
+    with pytest.raises(C.ConfigMismatch, match="--hvp: 'exact' -> 'diff'"):
+        folders.check_saved(_saved(old), folders.influence_identity(cfg, "Hara"), False, "influence result")
+    assert folders.check_saved(_saved(old), folders.influence_identity(C.Config(), "Hara"), False, "x")
     with pytest.raises(ValueError, match="--hvp"):
         GradientOps.__init__(object.__new__(GradientOps), None, hvp="fast")
