@@ -21,6 +21,9 @@ models retrained from scratch on each subset (so it also counts the randomness a
 earlier epochs a window replay leaves fixed). The numbers are comparable to published
 ones only with that difference in mind.
 
+``--hvp exact diff`` computes Hara, Ours and IF both ways (a column each, the same
+training run and subsets).
+
 ``--loo N`` also measures single-sample leave-one-out on N samples (seeded choice; the
 replay without each, as in bench_loo.py) and prints Kendall tau / Pearson r of every
 method's scores against it.
@@ -28,8 +31,8 @@ method's scores against it.
     python benchmarks/bench_lds.py [--networks relu smooth logreg] [--width 4]
         [--n-train 256] [--n-val 500] [--batch 32] [--epochs 4] [--decay-epochs 2]
         [--lr 0.05] [--lr-logreg 0.005] [--alphas 0.01 0.05 0.1 0.5] [--m 50]
-        [--boot 1000] [--loo 0] [--methods Hara Ours IF TracIn Random] [--if-damping 0.01]
-        [--seed 0] [--smoke]
+        [--boot 1000] [--loo 0] [--methods Hara Ours IF TracIn Random] [--if-damping 10]
+        [--hvp exact [diff]] [--seed 0] [--smoke]
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from sgd_influence.train import run_training
 from sgd_influence.trajectory import Record, load_epoch_state, replay
 
 METHODS = ("Hara", "Ours", "IF", "TracIn", "Random")
+HVP_METHODS = ("Hara", "Ours", "IF")  # the methods --hvp applies to
 # name -> (label, Config fields)
 NETWORKS = {
     "relu": ("cifarnet ReLU (--no-smooth)", dict(model="cifarnet", smooth=False)),
@@ -125,6 +129,17 @@ class WindowReplay:
         return np.unique(idx[idx >= 0])
 
 
+def columns(a) -> list[tuple[str, str, str]]:
+    """(label, method, --hvp) of every column: with more than one --hvp, Hara, Ours and IF
+    get one column each ("Hara/diff"), computed on the same training run."""
+    out = []
+    for m in a.methods:
+        modes = a.hvp if m in HVP_METHODS else a.hvp[:1]
+        for mode in modes:
+            out.append((f"{m}/{mode}" if len(a.hvp) > 1 and m in HVP_METHODS else m, m, mode))
+    return out
+
+
 def measure(net: str, a, data) -> dict:
     label, fields = NETWORKS[net]
     lr = a.lr_logreg if fields["model"] == "logreg" else a.lr
@@ -135,11 +150,11 @@ def measure(net: str, a, data) -> dict:
     run_training(cfg, a.seed, data)
     t_train = time.perf_counter() - t0
     scores, t_scores, facts = {}, {}, {}
-    for m in a.methods:
+    for col, m, mode in columns(a):
         t0 = time.perf_counter()
-        facts[m] = {}
-        scores[m] = compute_scores(cfg, a.seed, m, data, facts=facts[m])
-        t_scores[m] = time.perf_counter() - t0
+        facts[col] = {}
+        scores[col] = compute_scores(C.replace(cfg, hvp=mode), a.seed, m, data, facts=facts[col])
+        t_scores[col] = time.perf_counter() - t0
     win = WindowReplay(cfg, data, a.seed)
     n = win.rec.n_train
     window = win.window_samples()
@@ -153,7 +168,7 @@ def measure(net: str, a, data) -> dict:
         boot_rng = np.random.default_rng(np.random.SeedSequence([a.seed, 0xB007, int(round(alpha * 1e6))]))
         resamples = boot_rng.integers(0, len(real), size=(a.boot, len(real)))
         row = dict(alpha=alpha, k=subsets.shape[1], real_sd=float(np.std(real)), lds={})
-        for m in a.methods:
+        for m in scores:
             row["lds"][m] = lds(scores[m][subsets].sum(axis=1), real, resamples)
         rows.append(row)
     t_lds = win.seconds
@@ -165,8 +180,8 @@ def measure(net: str, a, data) -> dict:
         real = np.array([win.change(np.array([j]), base) for j in samples])
         loo = dict(n=len(samples), seconds=win.seconds - s0, real_sd=float(np.std(real)),
                    rows={m: (kendalltau(scores[m][samples], real)[0], pearsonr(scores[m][samples], real)[0])
-                         for m in a.methods})
-    return dict(net=net, label=label, lr=lr, n=n, steps=len(win.steps), base=base, rows=rows, loo=loo,
+                         for m in scores})
+    return dict(net=net, label=label, lr=lr, n=n, steps=len(win.steps), base=base, rows=rows, loo=loo, scores=scores,
                 facts=facts, t_train=t_train, t_scores=t_scores, t_lds=t_lds, replays=win.replays)
 
 
@@ -176,6 +191,7 @@ def fmt_interval(v: tuple[float, float, float]) -> str:
 
 
 def report(a, results: list[dict], seconds: float) -> None:
+    labels = [label for label, _m, _mode in columns(a)]
     print("LDS of the mean validation loss (the methods' target): Spearman rho of the predicted change "
           "(sum of the removed samples' scores) against the real change, retraining = replay of the "
           "window (the last epoch) from its start snapshot without each subset; not TRAK's per-example "
@@ -183,32 +199,42 @@ def report(a, results: list[dict], seconds: float) -> None:
     print(f"mnist5k subset n={a.n_train} (val {a.n_val}), width {a.width}, batch {a.batch}, {a.epochs} epochs, "
           f"lr cifarnet {a.lr} / logreg {a.lr_logreg}, cosine decay to lr/100 over the last {a.decay_epochs} "
           f"epoch(s), window = last epoch, M = {a.m} subsets per alpha, {a.boot} bootstrap resamples, "
-          f"IF damping {a.if_damping:g}, seed {a.seed}")
+          f"IF damping {a.if_damping:g}, --hvp {' '.join(a.hvp)}, seed {a.seed}")
     width = 20
     print(f"{'network':28s} {'alpha':>5s} {'k':>4s} {'sd real':>8s} "
-          + " ".join(f"{m:>{width}s}" for m in a.methods))
+          + " ".join(f"{m:>{width}s}" for m in labels))
     for r in results:
         for row in r["rows"]:
             print(f"{r['label']:28s} {row['alpha']:5.2f} {row['k']:4d} {row['real_sd']:8.1e} "
-                  + " ".join(f"{fmt_interval(row['lds'][m]):>{width}s}" for m in a.methods))
+                  + " ".join(f"{fmt_interval(row['lds'][m]):>{width}s}" for m in labels))
     if a.loo:
         print(f"single-sample leave-one-out: Kendall tau / Pearson r of the scores against the real change "
               f"({a.loo} samples, the same replay of the window)")
-        print(f"{'network':28s} {'n':>4s} {'sd real':>8s} " + " ".join(f"{m:>13s}" for m in a.methods))
+        print(f"{'network':28s} {'n':>4s} {'sd real':>8s} " + " ".join(f"{m:>13s}" for m in labels))
         for r in results:
             lo = r["loo"]
             print(f"{r['label']:28s} {lo['n']:4d} {lo['real_sd']:8.1e} "
-                  + " ".join(f"{lo['rows'][m][0]:6.2f}/{lo['rows'][m][1]:6.2f}" for m in a.methods))
+                  + " ".join(f"{lo['rows'][m][0]:6.2f}/{lo['rows'][m][1]:6.2f}" for m in labels))
     print("seconds (training, each method's scores, replays):")
     for r in results:
-        per = ", ".join(f"{m} {r['t_scores'][m]:.1f}" for m in a.methods)
+        per = ", ".join(f"{m} {r['t_scores'][m]:.1f}" for m in labels)
         print(f"{r['label']:28s} train {r['t_train']:.1f}, {per}, {r['replays']} replays of "
               f"{r['steps']} steps {r['t_lds']:.1f}" + (f" (+ leave-one-out {r['loo']['seconds']:.1f})"
                                                       if r["loo"] else ""))
+    if len(a.hvp) > 1:
+        print(f"relative error of the scores by --hvp {a.hvp[1]} against --hvp {a.hvp[0]} "
+              "(|difference| / |scores|, Kendall tau between the two):")
+        for r in results:
+            parts = []
+            for m in (m for m in a.methods if m in HVP_METHODS):
+                ref, other = (r["scores"][f"{m}/{mode}"] for mode in a.hvp[:2])
+                err = np.linalg.norm(other - ref) / max(np.linalg.norm(ref), 1e-300)
+                parts.append(f"{m} {err:.2e} (tau {kendalltau(other, ref)[0]:.3f})")
+            print(f"{r['label']:28s} " + ", ".join(parts))
     print("what the methods report:")
     for r in results:
         said = []
-        for m in a.methods:
+        for m in labels:
             f = r["facts"][m]
             if "u_growth" in f:
                 said.append(f"{m} |u| x{f['u_growth']:.3g}")
@@ -238,6 +264,9 @@ def main() -> None:
                     help="also single-sample leave-one-out on this many samples (0: not measured)")
     ap.add_argument("--if-damping", type=float, default=C.Config.if_damping,
                     help="IF: damping lambda of the Hessian (the pipeline's --if-damping)")
+    ap.add_argument("--hvp", nargs="+", default=["exact"], choices=list(C.HVP_MODES),
+                    help="second derivatives of Hara, Ours and IF (the pipeline's --hvp); two give "
+                         "a column each")
     ap.add_argument("--seed", type=int, default=0)
     a = parse_with_smoke(ap, {"--networks": ["smooth"], "--width": 1, "--n-train": 16, "--n-val": 8,
                               "--batch": 4, "--epochs": 2, "--decay-epochs": 1, "--alphas": [0.1, 0.5],

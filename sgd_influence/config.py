@@ -26,6 +26,7 @@ HVP_SCALINGS = ("correct", "reference")
 AUGMENT_MODES = ("none", "crop", "flip", "crop,flip")
 LR_SCHEDULES = ("constant", "cosine", "linear", "step")
 BN_INFLUENCE = ("exact", "reference")
+HVP_MODES = ("exact", "diff")
 DEFAULT_REMOVE = (0, 1, 10, 40, 100, 200, 600, 1000, 3000, 5000, 10000, 30000)
 
 
@@ -137,6 +138,12 @@ class Config:
         "statistics without j, running statistics used by the final model); 'reference' uses "
         "per-sample statistics for j's term and ignores the running statistics, as the paper's code",
     )
+    hvp: str = _f(
+        "exact", ["--hvp"],
+        "second derivatives of Hara, Ours and IF: 'exact' by nnabla's double backward (an "
+        "influence step about 6 training steps); 'diff' by central differences of first-order "
+        "gradients (about 2.5; scores within 0.5 %% of exact on smooth networks such as the "
+        "default cifarnet, far from them on networks with ReLU or max pooling: docs/results.md)")
     if_damping: float = _f(
         10.0, ["--if-damping"],
         "IF: damping lambda of the Hessian, (H + lambda I) v = grad L_val (a positive number; "
@@ -372,6 +379,8 @@ class Config:
                 raise ValueError(f"--lr-decay-epochs: expected an integer >= 1, got {self.lr_decay_epochs}")
         if self.bn_influence not in BN_INFLUENCE:
             raise ValueError(f"--bn-influence: expected exact or reference, got {self.bn_influence!r}")
+        if self.hvp not in HVP_MODES:
+            raise ValueError(f"--hvp: expected exact or diff, got {self.hvp!r}")
         if not 0 <= self.infl_epochs <= self.n_epochs:
             raise ValueError(
                 f"--infl-epochs: expected 0 (all) to --n_epochs ({self.n_epochs}), got {self.infl_epochs}"
@@ -455,7 +464,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
               "input_mean", "input_std", "width", "lr", "lr_schedule", "lr_final", "lr_decay_epochs",
               "batch_size", "n_epochs", "augment", "smooth", "image_size"),
     "influence": ("infl_epochs", "hvp_scaling", "bn_influence", "methods", "hara_cache", "if_damping",
-                  "if_cg_iters"),
+                  "if_cg_iters", "hvp"),
     "eval": ("retrain_all", "remove_n_list", "noise_floor_k", "noise_floor_draws"),
     "exec": ("context", "device_id", "jobs", "overwrite", "wait", "preset"),
 }
@@ -655,6 +664,8 @@ def add_arguments(parser: argparse.ArgumentParser, names=ALL_FIELDS) -> None:
                 kw["choices"] = LR_SCHEDULES
             elif name == "bn_influence":
                 kw["choices"] = BN_INFLUENCE
+            elif name == "hvp":
+                kw["choices"] = HVP_MODES
             elif name == "context":
                 kw["choices"] = ("auto", "cpu", "cudnn")
             elif name == "preset":

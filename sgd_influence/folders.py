@@ -57,9 +57,12 @@ def check_trained_with(cfg: C.Config, out, seed: int) -> None:
 
 def older_identity(saved: dict) -> dict:
     """A saved identity as this version writes it: one written before --smooth existed
-    described a run of the ReLU network."""
+    described a run of the ReLU network; a walk's or IF's written before --hvp existed
+    took its second derivatives by double backward (--hvp exact)."""
     if "model" in saved and "smooth" not in saved:
-        return {**saved, "smooth": False}
+        saved = {**saved, "smooth": False}
+    if ("bn_influence" in saved or "if_damping" in saved) and "hvp" not in saved:
+        saved = {**saved, "hvp": "exact"}
     return saved
 
 

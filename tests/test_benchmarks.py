@@ -102,6 +102,20 @@ def _infl(tmp: Path, request) -> None:
     assert list(tmp.glob("bench_infl_*/train/seed_0/record.npz")), "its training run is not under TMPDIR"
 
 
+@smoke("bench_hvp.py")
+def _hvp(tmp: Path, request) -> None:
+    out = run(tmp, "bench_hvp.py", "--smoke").stdout
+    assert "cifarnet width 1 (smooth), batch 2, 1 steps, 1 rounds" in out, out
+    for row in ("training step", "HVP, exact", "HVP, diff", "exact-BN step, exact", "exact-BN step, diff",
+                "reference step, exact", "reference step, diff"):
+        assert lines_matching(out, rf"^{re.escape(row)} +{NUMBER} +{NUMBER}$"), (row, out)
+    for what in ("HVP", "exact-BN step", "reference step"):
+        assert re.search(rf"^{what}: exact / diff = {NUMBER}$", out, re.M), out
+    for what in ("H u", "exact step dS/dtheta", "exact step dS/dw"):
+        assert re.search(rf"^  {re.escape(what)} +{NUMBER}e[-+]\d+$", out, re.M), out
+    assert list(tmp.glob("bench_hvp_*/train/seed_0/record.npz")), "its training run is not under TMPDIR"
+
+
 @smoke("bench_data_identity.py")
 def _data_identity(tmp: Path, request) -> None:
     folder = tmp / "identity"
@@ -172,17 +186,19 @@ def _loo(tmp: Path, request) -> None:
 
 @smoke("bench_lds.py")
 def _lds(tmp: Path, request) -> None:
-    out = run(tmp, "bench_lds.py", "--smoke").stdout
+    out = run(tmp, "bench_lds.py", "--smoke", "--hvp", "exact", "diff").stdout
     assert out.startswith("LDS of the mean validation loss (the methods' target)"), out
     assert "not TRAK's per-example LDS with retraining from scratch" in out, out
     assert "mnist5k subset n=16 (val 8), width 1, batch 4, 2 epochs" in out, out
-    assert "M = 3 subsets per alpha" in out, out
+    assert "M = 3 subsets per alpha" in out and "--hvp exact diff" in out, out
     header = lines_matching(out, r"^network +alpha +k +sd real ")
-    assert header and header[0].split()[-5:] == ["Hara", "Ours", "IF", "TracIn", "Random"], out
+    assert header and header[0].split()[-8:] == ["Hara/exact", "Hara/diff", "Ours/exact", "Ours/diff",
+                                                 "IF/exact", "IF/diff", "TracIn", "Random"], out
     cell, sci = rf"{NUMBER} \[ *{NUMBER}, *{NUMBER}\]", rf"(?:{NUMBER}e[-+]\d+|nan)"
-    rows = lines_matching(out, rf"^cifarnet smooth \(default\) +{NUMBER} +\d+ +{sci}(?: +{cell}){{5}}$")
+    rows = lines_matching(out, rf"^cifarnet smooth \(default\) +{NUMBER} +\d+ +{sci}(?: +{cell}){{8}}$")
     assert [r.split()[3] for r in rows] == ["0.10", "0.50"], out
-    loo = lines_matching(out, rf"^cifarnet smooth \(default\) +3 +{sci}(?: +{NUMBER}/ *{NUMBER}){{5}}$")
+    assert lines_matching(out, rf"^cifarnet smooth \(default\) +Hara {sci} \(tau {NUMBER}\), Ours "), out
+    loo = lines_matching(out, rf"^cifarnet smooth \(default\) +3 +{sci}(?: +{NUMBER}/ *{NUMBER}){{8}}$")
     assert len(loo) == 1, out
     assert re.search(r"^cifarnet smooth \(default\) +train .*\d+ replays of 4 steps", out, re.M), out
     assert re.search(r"^total: \d+ s$", out, re.M), out

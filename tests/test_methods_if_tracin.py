@@ -321,7 +321,7 @@ def test_if_settings_flags_and_older_identities(tmp_path):
     from sgd_influence import methods as M
 
     assert M.names() == ("Hara", "Ours", "IF", "TracIn", "Random")
-    assert M.get("IF").settings(cfg) == {"if_damping": 0.5, "if_cg_iters": 7}
+    assert M.get("IF").settings(cfg) == {"if_damping": 0.5, "if_cg_iters": 7, "hvp": "exact"}
     assert M.get("TracIn").settings(cfg) == {"infl_epochs": cfg.infl_epochs}
     for bad, flag in (({"if_damping": 0.0}, "--if-damping"), ({"if_cg_iters": 0}, "--if-cg-iters")):
         with pytest.raises(ValueError, match=flag):

@@ -106,5 +106,5 @@ class Context:
             from ..context import resolve_context_name
 
             self._cache["ops"] = GradientOps(self.final_engine(), self.per_sample,
-                                             resolve_context_name(self.cfg.context))
+                                             resolve_context_name(self.cfg.context), self.cfg.hvp)
         return self._cache["ops"]

@@ -20,6 +20,15 @@ cache; a graph's variables are named fields of :class:`Graph`, not positions:
   S = <c, grad_theta L_B(theta, w)> + sum_k <r_k, stat_k(theta, w)>;
 * ``val_gradient`` / ``val_gradient_exact``: the gradient of the mean validation loss
   (inference-mode BN), the latter also with respect to the running statistics.
+
+``hvp="diff"`` computes every second derivative above (H u, the fused and weighted
+per-sample terms, the exact-BN step) without a second-order graph, as a central
+difference of first-order gradients along the vector v it is contracted with: the
+gradient of Phi = alpha sum_i w_i l_i / B (+ sum_k <r_k, stat_k>) with respect to theta
+and w, at theta + eps v with alpha = c / (2 eps) and at theta - eps v with alpha =
+-c / (2 eps), summed (:meth:`GradientOps._central`): two forward-backward passes per
+operation, ``eps`` by :func:`diff_step`. The loop's per-sample terms and the validation
+gradients are first-order and the same in both modes.
 """
 
 from __future__ import annotations
@@ -35,6 +44,32 @@ from ..engine import EVAL_BATCH, Engine
 from ..models import input_variables, sample_losses
 
 PER_SAMPLE_MODES = ("auto", "loop", "weighted", "fused")
+HVP_MODES = ("exact", "diff")
+
+# The step of the central differences. D(eps) = (g(theta + eps v) - g(theta - eps v)) / (2 eps)
+# of a gradient g differs from g's derivative along v by truncation, eps^2 |v|^3 T / 6 (T a
+# third derivative of the loss along v), and by rounding, about u |g| / eps (u: float32's
+# unit roundoff in g's evaluations; rounding theta +- eps v to float32 adds an error of the
+# same order). With h = eps |v| the length of the perturbation and L the length over
+# which the loss's curvature changes, the error relative to |H v| is about A (h / L)^2 +
+# B u / (h / L) (A, B of order one), smallest near h / L = u^(1/3), where both terms are
+# about u^(2/3) (~2e-5 for float32). For a network L scales with its parameters, L =
+# kappa |theta|: eps = kappa u^(1/3) max(|theta|, 1) / |v| (the 1 keeps a perturbation at
+# parameters near zero). kappa = DIFF_SCALE was measured (docs/results.md, relative error
+# of H v and of the exact-BN step against double backward for kappa 0.03 to 0.3): 0.1 is
+# within a factor 2 of the best on the smooth cifarnet (optimum 0.05-0.1: softplus with
+# beta 5 and batch normalisation curve on a tenth of |theta|) and on logreg (optimum
+# 0.2-0.3, where its errors are 50 times smaller anyway).
+DIFF_U = float(np.finfo(np.float32).eps)  # 2^-23
+DIFF_SCALE = 0.1
+
+
+def diff_step(theta_norm: float, v_norm: float) -> float:
+    """eps of the central difference along v at parameters of norm |theta| (see above);
+    1 for v = 0 (no perturbation, and a zero difference with any eps)."""
+    if not v_norm > 0:
+        return 1.0
+    return DIFF_SCALE * DIFF_U ** (1.0 / 3.0) * max(theta_norm, 1.0) / v_norm
 
 # One BLAS thread around every score computation: a dot product of more than some 20k
 # values is summed in another order by two OpenBLAS threads than by one, so its last bits
@@ -61,6 +96,7 @@ class Graph:
     rs: list = field(default_factory=list)  # one per BN statistic (exact graphs)
     outs: list = field(default_factory=list)  # d/dtheta (and d/dw last, when weighted)
     run: nn.Variable | None = None  # what to forward (a sink, or the loss)
+    coef: nn.Variable | None = None  # alpha of the central differences' graphs, (B, 1)
 
     def feed(self, x, y) -> None:
         self.x.d, self.t.d = x, y
@@ -73,6 +109,11 @@ def _set_vector(vs, u) -> None:
         v.d = a
 
 
+def _norm(arrays) -> float:
+    return float(np.sqrt(sum(np.dot(a.ravel().astype(np.float64), a.ravel().astype(np.float64))
+                             for a in arrays)))
+
+
 def dot(gs, u) -> float:
     """<g, u> summed over parameter arrays, in float64."""
     return float(sum(np.dot(g.ravel().astype(np.float64), a.ravel().astype(np.float64))
@@ -82,9 +123,13 @@ def dot(gs, u) -> float:
 class GradientOps:
     """Graphs (built once per kind and batch size) on one engine's network."""
 
-    def __init__(self, engine: Engine, per_sample: str = "auto", context: str = "cpu"):
+    def __init__(self, engine: Engine, per_sample: str = "auto", context: str = "cpu",
+                 hvp: str = "exact"):
         if per_sample not in PER_SAMPLE_MODES:
             raise ValueError(f"per-sample mode: expected one of {PER_SAMPLE_MODES}, got {per_sample!r}")
+        if hvp not in HVP_MODES:
+            raise ValueError(f"--hvp: expected exact or diff, got {hvp!r}")
+        self.diff = hvp == "diff"
         self.engine = engine
         self.net = engine.net
         self.params = list(self.net.trainable.values())
@@ -167,6 +212,74 @@ class GradientOps:
             o.persistent = True
         return Graph(x, t, w, vs, rs, outs, F.sink(*outs))
 
+    def _first_order(self, bs: int, bn: str, stats: bool = True) -> Graph:
+        """Phi = sum_i coef_i w_i l_i / bs + sum_k <r_k, stat_k> (the statistics' terms with
+        bn='weighted' only); its gradients with respect to theta and w are read from the
+        parameters' and w's grad after a backward pass (the central differences)."""
+        x, t = input_variables(bs, self.engine.data.in_shape)
+        w = nn.Variable((bs, 1), need_grad=True)
+        w.d = 1.0
+        coef = nn.Variable((bs, 1), need_grad=False)
+        stat_list: list | None = [] if stats else None
+        if bn == "weighted":
+            logits = self.net.logits(x, bn="weighted", w=w, stats=stat_list, lean=True)
+        else:
+            logits = self.net.logits(x, bn=bn)
+        phi = F.sum(sample_losses(logits, t) * w * coef) / bs
+        stat_vars = [v for pair in stat_list or [] for v in pair]
+        rs = [nn.Variable(v.shape, need_grad=False) for v in stat_vars]
+        terms = [phi] + [F.sum(a * b) for a, b in zip(stat_vars, rs)]
+        return Graph(x, t, w, [], rs, [], F.add_n(*terms) if len(terms) > 1 else phi, coef)
+
+    def _build_diff_batch(self, bs: int) -> Graph:
+        """H u by differences (BN batch statistics), and without BN the fused terms too."""
+        if self.net.has_batchnorm():
+            return self._first_order(bs, "weighted", stats=False)
+        return self._first_order(bs, "train")
+
+    def _build_diff_instance(self, bs: int) -> Graph:
+        return self._first_order(bs, "instance")
+
+    def _build_diff_weighted(self, bs: int) -> Graph:
+        """The exact-BN step by differences (without BN: the graph of diff_batch)."""
+        if not self.net.has_batchnorm():
+            return self.graph("diff_batch", bs)
+        return self._first_order(bs, "weighted")
+
+    def _central(self, kind: str, x, y, v, c: float, rs=()) -> tuple[list[np.ndarray], np.ndarray]:
+        """(dPhi/dtheta, dPhi/dw) of graph ``kind`` summed over theta + eps v with alpha =
+        c / (2 eps) and theta - eps v with alpha = -c / (2 eps), each r_k set to rs_k / 2:
+        c times the derivative along v of grad_theta L_B and grad_w L_B (central
+        differences, error O(eps^2)), plus the gradients of sum_k <rs_k, stat_k> (their
+        mean over the two points, also O(eps^2) from theta's). The parameters are restored
+        bit for bit."""
+        g = self.graph(kind, len(y))
+        g.feed(x, y)
+        for r_var, r in zip(g.rs, rs or [0.0] * len(g.rs)):
+            r_var.d = np.float32(0.5) * r
+        base = [p.d.copy() for p in self.params]
+        eps = diff_step(_norm(base), _norm(v))
+        d_theta = [np.zeros(p.shape, np.float64) for p in self.params]
+        d_w = np.zeros(len(y), np.float64)
+        try:
+            for sign in (1.0, -1.0):
+                step = np.float32(sign * eps)
+                for p, b, a in zip(self.params, base, v):
+                    p.d = b + step * a
+                g.coef.d = sign * c / (2.0 * eps)
+                g.run.forward(clear_no_need_grad=True)
+                for p in self.params:
+                    p.grad.zero()
+                g.w.grad.zero()
+                g.run.backward(clear_buffer=True)
+                for acc, p in zip(d_theta, self.params):
+                    acc += p.g
+                d_w += g.w.g[:, 0]
+        finally:
+            for p, b in zip(self.params, base):
+                p.d = b
+        return [a.astype(np.float32) for a in d_theta], d_w
+
     def _build_val(self, bs: int) -> Graph:
         return self._val_graph(bs, None)
 
@@ -181,6 +294,8 @@ class GradientOps:
     # ------------------------------------------------------------------ operations
     def hvp(self, x: np.ndarray, y: np.ndarray, u: list[np.ndarray]) -> list[np.ndarray]:
         """H u, H the Hessian of the mean loss of the batch (BN batch statistics)."""
+        if self.diff:
+            return self._central("diff_batch", x, y, u, 1.0)[0]
         g = self.graph("hvp", len(y))
         g.feed(x, y)
         _set_vector(g.vs, u)
@@ -202,6 +317,9 @@ class GradientOps:
                 g.run.backward(clear_buffer=True)
                 out[i] = dot([p.g for p in self.params], u)
             return out
+        if self.diff:
+            kind = "diff_batch" if mode == "fused" else "diff_instance"
+            return self._central(kind, x, y, u, 1.0)[1] * len(y)
         g = self.graph("fused" if mode == "fused" else "weighted", len(y))
         g.feed(x, y)
         _set_vector(g.vs, u)
@@ -210,6 +328,9 @@ class GradientOps:
 
     def step_terms(self, x, y, u) -> tuple[np.ndarray, list[np.ndarray]]:
         """(per-sample dots, H u) of one step, sharing work where the network allows."""
+        if self.per_sample == "fused" and self.diff:
+            hu, dw = self._central("diff_batch", x, y, u, 1.0)
+            return dw * len(y), hu
         if self.per_sample == "fused":
             g = self.graph("fused", len(y))
             g.feed(x, y)
@@ -221,6 +342,10 @@ class GradientOps:
 
     def exact_step_terms(self, x, y, a_theta, a_r, lr: float):
         """(-dS/dw, dS/dtheta) of one step for the adjoints (a_theta, a_r)."""
+        if self.diff:
+            rs = [np.float32(1 - d) * a for d, a in zip(self.net.bn_decays, a_r)]
+            d_theta, d_w = self._central("diff_weighted", x, y, a_theta, -lr, rs)
+            return -d_w, d_theta
         g = self.graph("exact", len(y))
         g.feed(x, y)
         _set_vector(g.vs, [np.float32(-lr) * a for a in a_theta])

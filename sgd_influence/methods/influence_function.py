@@ -156,7 +156,7 @@ class InfluenceFunction:
     name, color, needs = "IF", "tab:orange", "final"
 
     def settings(self, cfg) -> dict:
-        return {"if_damping": cfg.if_damping, "if_cg_iters": cfg.if_cg_iters}
+        return {"if_damping": cfg.if_damping, "if_cg_iters": cfg.if_cg_iters, "hvp": cfg.hvp}
 
     def scores(self, ctx: Context):
         cfg = ctx.cfg

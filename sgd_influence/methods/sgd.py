@@ -15,7 +15,7 @@ from .walks import walk
 
 # the configuration fields a walk's scores depend on (not --hara-cache: Hara's scores
 # are the same bit for bit whether its parameters are read or replayed)
-WALK_SETTINGS = ("infl_epochs", "hvp_scaling", "bn_influence")
+WALK_SETTINGS = ("infl_epochs", "hvp_scaling", "bn_influence", "hvp")
 
 
 def walk_settings(cfg) -> dict:

@@ -17,6 +17,7 @@ from .base import (
     Network,
     Norm,
     input_variables,
+    lean_weighted_batch_norm,
     param,
     sample_losses,
     snapshot_nbytes,
@@ -34,6 +35,6 @@ MODELS = names()
 __all__ = [
     "BN_DECAY", "BN_EPS", "BN_MODES", "FunctionModel", "Glorot", "MLP_HIDDEN", "MODELS", "Model",
     "ModelError", "ModelSpec", "Network", "NnpModel", "NnpSource", "Norm", "SOFTPLUS_BETA",
-    "input_variables", "names", "param", "register", "sample_losses", "snapshot_nbytes",
+    "input_variables", "lean_weighted_batch_norm", "names", "param", "register", "sample_losses", "snapshot_nbytes",
     "state_nbytes", "weighted_batch_norm",
 ]

@@ -133,12 +133,13 @@ class Norm:
 
     def __init__(self, mode: str, rng: np.random.Generator, w: nn.Variable | None = None,
                  stats: list | None = None, running: dict | None = None,
-                 names: dict | None = None):
+                 names: dict | None = None, lean: bool = False):
         if mode not in BN_MODES:
             raise ValueError(f"bn mode: expected one of {BN_MODES}, got {mode!r}")
         if mode == "weighted" and w is None:
             raise ValueError("bn mode 'weighted' needs the per-sample weights w")
         self.mode, self.w, self.stats, self.running = mode, w, stats, running
+        self.lean = lean  # 'weighted': lean_weighted_batch_norm (first derivatives only)
         self.rng = rng  # the trial's seeded Generator: what the built-in networks draw from
         self._names = names or {}  # id(registered running variable) -> its name
         self.layers: list[tuple[nn.Variable, nn.Variable]] = []  # registered (mean, var)
@@ -164,6 +165,8 @@ class Norm:
             self.layers.append((nn.parameter.get_parameter("mean"), nn.parameter.get_parameter("var")))
         self.decays.append(decay_rate)
         mode = self.mode
+        if mode == "weighted" and self.lean:
+            return lean_weighted_batch_norm(h, beta, gamma, self.w, self.stats, eps)
         if mode == "weighted":
             return weighted_batch_norm(h, beta, gamma, self.w, self.stats, eps)
         if mode == "eval" and self.running is not None:
@@ -205,6 +208,66 @@ def weighted_batch_norm(x, beta, gamma, w, stats: list | None = None, eps: float
     if stats is not None:
         stats.append((mean, var * n / (n - 1.0)))
     return xc * F.pow_scalar(var + eps, -0.5) * gamma + beta
+
+
+def lean_weighted_batch_norm(x, beta, gamma, w, stats: list | None = None, eps: float = BN_EPS):
+    """:func:`weighted_batch_norm` for graphs that are differentiated once (its second
+    derivatives are wrong): the same value and first derivatives in x (theta) and w, in
+    nnabla's own batch normalisation and a few operations on per-sample statistics.
+
+    * x is first shifted by its batch mean c taken as a constant (``F.unlink``: no
+      gradient). Normalisation does not change under a constant shift, and the shifted
+      values keep nnabla's batch normalisation, which takes the variance as a mean of
+      squares minus the squared mean, as exact as a centred sum;
+    * the normalisation is nnabla's training-mode batch normalisation (batch statistics,
+      throw-away running statistics): its backward pass holds the statistics' dependence
+      on x, at w = 1 the weighted one;
+    * the statistics' dependence on w enters through beta and gamma, by terms that are
+      zero in value. With mean(w) and var(w) computed from per-sample statistics taken as
+      constants (m_i, e_i: sample i's mean and mean square over the positions; mean(w) =
+      sum_i w_i m_i / sum_i w_i, var(w) = sum_i w_i e_i / sum_i w_i - mean(w)^2), and
+      [.] a value without gradient, s = sqrt([var] + eps):
+
+          beta'  = beta  - ([gamma] / s) (mean(w) - [mean(w)])
+          gamma' = gamma - ([gamma] / (2 s^2)) (var(w) - [var(w)])
+
+      y = gamma' (x - mean) / s + beta' then has dy/dmean = -gamma / s and dy/dvar =
+      -gamma (x - mean) / (2 s^3) along w: the derivatives of the normalisation in its
+      statistics;
+    * ``stats`` receives the statistics again from the same per-sample ones with their
+      gradient (in x and w): (mean, var n / (n - 1)) as in :func:`weighted_batch_norm`.
+
+    Operations on whole activations: the shift, a square, three means over positions, and
+    the normalisation's (against nine basic ones and their backward passes)."""
+    b, nd = x.shape[0], len(x.shape)
+    space = tuple(range(2, nd))
+    shape = (1, x.shape[1]) + (1,) * (nd - 2)
+    c = F.mean(x, axis=(0,) + space, keepdims=True)
+    c.need_grad = False  # a constant to the backward pass (none computed for it)
+    xs = x - c
+    m = F.mean(xs, axis=space, keepdims=True)
+    e = F.mean(F.pow_scalar(xs, 2.0), axis=space, keepdims=True)
+    wb = F.reshape(w, (b,) + (1,) * (nd - 1))
+    sw = F.reshape(F.sum(w), (1,) * nd)
+
+    def moments(m_i, e_i):
+        mean = F.sum(m_i * wb, axis=0, keepdims=True) / sw
+        return mean, F.sum(e_i * wb, axis=0, keepdims=True) / sw - mean * mean
+
+    if stats is not None:
+        mean, var = moments(m, e)
+        n = sw * float(np.prod(x.shape[2:], dtype=np.int64))
+        stats.append((mean + c, var * n / (n - 1.0)))
+    mean_w, var_w = moments(F.unlink(m), F.unlink(e))
+    g0 = F.unlink(gamma)
+    inv_s = F.pow_scalar(F.unlink(var_w) + eps, -0.5)
+    beta_ = beta - g0 * inv_s * (mean_w - F.unlink(mean_w))
+    gamma_ = gamma - 0.5 * g0 * inv_s * inv_s * (var_w - F.unlink(var_w))
+    running_mean, running_var = nn.Variable(shape, need_grad=False), nn.Variable(shape, need_grad=False)
+    running_mean.data.zero()
+    running_var.d = np.ones(shape, np.float32)
+    return F.batch_normalization(xs, beta_, gamma_, running_mean, running_var, axes=[1], eps=eps,
+                                 batch_stat=True)
 
 
 @contextlib.contextmanager
@@ -324,10 +387,12 @@ class Network:
         return [name for pair in self.bn_layers for name in pair]
 
     def logits(self, x: nn.Variable, bn: str = "train", w: nn.Variable | None = None,
-               stats: list | None = None, running: dict | None = None) -> nn.Variable:
+               stats: list | None = None, running: dict | None = None,
+               lean: bool = False) -> nn.Variable:
         """Logits of ``x`` with batch normalisation in mode ``bn`` (see the module
-        docstring); ``w``/``stats`` for bn='weighted', ``running`` for bn='eval'."""
-        norm = Norm(bn, self._rng, w=w, stats=stats, running=running, names=self._names)
+        docstring); ``w``/``stats`` for bn='weighted' (``lean``: its formulation for
+        first derivatives only, :func:`lean_weighted_batch_norm`), ``running`` for bn='eval'."""
+        norm = Norm(bn, self._rng, w=w, stats=stats, running=running, names=self._names, lean=lean)
         out = self._build(x, norm)
         self._check_output(out, x.shape[0])
         return out
