@@ -95,6 +95,17 @@ def test_smooth_bn_walk_by_differences_matches_double_backward(bn_influence):
     assert np.corrcoef(diff, exact)[0, 1] > 0.9999
 
 
+def test_weighted_per_sample_terms_by_differences_equal_the_batch_one_loop():
+    """The GPU path's per-sample terms (instance-normalised BN) by differences."""
+    eng, rec, _ = _trained("cifarnet")
+    x, y = eng.train_inputs(*rec.batch(0))
+    u = [np.random.default_rng(4).standard_normal(p.shape).astype(np.float32)
+         for p in eng.net.trainable.values()]
+    ops = GradientOps(eng, hvp="diff")
+    loop = ops.per_sample_dots(x, y, u, mode="loop")
+    assert np.max(np.abs(ops.per_sample_dots(x, y, u, mode="weighted") - loop)) < 1e-2 * np.max(np.abs(loop))
+
+
 def test_relu_bn_walk_by_differences_documents_its_error():
     """The ReLU / max-pool cifarnet: the double backward differentiates each piece of a
     piecewise-linear network, the differences step across its kinks (max pooling's
