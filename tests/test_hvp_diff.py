@@ -106,6 +106,31 @@ def test_weighted_per_sample_terms_by_differences_equal_the_batch_one_loop():
     assert np.max(np.abs(ops.per_sample_dots(x, y, u, mode="weighted") - loop)) < 1e-2 * np.max(np.abs(loop))
 
 
+FLAT_BN = '''
+import nnabla.functions as F
+import nnabla.parametric_functions as PF
+
+
+def net(x, num_classes, norm):
+    h = F.softplus(norm(PF.affine(x, 16, name="fc1"), "n1", eps=1e-3, decay_rate=0.8), beta=5.0)
+    return PF.affine(h, num_classes, name="fc2")
+'''
+
+
+def test_exact_step_by_differences_on_batch_norm_after_an_affine_layer(tmp_path):
+    """Batch norm of (B, C) activations (no positions): the exact step's both outputs."""
+    (tmp_path / "flat.py").write_text(FLAT_BN)
+    data = prepare(mnist5k_subset(32, 10, 10), 0)
+    eng = Engine(ModelSpec(f"{tmp_path / 'flat.py'}:net", data.in_shape, data.num_classes), 0, data,
+                 augment=False)
+    replay(eng, make_record(0, 32, 2, 16, 0.05), range(3))
+    x, y = eng.train_inputs(np.arange(16), None)
+    exact, diff = GradientOps(eng), GradientOps(eng, hvp="diff")
+    a_theta, a_r = exact.val_gradient_exact()
+    (te, de), (td, dd) = (ops.exact_step_terms(x, y, a_theta, a_r, 0.05) for ops in (exact, diff))
+    assert _rel(dd, de) < 1e-2 and _rel([td], [te]) < 1e-2
+
+
 def test_relu_bn_walk_by_differences_documents_its_error():
     """The ReLU / max-pool cifarnet: the double backward differentiates each piece of a
     piecewise-linear network, the differences step across its kinks (max pooling's
