@@ -49,8 +49,8 @@ HVP_MODES = ("exact", "diff")
 # The step of the central differences. D(eps) = (g(theta + eps v) - g(theta - eps v)) / (2 eps)
 # of a gradient g differs from g's derivative along v by truncation, eps^2 |v|^3 T / 6 (T a
 # third derivative of the loss along v), and by rounding, about u |g| / eps (u: float32's
-# unit roundoff in g's evaluations; rounding theta +- eps v to float32 adds an error of the
-# same order). With h = eps |v| the length of the perturbation and L the length over
+# machine epsilon, the relative rounding of g's evaluations; rounding theta +- eps v to
+# float32 adds an error of the same order). With h = eps |v| the length of the perturbation and L the length over
 # which the loss's curvature changes, the error relative to |H v| is about A (h / L)^2 +
 # B u / (h / L) (A, B of order one), smallest near h / L = u^(1/3), where both terms are
 # about u^(2/3) (~2e-5 for float32). For a network L scales with its parameters, L =
@@ -232,7 +232,8 @@ class GradientOps:
         return Graph(x, t, w, [], rs, [], F.add_n(*terms) if len(terms) > 1 else phi, coef)
 
     def _build_diff_batch(self, bs: int) -> Graph:
-        """H u by differences (BN batch statistics), and without BN the fused terms too."""
+        """H u by differences (BN batch statistics, the lean batch norm without its
+        statistics' terms), and without BN the fused per-sample terms too."""
         if self.net.has_batchnorm():
             return self._first_order(bs, "weighted", stats=False)
         return self._first_order(bs, "train")
