@@ -226,7 +226,7 @@ def execute(plan: Plan, jobs: int = 1, scheduler: str | None = None) -> Report:
                 if scheduler is None and jobs <= 1:
                     _run_here(plan, steps, report, bar)
                 else:
-                    with _main_kept_from_workers(local=scheduler is None):
+                    with _main_kept_from_workers(local=scheduler is None), _quiet_dask(scheduler is None):
                         _run_dask(plan, steps, report, bar, jobs, scheduler)
         finally:
             bar.close()
@@ -266,6 +266,23 @@ def _run_here(plan: Plan, steps: list[Step], report: Report, bar) -> None:
         waiting += released
         bar.total += len(released)
         bar.refresh()
+
+
+@contextlib.contextmanager
+def _quiet_dask(local: bool):
+    """The local cluster's own log records (its start, its shutdown and the races of its
+    connections closing, some with a traceback) stay quiet in this process from the
+    cluster's start to the end of its shutdown: what a task did is reported here."""
+    if not local:
+        yield
+        return
+    dask_log = logging.getLogger("distributed")
+    saved = dask_log.level
+    dask_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        dask_log.setLevel(saved)
 
 
 @contextlib.contextmanager
