@@ -218,9 +218,9 @@ class Config:
                 elif name == "data_digest":
                     out[name] = self.data_identity()
                 elif name == "model" and self.model_nnp:
-                    out.update(nnp_model_identity(self.model_nnp, self.model_digest))
+                    out.update(file_model_identity("nnp", self.model_nnp, self.model_digest))
                 elif name == "model" and self.model_onnx:
-                    out.update(onnx_model_identity(self.model_onnx, self.model_digest))
+                    out.update(file_model_identity("onnx", self.model_onnx, self.model_digest))
                 elif name == "model" and is_user_model(self.model):
                     out.update(user_model_identity(self.model, self.model_digest))
                 elif name == "model_digest":
@@ -500,30 +500,18 @@ def user_model_identity(model: str, digest: str = "") -> dict:
     return {"model": f"{Path(where).name}:{fn}", "model_digest": model_source_digest(model)}
 
 
-def nnp_model_identity(path: str, digest: str = "") -> dict:
-    """An .nnp network is identified by the file's bytes, not its path or name."""
-    return {"model": "nnp", "model_digest": digest or nnp_digest(path)}
+def file_model_identity(kind: str, path: str, digest: str = "") -> dict:
+    """A network read from a file (``kind`` "nnp" or "onnx") is identified by the file's
+    bytes, not its path or name."""
+    return {"model": kind, "model_digest": digest or file_model_digest(kind, path)}
 
 
-def nnp_digest(path: str) -> str:
-    """sha256 of an .nnp file (one line naming --model-nnp when unreadable)."""
+def file_model_digest(kind: str, path: str) -> str:
+    """sha256 of an .nnp or ONNX network file (one line naming its flag when unreadable)."""
     try:
         return fileio.file_digest(Path(path).expanduser())
     except OSError as exc:
-        raise ValueError(f"--model-nnp: {path}: file not readable ({exc.strerror or exc})") from exc
-
-
-def onnx_model_identity(path: str, digest: str = "") -> dict:
-    """An ONNX network is identified by the file's bytes, not its path or name."""
-    return {"model": "onnx", "model_digest": digest or onnx_digest(path)}
-
-
-def onnx_digest(path: str) -> str:
-    """sha256 of an ONNX file (one line naming --model-onnx when unreadable)."""
-    try:
-        return fileio.file_digest(Path(path).expanduser())
-    except OSError as exc:
-        raise ValueError(f"--model-onnx: {path}: file not readable ({exc.strerror or exc})") from exc
+        raise ValueError(f"--model-{kind}: {path}: file not readable ({exc.strerror or exc})") from exc
 
 
 def model_source_digest(model: str) -> str:
@@ -720,12 +708,12 @@ def _absolute_model(cfg: Config) -> Config:
         path = Path(cfg.model_nnp).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"--model-nnp: {cfg.model_nnp}: file not found")
-        return dataclasses.replace(cfg, model_nnp=str(path.resolve()), model_digest=nnp_digest(str(path)))
+        return dataclasses.replace(cfg, model_nnp=str(path.resolve()), model_digest=file_model_digest("nnp", str(path)))
     if cfg.model_onnx:
         path = Path(cfg.model_onnx).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"--model-onnx: {cfg.model_onnx}: file not found")
-        return dataclasses.replace(cfg, model_onnx=str(path.resolve()), model_digest=onnx_digest(str(path)))
+        return dataclasses.replace(cfg, model_onnx=str(path.resolve()), model_digest=file_model_digest("onnx", str(path)))
     if not is_user_model(cfg.model):
         return dataclasses.replace(cfg, model_digest="")
     where, _, fn = cfg.model.rpartition(":")
