@@ -18,8 +18,8 @@
 
 The messages go through :mod:`logging` (logger ``sgd_influence``); in a notebook
 ``logging.basicConfig(level=logging.INFO)`` shows them. Errors are raised as the
-exceptions the command line reports in one line (ValueError for a bad setting or a
-folder of another configuration, FileNotFoundError, the failed task's error).
+exceptions the command line reports in one line (ValueError for a bad setting,
+FileNotFoundError for a missing input, the failed task's error).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import artifacts, folders, paths, ranking, runlock
+from . import artifacts, paths, ranking, runlock
 from . import config as C
 from .cli import check_config
 from .config import Config
@@ -53,15 +53,12 @@ def run(config: Config | dict | None = None, /, *, scheduler: str | None = None,
     runs every task in this process; the default (0) starts a local Dask cluster of one
     worker process per core; ``scheduler`` runs on an existing Dask cluster (an address).
 
-    The folder is locked while the run writes in it. A folder holding results of another
-    configuration is refused (``overwrite=True`` replaces them); one made with
-    ``label_noise`` before ``label_noise_seed`` existed (its flips drawn per trial) is
-    continued with those flips unless ``label_noise_seed`` is given.
+    The folder is locked while the run writes in it. Results are kept in its store under
+    the settings they depend on: another configuration in the same folder computes what it
+    lacks and keeps the rest (``overwrite=True`` computes this configuration's again).
     """
-    cfg, named = _config(config, settings)
+    cfg = _config(config, settings)
     check_config(cfg)
-    if "label_noise_seed" not in named:
-        cfg = folders.continue_per_trial_noise(cfg)
     cfg = C.resolve_data(cfg)
     with runlock.hold(cfg.output, wait=cfg.wait):
         run_all(cfg, scheduler=scheduler)
@@ -97,18 +94,18 @@ def scores(out, method: str, seed: int | None = None) -> pd.DataFrame:
     raise FileNotFoundError(f"{path}: not found; influence files in {out}: {', '.join(have) or 'none'}")
 
 
-def _config(config, settings: dict) -> tuple[Config, set[str]]:
-    """The validated configuration of :func:`run`'s arguments and the fields named."""
+def _config(config, settings: dict) -> Config:
+    """The validated configuration of :func:`run`'s arguments."""
     if isinstance(config, Config):
         # the fields the Config was made with, then the keywords; a preset among the
         # keywords applies to the rest, as Config(preset=...) does
         values = {**C.given_fields(config), **_values(settings)}
-        return Config(**values).validate(), set(C.ALL_FIELDS)  # every field is as given
+        return Config(**values).validate()
     if config is not None and not isinstance(config, dict):
         raise TypeError(f"run(): expected a Config, a dict of its fields or keywords, got "
                         f"{type(config).__name__}")
     values = _values({**(config or {}), **settings})
-    return C.from_args(argparse.Namespace(**values)), set(values)
+    return C.from_args(argparse.Namespace(**values))
 
 
 def _values(values: dict) -> dict:

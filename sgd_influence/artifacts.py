@@ -45,40 +45,11 @@ def read_influence_mean(path) -> pd.DataFrame:
     return df
 
 
-def _training_identity(out) -> dict | None:
-    """The saved identity of the folder's training run (every seed shares it)."""
-    for path in sorted(Path(out).glob(paths.train_glob(paths.train_identity(out, 0).name))):
-        try:
-            saved = fileio.read_json(path)
-        except (OSError, ValueError):
-            continue
-        if isinstance(saved, dict):
-            return saved
-    return None
-
-
-def of_this_run(folder: Path, trained: dict | None) -> bool:
-    """Whether a kept window's folder holds results of the folder's training run: kept
-    results of a configuration ``--overwrite`` replaced stay on disk (they come back when
-    it is run again) but are not this run's, so the analysis leaves them out."""
-    if paths.split_variant(folder.name)[1] is None or trained is None:
-        return True
-    try:
-        saved = fileio.read_json(folder / "config.json")
-    except (OSError, ValueError):
-        return False
-    return isinstance(saved, dict) and all(saved.get(k) == v for k, v in trained.items())
-
-
 def influence_files(out, methods=None, seeds=None) -> list[tuple[str, int, Path]]:
     """(method, seed, path) of every per-seed influence file of ``out``, in method
-    (registration order) then seed order; ``methods``/``seeds`` restrict them (kept
-    windows of another training run are left out, see :func:`of_this_run`)."""
+    (registration order) then seed order; ``methods``/``seeds`` restrict them."""
     found = []
-    trained = _training_identity(out)
     for p in Path(out).glob(paths.influence_glob()):
-        if not of_this_run(p.parent, trained):
-            continue
         parsed = paths.parse_influence(p)
         if parsed is None:
             continue
@@ -109,7 +80,7 @@ def label_key(label: str) -> tuple:
 def dataset_of(out, seed: int) -> str | None:
     """The data set trial ``seed`` of ``out`` was trained on, from its saved training
     identity (else the run's configuration); None when neither is saved."""
-    for path in (paths.train_identity(out, seed), paths.run_config(out)):
+    for path in (paths.train_identity(out), paths.run_config(out)):
         if Path(path).exists():
             return fileio.read_json(path).get("dataset")
     return None
@@ -127,8 +98,7 @@ def sample_ids(out, seed: int, infl: pd.DataFrame) -> np.ndarray:
 
 
 def _read_all(pattern: str, out, columns) -> pd.DataFrame:
-    trained = _training_identity(out)
-    files = [f for f in sorted(Path(out).glob(pattern)) if of_this_run(f.parent, trained)]
+    files = sorted(Path(out).glob(pattern))
     frames = []
     for f in files:
         problem = checks.score_problem(f, columns)

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 from pathlib import Path
 
 from . import config as C
-from . import fileio, folders, paths, runlock
+from . import fileio, paths, runlock
 from .execute import USER_ERRORS, TaskFailed, as_interrupt
 
 logger = logging.getLogger("sgd_influence")
@@ -89,8 +90,6 @@ def config_from_folder(ns: argparse.Namespace) -> C.Config:
     keep = (set(C.section_fields("data", "train", "influence", "eval")) - {"hara_cache"}) | {"n_trials"}
     saved = fileio.read_json(saved_path)
     values = {k: v for k, v in saved.items() if k in keep}
-    if C.Config.from_dict(saved).per_trial_noise():
-        values["label_noise_seed"] = None  # saved before --label-noise-seed: flips per trial
     if "train_csv" in given or "dataset" in given:  # a data set given here replaces the saved one
         for k in ("dataset", "train_csv", "val_csv", "test_csv"):
             values.pop(k, None)
@@ -121,8 +120,6 @@ def phase_config(ns: argparse.Namespace, saved_defaults: bool = False) -> C.Conf
     with the CSV data set resolved (absolute paths, content digests)."""
     cfg = config_from_folder(ns) if saved_defaults else C.from_args(ns)
     check_config(cfg)
-    if "label_noise_seed" not in vars(ns):  # a folder of per-trial flips is continued so
-        cfg = folders.continue_per_trial_noise(cfg)
     return C.resolve_data(cfg)
 
 
@@ -168,25 +165,22 @@ def pipeline_main(argv=None, prog: str = "train_infl_eval.py", doc: str | None =
 
 def train_main(argv=None) -> int:
     from . import train
-    from .context import set_context
     from .engine import check_network
+    from .pipeline import run_pipeline
 
     p = phase_parser("python -m sgd_influence.train", train.__doc__, "train")
     p.add_argument("--seed", type=int, nargs="+", default=[0], help="trial seed(s) (default: 0)")
 
     def body(cfg, ns) -> None:
-        set_context(cfg.context, cfg.device_id)
         check_network(cfg)
-        for seed in ns.seed:
-            folders.claim_training(cfg, seed)
-            train.run_training(cfg, seed)
+        run_pipeline(C.replace(cfg, jobs=1), ("train",), seeds=ns.seed)
 
     return run_cli(p, argv, body)
 
 
 def infl_main(argv=None) -> int:
     from . import infl
-    from .context import set_context
+    from .pipeline import run_pipeline
 
     p = phase_parser("python -m sgd_influence.infl", infl.__doc__ + "\nRuns on a training run's "
                      "folder (-o); the settings not given are those the folder's last whole "
@@ -196,14 +190,7 @@ def infl_main(argv=None) -> int:
                    help="how per-sample terms are computed (default: auto, by network and context)")
 
     def body(cfg, ns) -> None:
-        set_context(cfg.context, cfg.device_id)
-        for seed in ns.seed:
-            folders.check_trained_with(cfg, cfg.output, seed)
-        for method in cfg.methods:
-            folders.claim_influence(cfg, method)
-        for seed in ns.seed:
-            for method in cfg.methods:
-                infl.run_influence(cfg, seed, method, per_sample=ns.per_sample)
+        run_pipeline(C.replace(cfg, jobs=1), ("infl",), seeds=ns.seed, per_sample=ns.per_sample)
 
     return run_cli(p, argv, body, saved_defaults=True)
 
@@ -249,10 +236,44 @@ def analyze_main(argv=None) -> int:
     return run_cli(p, argv, body, configured=False)
 
 
-MAINS = {"train": train_main, "infl": infl_main, "eval": eval_main, "analyze": analyze_main,
-         "pipeline": pipeline_main}
+def store_main(argv=None) -> int:
+    from . import store, view
 
-COMMANDS = {"run": "pipeline", "train": "train", "infl": "infl", "eval": "eval", "analyze": "analyze"}
+    p = OneLineParser(prog="sgd-influence store", description=(
+        "What an output folder's store holds. list: every entry (a training run, a method's "
+        "influence files or scores under one identity), the view that links it, its trials, "
+        "size and how its settings differ from the current ones. prune: remove the entries "
+        "the current configuration's view does not link."))
+    p.add_argument("action", choices=("list", "prune"))
+    p.add_argument("-o", "--output", default=C.Config.output, help="output folder (default: output)")
+    p.add_argument("--wait", action="store_true",
+                   help="when another run is writing in -o, wait for it instead of stopping")
+
+    def body(_cfg, ns) -> None:
+        out = runlock.check_output(ns.output)
+        with runlock.hold(out, wait=ns.wait):
+            linked = view.linked(out)
+            rows = store.entries(out)
+            if not rows:
+                print(f"{out}: no store (nothing computed yet)")
+            for e in rows:
+                shown = linked.get(e.path.resolve())
+                if ns.action == "prune":
+                    if shown is None:
+                        size = e.size()
+                        shutil.rmtree(e.path)
+                        print(f"removed {e.path.relative_to(out)} ({size / 1e6:.1f} MB)")
+                    continue
+                print(view.describe_entry(out, e, shown))
+
+    return run_cli(p, argv, body, configured=False)
+
+
+MAINS = {"train": train_main, "infl": infl_main, "eval": eval_main, "analyze": analyze_main,
+         "pipeline": pipeline_main, "store": store_main}
+
+COMMANDS = {"run": "pipeline", "train": "train", "infl": "infl", "eval": "eval", "analyze": "analyze",
+            "store": "store"}
 
 
 def main(argv=None) -> int:

@@ -3,9 +3,8 @@
 Every default is visible here. Each field carries its command-line flags and help text;
 :func:`add_arguments` turns a chosen set of fields into argparse options and
 :func:`from_args` builds the (frozen) configuration from the parsed namespace, applying
-a preset first. The configuration is saved beside the results; a rerun in the same
-output folder with a different configuration that matters is refused (see
-:func:`check_saved`).
+a preset first. The settings each result depends on (:meth:`Config.identity`) key it in
+the output folder's store (:mod:`sgd_influence.store`).
 """
 
 from __future__ import annotations
@@ -52,11 +51,10 @@ class Config:
         0.0, ["--label-noise"],
         "flip the labels of this fraction of the data set's training rows, each to another class; "
         "the same rows in every trial (seeded by --label-noise-seed)")
-    label_noise_seed: int | None = _f(
+    label_noise_seed: int = _f(
         0, ["--label-noise-seed"],
         "seed of the --label-noise flips: which rows are flipped and to which class, the same "
-        "in every trial (a run saved without it, made before it existed, drew its flips per "
-        "trial from the trial seed and is read so)")
+        "in every trial")
     # --- model and training
     model: str = _f("cifarnet", ["--model"], "network: cifarnet (paper), logreg, mlp, or your own as FILE.py:FUNCTION or MODULE:FUNCTION")
     model_nnp: str | None = _f(
@@ -166,7 +164,8 @@ class Config:
     context: str = _f("auto", ["--context"], "nnabla context: auto (cudnn when installed), cpu, cudnn")
     device_id: int = _f(0, ["-di", "--device-id"], "GPU device id for the cudnn context")
     jobs: int = _f(0, ["--jobs"], "worker processes (0 = number of cores)")
-    overwrite: bool = _f(False, ["--overwrite"], "replace results of a different configuration in -o", bool_flag=True)
+    overwrite: bool = _f(False, ["--overwrite"], "compute this configuration's results of the phases "
+                         "run again (results of other settings in -o are kept anyway)", bool_flag=True)
     wait: bool = _f(False, ["--wait"], "when another run is writing in -o, wait for it instead of stopping",
                     bool_flag=True)
     preset: str | None = _f(None, ["--preset"], "named settings: demo (laptop, ~minutes), paper (the paper's)")
@@ -238,10 +237,8 @@ class Config:
                     if self.model_onnx:  # only an ONNX network has them
                         out[name] = _jsonable(getattr(self, name))
                 elif name == "label_noise_seed":
-                    if self.label_noise > 0 and self.label_noise_seed is not None:
+                    if self.label_noise > 0:  # without label noise it changes nothing
                         out[name] = self.label_noise_seed
-                    # without label noise it changes nothing; None (per-trial flips, a run
-                    # made before the field existed) is saved by leaving the key out
                 else:
                     out[name] = _jsonable(getattr(self, name))
         return out
@@ -302,19 +299,10 @@ class Config:
     def to_dict(self) -> dict:
         return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
 
-    def per_trial_noise(self) -> bool:
-        """Label flips drawn per trial from the trial seed (``label_noise_seed`` None): how
-        runs made before --label-noise-seed existed flipped their labels."""
-        return self.label_noise > 0 and self.label_noise_seed is None
-
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
-        """A saved configuration; one saved before --smooth existed ran the ReLU network,
-        one with label noise saved before --label-noise-seed existed flipped its labels per
-        trial (``label_noise_seed`` None)."""
-        kw = {"smooth": False}
-        if (d.get("label_noise") or 0) > 0 and "label_noise_seed" not in d:
-            kw["label_noise_seed"] = None
+        """A saved configuration (its fields this version knows)."""
+        kw = {}
         for f in fields(cls):
             if f.name in d:
                 v = d[f.name]
@@ -392,7 +380,7 @@ class Config:
         if not 0 <= self.label_noise < 1:
             raise ValueError(f"--label-noise: expected a fraction in [0, 1), got {self.label_noise}")
         seed = self.label_noise_seed
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"--label-noise-seed: expected a non-negative integer, got {seed!r}")
         bad = [m for m in self.methods if m not in registry.methods]
         if bad or not self.methods:
@@ -729,5 +717,3 @@ def replace(cfg: Config, **kw) -> Config:
     return dataclasses.replace(cfg, **kw).validate()
 
 
-class ConfigMismatch(ValueError):
-    pass

@@ -110,24 +110,20 @@ def nnp_source(cfg) -> NnpSource:
 
 
 def prepare(ds, seed: int, label_noise: float = 0.0, images: ImageSource | None = None,
-            noise_seed: int | None = None, val_from_train: bool = False,
+            noise_seed: int = 0, val_from_train: bool = False,
             size: tuple[int, int] | None = None) -> Prepared:
     """One trial's data: images resized (to ``size`` (H, W) when given, see
     preprocess.resize_images), ``label_noise`` of the labels flipped.
 
-    With ``noise_seed`` the flips belong to the data set (:func:`noise.flip_rows`): drawn
-    over its rows by trial-independent ids (:func:`data.sample_ids`), the same in every
-    trial. The rows a training split can hold are its own, and the validation split's when
-    ``val_from_train`` (a built-in set, a CSV without --val-csv: validation is drawn from
-    the same rows by the trial seed). ``noise_seed`` None: the flips of runs made before
-    --label-noise-seed, drawn over this split's positions by the trial ``seed``
-    (:func:`noise.flip_labels`)."""
+    The flips belong to the data set (:func:`noise.flip_rows`, seeded by ``noise_seed``):
+    drawn over its rows by trial-independent ids (:func:`data.sample_ids`), the same in
+    every trial. The rows a training split can hold are its own, and the validation
+    split's when ``val_from_train`` (a built-in set, a CSV without --val-csv: validation is
+    drawn from the same rows by the trial seed)."""
     from . import data, noise
 
     y = np.asarray(ds.train.labels, np.int64)
-    if label_noise > 0 and noise_seed is None:
-        noisy, flipped = noise.flip_labels(y, label_noise, ds.num_classes, seed)
-    elif label_noise > 0:
+    if label_noise > 0:
         ids = data.sample_ids(ds.name, ds.train)
         pool = np.concatenate([ids, data.sample_ids(ds.name, ds.val)]) if val_from_train else ids
         noisy, flipped = noise.flip_rows(y, ids, pool, label_noise, ds.num_classes, noise_seed)

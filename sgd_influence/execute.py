@@ -151,7 +151,7 @@ def perform(cfg: C.Config, task: Task, progress: bool) -> None:
     elif task.kind == "infl":
         from .infl import run_influence
 
-        run_influence(cfg, task.seed, task.method, data)
+        run_influence(cfg, task.seed, task.method, data, per_sample=task.per_sample)
     elif task.kind == "eval":
         run_eval_job(cfg, task.job, data, progress=progress)
     else:

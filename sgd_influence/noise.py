@@ -1,15 +1,9 @@
 """Label noise: seeded flipping of a fraction of the training labels.
 
-Two ways, chosen by ``--label-noise-seed``:
-
-* :func:`flip_rows` (the default): the flips belong to the data set. They are drawn once
-  over the rows a training split can come from (its *pool*, named by trial-independent
-  ids), seeded by ``--label-noise-seed`` alone, so a row flipped in one trial is flipped,
-  to the same class, in every trial in which it is a training row;
-* :func:`flip_labels`: the flips of runs made before ``--label-noise-seed`` existed, drawn
-  over the positions of one trial's training split and seeded by the trial seed (another
-  set of rows in every trial). Kept so that such runs' folders are read and continued
-  with the flips they were trained with.
+The flips belong to the data set (:func:`flip_rows`). They are drawn once over the rows
+a training split can come from (its *pool*, named by trial-independent ids), seeded by
+``--label-noise-seed`` alone, so a row flipped in one trial is flipped, to the same
+class, in every trial in which it is a training row.
 """
 
 from __future__ import annotations
@@ -22,26 +16,6 @@ def _check(fraction: float, k: int, num_classes: int) -> None:
         raise ValueError(f"--label-noise: expected a fraction in [0, 1), got {fraction}")
     if k and num_classes < 2:
         raise ValueError("--label-noise: needs at least two classes")
-
-
-def flip_labels(labels: np.ndarray, fraction: float, num_classes: int, seed: int):
-    """Flip exactly round(fraction * N) labels, each to a different class.
-
-    Returns (new labels, boolean mask of the flipped rows). Seeded by the trial seed:
-    the per-trial flips of runs made before --label-noise-seed (see the module docstring).
-    """
-    labels = np.asarray(labels, np.int64)
-    n = len(labels)
-    k = int(round(fraction * n))
-    _check(fraction, k, num_classes)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x401E]))
-    rows = rng.choice(n, size=k, replace=False)
-    shift = rng.integers(1, num_classes, size=k)
-    out = labels.copy()
-    out[rows] = (labels[rows] + shift) % num_classes
-    mask = np.zeros(n, bool)
-    mask[rows] = True
-    return out, mask
 
 
 def pool_shifts(pool, fraction: float, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -22,8 +22,9 @@ def train_dir(out, seed: int) -> Path:
     return Path(out) / "train" / f"seed_{seed}"
 
 
-def train_identity(out, seed: int) -> Path:
-    return train_dir(out, seed) / "config.json"
+def train_identity(out) -> Path:
+    """The settings the training runs of ``train/`` were made with (every seed's)."""
+    return Path(out) / "train" / "config.json"
 
 
 def learned(out, seed: int) -> Path:
@@ -103,12 +104,6 @@ def parse_influence(path) -> tuple[str, int] | None:
     return (Path(path).parent.name, int(m.group(1))) if m else None
 
 
-def influence_identity(out) -> Path:
-    """The identity shared by every method in folders written before identities were
-    kept per method (read only, to take such folders over)."""
-    return Path(out) / "influence" / "config.json"
-
-
 def influence_dir(out, method: str) -> Path:
     return Path(out) / "influence" / method
 
@@ -145,7 +140,7 @@ def floor_glob() -> str:
 FLOOR_FOLDER = "noise_floor"
 
 
-# --- kept windows: the results of another influence window beside the current ones
+# --- other windows: the results of another influence window beside the current ones
 VARIANT_SEP = "@"
 
 
@@ -164,12 +159,6 @@ def split_variant(name: str) -> tuple[str, str | None]:
     """(method, window tag or None) of a folder name or label (inverse of :func:`variant`)."""
     base, sep, tag = name.partition(VARIANT_SEP)
     return (base, tag) if sep else (name, None)
-
-
-def score_identity(out) -> Path:
-    """The identity shared by every method's scores in folders written before identities
-    were kept per method (read only, to take such folders over)."""
-    return Path(out) / "score" / "config.json"
 
 
 def score_dir(out, name: str) -> Path:

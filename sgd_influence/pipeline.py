@@ -1,8 +1,8 @@
 """A run of the pipeline on one output folder: folder checks, then plan and execution.
 
 :func:`run_pipeline` runs the requested phases (train, infl, eval) for some seeds:
-it removes temporary files of killed processes, checks (or with ``--overwrite``
-clears) the phase folders against the configuration, builds the :class:`~.plan.Plan`
+it points the output folder's view at the configuration's results in the store
+(:mod:`~.view`), builds the :class:`~.plan.Plan`
 and hands it to :func:`~.execute.execute` (in this process, on a local Dask cluster
 or on ``--scheduler``). :func:`run_all` is the whole pipeline behind
 ``train_infl_eval.py``: it saves the run's configuration, runs every phase and
@@ -12,10 +12,11 @@ analyses the scores.
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 from . import config as C
-from . import data, folders
+from . import data, fileio, paths
 from .analyze import analyze
 from .engine import check_network
 from .execute import execute
@@ -24,15 +25,16 @@ from .plan import PHASES, Plan
 logger = logging.getLogger(__name__)
 
 
-def run_pipeline(cfg: C.Config, phases=PHASES, seeds=None, scheduler: str | None = None) -> None:
+def run_pipeline(cfg: C.Config, phases=PHASES, seeds=None, scheduler: str | None = None,
+                 per_sample: str = "auto") -> None:
     """Run the requested phases for ``seeds`` (default: every trial), reusing finished files.
 
     ``scheduler``: the address of a Dask scheduler to run the tasks on (default: this
     process for ``--jobs 1``, else a local cluster of ``--jobs`` worker processes).
     """
     seeds = list(range(cfg.n_trials)) if seeds is None else list(seeds)
-    plan = Plan(cfg, phases, seeds)  # checks the phase names; reads nothing yet
-    plan.claim()
+    plan = Plan(cfg, phases, seeds, per_sample)  # checks the phase names; reads nothing yet
+    plan.point_view()
     prepare_data(cfg, phases)
     report = execute(plan, cfg.n_jobs(), scheduler)
     if report.done:
@@ -63,10 +65,27 @@ def prepare_data(cfg: C.Config, phases) -> None:
 def run_all(cfg: C.Config, scheduler: str | None = None) -> None:
     """Train, compute influence, retrain and analyse: the whole pipeline of one folder."""
     fed = check_network(cfg)
-    folders.claim_run(cfg, fed)
+    _drop_other_analysis(cfg)
+    # ``input``: what the network is fed (shape, size rule, normalisation, augmentation)
+    fileio.write_json(paths.run_config(cfg.output), {**cfg.to_dict(), **({"input": fed} if fed else {})})
     run_pipeline(cfg, PHASES, scheduler=scheduler)
     analyze(cfg.output, methods=cfg.methods, ns=cfg.remove_n_list, seeds=range(cfg.n_trials),
             title=run_title(cfg))
+
+
+def _drop_other_analysis(cfg: C.Config) -> None:
+    """The tables and figures of another configuration's analysis are removed (they are
+    made again from the store's files by this run's analysis)."""
+    out = Path(cfg.output)
+    try:
+        saved = C.Config.from_dict(fileio.read_json(paths.run_config(out)))
+    except (OSError, ValueError, TypeError):
+        saved = None
+    sections = ("data", "train", "influence", "eval")
+    if saved is not None and saved.identity(*sections) == cfg.identity(*sections):
+        return
+    for phase in ("summary", "fig"):
+        shutil.rmtree(paths.phase_root(out, phase), ignore_errors=True)
 
 
 def run_title(cfg: C.Config) -> str:

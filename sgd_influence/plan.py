@@ -21,7 +21,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import checks, folders, paths, registry
+from . import checks, paths, registry, store, view
 from . import config as C
 from .eval import EvalJob, plan_jobs, warn_skipped
 
@@ -37,6 +37,7 @@ class Task:
     seed: int
     method: str | None = None  # infl
     job: EvalJob | None = None  # eval
+    per_sample: str = "auto"  # infl: how per-sample terms are computed
 
     @property
     def label(self) -> str:
@@ -66,7 +67,7 @@ class Step:
 class Plan:
     """Which tasks of the requested phases remain, known as their inputs get done."""
 
-    def __init__(self, cfg: C.Config, phases, seeds):
+    def __init__(self, cfg: C.Config, phases, seeds, per_sample: str = "auto"):
         bad = [p for p in phases if p not in PHASES]
         if bad:
             raise ValueError(f"unknown phase {bad[0]!r}")
@@ -74,39 +75,27 @@ class Plan:
         self.out = Path(cfg.output)
         self.phases = tuple(phases)
         self.seeds = list(seeds)
+        self.per_sample = per_sample
         self._warned: set = set()
         self._is_image = None
 
-    # -- the folders (before anything is planned)
-    def claim(self) -> None:
-        """Claim each phase's folders for this configuration (see :mod:`.folders`): a
-        folder of another configuration is refused, or cleared with --overwrite; a phase
-        that reads an earlier one's results checks they are of this configuration."""
-        cfg = self.cfg
-        for s in self.seeds:
-            if "train" in self.phases:
-                folders.claim_training(cfg, s)
-            else:
-                folders.check_trained_with(cfg, self.out, s)
-        for m in cfg.methods:
-            if "infl" in self.phases:
-                folders.claim_influence(cfg, m)
-            elif "eval" in self.phases:
-                folders.check_influence(cfg, m)
-            if "eval" in self.phases:
-                folders.claim_scores(cfg, m)
-        if "eval" in self.phases and cfg.noise_floor_draws > 0:
-            folders.claim_scores(cfg, None)
+    # -- the view (before anything is planned)
+    def point_view(self) -> None:
+        """Link this configuration's results in the output folder (see :mod:`.view`); the
+        view stays as it was when the inputs of a phase asked for are missing."""
+        before = view.links_now(self.out)
+        view.point(self.cfg, self.phases, self.seeds)
+        try:
+            self.check_inputs()
+        except FileNotFoundError:
+            view.restore(self.out, before)
+            raise
 
     # -- state of finished work (read only)
     def train_done(self, seed: int) -> bool:
         from .train import train_done
 
-        if "train" not in self.phases:
-            folders.check_trained_with(self.cfg, self.out, seed)
-        same = folders.check_saved(paths.train_identity(self.out, seed), self.cfg.train_identity(),
-                                   False, "training run")
-        return same and train_done(self.cfg, seed)
+        return train_done(self.cfg, seed)
 
     def infl_done(self, seed: int, method: str) -> bool:
         return self.infl_problem(seed, method) is None
@@ -136,20 +125,7 @@ class Plan:
     # -- planning
     def initial(self) -> list[Step]:
         """The tasks known before anything runs; refuses a phase whose inputs are missing."""
-        missing = []
-        for s in self.seeds:
-            if "train" not in self.phases and not self.train_done(s):
-                missing.append(f"{paths.record(self.out, s)}: no finished training run of this "
-                               f"configuration for seed {s} (run the training phase first)")
-            if "infl" not in self.phases and "eval" in self.phases:
-                for m in self.cfg.methods:
-                    problem = self.infl_problem(s, m)
-                    if problem:
-                        missing.append(f"{paths.influence(self.out, m, s)}: {problem} (run the "
-                                       "influence phase to compute it)")
-        if missing:
-            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-            raise FileNotFoundError(missing[0] + more)
+        self.check_inputs()
         steps: list[Step] = []
         for s in self.seeds:
             if self.train_done(s):
@@ -157,6 +133,29 @@ class Plan:
             else:
                 steps.append(Step(Task("train", s)))
         return steps
+
+    def check_inputs(self) -> None:
+        """Refuse a phase whose inputs (an earlier phase's results) are missing."""
+        missing = []
+        for s in self.seeds:
+            if "train" not in self.phases and not self.train_done(s):
+                elsewhere = view.other_settings(
+                    self.out, "train", None, self.cfg.train_identity(),
+                    lambda p, s=s: (p / f"seed_{s}" / paths.record(".", s).name).exists())
+                missing.append(f"{paths.record(self.out, s)}: no finished training run of this "
+                               f"configuration for seed {s}{elsewhere} (run the training phase first)")
+            if "infl" not in self.phases and "eval" in self.phases:
+                for m in self.cfg.methods:
+                    problem = self.infl_problem(s, m)
+                    if problem:
+                        elsewhere = view.other_settings(
+                            self.out, "influence", m, view.influence_identity(self.cfg, m),
+                            lambda p, s=s: bool(store.seed_files(p, "influence", s)))
+                        missing.append(f"{paths.influence(self.out, m, s)}: {problem}{elsewhere} "
+                                       "(run the influence phase to compute it)")
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise FileNotFoundError(missing[0] + more)
 
     def released_by(self, task: Task) -> list[Step]:
         """The tasks a finished ``task`` makes known (its seed's graph after training)."""
@@ -170,7 +169,7 @@ class Plan:
         if "infl" in self.phases:
             for m in self.cfg.methods:
                 if not self.infl_done(seed, m):
-                    infl[m] = Task("infl", seed, method=m)
+                    infl[m] = Task("infl", seed, method=m, per_sample=self.per_sample)
                     steps.append(Step(infl[m]))
         if "eval" in self.phases:
             n_train = Record.load(paths.record(self.out, seed)).n_train

@@ -328,9 +328,10 @@ def growth_by_seed(out, methods, seeds) -> dict[tuple[str, int], float]:
 # --------------------------------------------------------------------------- storage
 def window_epochs_of(out) -> int:
     """The influence window of the folder's results (1, the paper's, when none saved)."""
-    for path in (paths.influence_identity(out), paths.run_config(out)):
-        if Path(path).exists():
-            return int(fileio.read_json(path).get("infl_epochs", 1))
+    for path in (paths.run_config(out), *sorted(Path(out).glob("influence/*/config.json"))):
+        saved = fileio.read_json(path) if Path(path).exists() else {}
+        if saved.get("infl_epochs") is not None:
+            return int(saved["infl_epochs"])
     return 1
 
 

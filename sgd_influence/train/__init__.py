@@ -84,7 +84,7 @@ def train_done(cfg: C.Config, seed: int) -> bool:
 
 def run_training(cfg: C.Config, seed: int, data: Prepared | None = None) -> Path:
     """Train trial ``seed`` (or reuse a finished run). The folder must hold this
-    configuration's identity (claimed by the plan, see :mod:`sgd_influence.folders`)."""
+    configuration's entry of the store (linked by the plan, see :mod:`sgd_influence.view`)."""
     from ..engine import load_prepared
 
     out = Path(cfg.output)

@@ -1,6 +1,7 @@
-"""Saved identities and folder claims (sgd_influence.folders): another influence window in
-the same output folder keeps the other window's results beside the current ones (named by
-their window), reuses the training run, and brings them back when that window is run again."""
+"""The result store and its view (sgd_influence.store, sgd_influence.view): results kept
+under what they depend on; another setting in the same output folder computes what it
+lacks and keeps the rest; another influence window's results are shown beside the
+current ones (named by their window); changing a setting back costs nothing."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from synth import small_run_args, write_csv_dataset
 
 import train_infl_eval
-from sgd_influence import cli, fileio, folders, paths
+from sgd_influence import cli, fileio, paths, store, view
 from sgd_influence import config as C
 
 WINDOWED = ("Hara", "Ours")  # methods whose influence depends on the window
@@ -32,7 +33,8 @@ def _flags(data, out, window, *extra):
 def _results(out) -> dict[str, bytes]:
     """Every influence and score CSV of ``out`` by path."""
     return {p.relative_to(out).as_posix(): p.read_bytes()
-            for phase in ("influence", "score") for p in sorted((out / phase).rglob("*.csv"))}
+            for phase in ("influence", "score") if (out / phase).is_dir()
+            for folder in sorted((out / phase).iterdir()) for p in sorted(folder.glob("*.csv"))}
 
 
 def _kept(rel: str, tag: str) -> str:
@@ -88,7 +90,7 @@ def test_another_window_keeps_the_first_and_brings_it_back(data, tmp_path, logs)
     assert _tree(out / "train") == trained
 
 
-def test_eval_alone_brings_a_kept_window_back_and_refuses_one_never_computed(data, tmp_path, logs):
+def test_eval_alone_shows_another_window_and_refuses_one_never_computed(data, tmp_path, logs):
     out = tmp_path / "o"
     assert train_infl_eval.main(_flags(data, out, 1, "--methods", "Ours")) == 0
     assert train_infl_eval.main(_flags(data, out, 2, "--methods", "Ours")) == 0
@@ -102,54 +104,18 @@ def test_eval_alone_brings_a_kept_window_back_and_refuses_one_never_computed(dat
     logs.clear()
     assert cli.eval_main(eval_flags + ["--infl-epochs", "3"]) == 2  # computed in no folder
     errors = logs.at_least(logging.ERROR)
-    assert len(errors) == 1 and "window last3" in errors[0] and "last1, last2" in errors[0] and "influence phase" in errors[0]
-    assert _results(out) == before  # nothing moved
-
-
-def test_a_kept_folder_of_another_configuration_is_refused_unless_overwrite(data, tmp_path):
-    out = tmp_path / "o"
-    cfg = C.Config(output=str(out), model="logreg", n_epochs=3, infl_epochs=1, methods=("Ours",))
-    root = paths.influence_dir(out, "Ours")
-    fileio.write_json(paths.method_identity(out, "Ours"), folders.influence_identity(cfg, "Ours"))
-    fileio.write_text(paths.influence(out, "Ours", 0), "x")
-    other = C.replace(cfg, lr=0.5)  # kept for window 1 by another run's configuration
-    fileio.write_json(folders.kept_folder(root, 1) / "config.json", folders.influence_identity(other, "Ours"))
-    fileio.write_text(folders.kept_folder(root, 1) / "influence_0.csv", "y")
-    wider = C.replace(cfg, infl_epochs=2)
-    with pytest.raises(C.ConfigMismatch, match="Ours@last1.*--overwrite"):
-        folders.claim_influence(wider, "Ours")
-    assert paths.influence(out, "Ours", 0).read_text() == "x"  # nothing moved
-    assert not folders.claim_influence(C.replace(wider, overwrite=True), "Ours")
-    assert paths.influence(out, "Ours@last1", 0).read_text() == "x"
-    assert folders.read_identity(paths.method_identity(out, "Ours")) == folders.influence_identity(wider, "Ours")
-
-
-@pytest.mark.parametrize("rows, kept", [(1, None), (2, "last2")])
-def test_scores_saved_without_their_window_get_the_window_they_replayed(tmp_path, rows, kept):
-    """A score identity of Random (or the floor) written before the window was part of it:
-    the rows of its files tell the window; the same is reused, another is kept beside."""
-    out = tmp_path / "o"
-    cfg = C.Config(output=str(out), model="logreg", n_epochs=3, infl_epochs=1, methods=("Random",))
-    old = {k: v for k, v in folders.score_identity(cfg, "Random").items() if k != "infl_epochs"}
-    fileio.write_json(paths.score_method_identity(out, "Random"), old)
-    score = paths.score(out, "Random", 4, 0)
-    fileio.write_text(score, "head\n" + "".join(f"{r}\n" for r in range(rows)))
-    same = folders.claim_scores(cfg, "Random")
-    assert same == (kept is None)
-    if kept is None:
-        assert score.exists()
-    else:
-        assert paths.score(out, f"Random@{kept}", 4, 0).exists() and not score.exists()
-        assert folders.read_identity(paths.score_method_identity(out, f"Random@{kept}"))["infl_epochs"] == rows
-    assert folders.read_identity(paths.score_method_identity(out, "Random")) == folders.score_identity(cfg, "Random")
+    assert len(errors) == 1, errors
+    assert "influence_0.csv: not found" in errors[0] and "--infl-epochs 1 (given: 3)" in errors[0]
+    assert "influence phase" in errors[0]
+    assert _results(out) == before  # the view of the command before
 
 
 def test_window_is_part_of_every_score_identity_but_not_with_retrain_all():
     cfg = C.Config(model="logreg", n_epochs=3, infl_epochs=1)
     for method in ("Random", "IF", None):
-        assert folders.score_identity(cfg, method)["infl_epochs"] == 1
-        assert "infl_epochs" not in folders.score_identity(C.replace(cfg, retrain_all=True), method)
-    assert "infl_epochs" not in folders.influence_identity(cfg, "Random")
+        assert view.score_identity(cfg, method)["infl_epochs"] == 1
+        assert "infl_epochs" not in view.score_identity(C.replace(cfg, retrain_all=True), method)
+    assert "infl_epochs" not in view.influence_identity(cfg, "Random")
     assert paths.split_variant(paths.variant("Hara", paths.window_tag(0))) == ("Hara", "all")
     assert paths.split_variant("Noise floor") == ("Noise floor", None)
 
@@ -217,20 +183,116 @@ def test_one_method_run_alone_with_another_window_never_mixes_windows_in_the_ana
     assert ours["floor_sd"].iloc[0] == pytest.approx(floors.loc["Noise floor@last1", "test_accuracy"])
 
 
-def test_overwrite_keeps_the_kept_windows_and_shows_only_this_runs(data, tmp_path):
-    """--overwrite replaces the current results of another configuration; the kept
-    windows stay (docs/outputs.md), left out of the analysis of the new training run, and
-    come back when their configuration is run again."""
+def test_other_windows_of_another_training_run_are_not_shown(data, tmp_path):
+    """Another window is shown beside the current one only for the same training run:
+    after --lr 0.02 the lr 0.05 windows stay in the store, out of the view and the
+    analysis, and come back with their configuration."""
     out = tmp_path / "o"
     assert train_infl_eval.main(_flags(data, out, 1)) == 0
     first = _results(out)
     assert train_infl_eval.main(_flags(data, out, 2)) == 0
-    kept = {k: v for k, v in _results(out).items() if "@last1" in k}
-    assert kept
-    assert train_infl_eval.main(_flags(data, out, 2, "--lr", "0.02", "--overwrite")) == 0
-    now = _results(out)
-    assert {k: now.get(k) for k in kept} == kept  # still there, unchanged
+    both = _results(out)
+    assert any("@last1" in k for k in both)
+    stored = _mtimes(out)
+    assert train_infl_eval.main(_flags(data, out, 2, "--lr", "0.02")) == 0
+    assert not any("@" in k for k in _results(out))
     labels = set(pd.read_csv(paths.summary(out))["method"])
     assert not any("@" in m for m in labels), labels  # not this training run's: not shown
-    assert train_infl_eval.main(_flags(data, out, 1, "--overwrite")) == 0  # lr 0.05 again
+    assert {k: v for k, v in _mtimes(out).items() if k in stored} == stored
+    assert train_infl_eval.main(_flags(data, out, 1)) == 0  # lr 0.05 and window 1 again
     assert {k: v for k, v in _results(out).items() if "@" not in k} == first
+    assert {k: v for k, v in _results(out).items() if "@" in k} == {
+        _kept(k, "last2"): v for k, v in both.items() if "@" not in k and not k.startswith("influence/Random")}
+
+
+# --------------------------------------------------------------------------- the store
+def test_key_is_the_identity_and_nothing_else():
+    a = {"lr": 0.05, "model": "logreg", "n_epochs": 3}
+    assert store.key(a) == store.key(dict(reversed(list(a.items()))))  # order does not matter
+    assert store.key(a) != store.key({**a, "lr": 0.02})
+    assert store.key(a) != store.key({**a, "width": 8})  # a key more is another identity
+    assert len(store.key(a)) == 16
+
+
+def test_a_link_is_replaced_atomically_and_only_links_are_removed(tmp_path):
+    a, b = tmp_path / "store" / "a", tmp_path / "store" / "b"
+    a.mkdir(parents=True), b.mkdir()
+    (a / "f").write_text("a"), (b / "f").write_text("b")
+    view_ = tmp_path / "influence" / "Hara"
+    store.link(view_, a)
+    assert (view_ / "f").read_text() == "a" and not view_.readlink().is_absolute()
+    store.link(view_, b)
+    assert (view_ / "f").read_text() == "b"
+    assert [p.name for p in view_.parent.iterdir()] == ["Hara"]  # no temporary link left
+    store.link(view_, None)
+    assert not view_.exists() and (b / "f").exists()
+    real = tmp_path / "influence" / "Ours"
+    real.mkdir()
+    store.link(real, None)  # a real folder is not a link: left alone
+    assert real.is_dir()
+
+
+def test_results_of_an_earlier_version_are_moved_aside_and_computed_again(data, tmp_path, logs):
+    """A folder written by an earlier version (real train/ and influence/{method} folders,
+    a shared identity) is not read: moved to older-version/, and the results computed."""
+    out = tmp_path / "o"
+    flags = _flags(data, out, 1, "--methods", "Ours")
+    for rel in ("train/seed_0/record.npz", "influence/Ours/influence_0.csv", "influence/config.json",
+                "score/Ours/score_delete_worst_4_seed_0.csv"):
+        fileio.write_text(out / rel, "from an earlier version")
+    assert train_infl_eval.main(flags) == 0
+    older = list((out / store.OLDER).iterdir())
+    assert len(older) == 1
+    for rel in ("train/seed_0/record.npz", "influence/Ours/influence_0.csv", "influence/config.json"):
+        assert (older[0] / rel).read_text() == "from an earlier version"
+    assert (out / "train").is_symlink() and (out / "influence" / "Ours").is_symlink()
+    assert paths.influence(out, "Ours", 0).read_text().startswith("x:image")
+    assert any("earlier version" in m for m in logs.at(logging.WARNING))
+
+
+def _mtimes(out) -> dict[str, int]:
+    return {p.relative_to(out).as_posix(): p.stat().st_mtime_ns
+            for p in (out / "store").rglob("*") if p.is_file()}
+
+
+def test_another_setting_keeps_everything_and_changing_it_back_costs_nothing(data, tmp_path, logs, capsys):
+    out = tmp_path / "o"
+    flags = _flags(data, out, 1, "--methods", "Ours", "Random")
+    assert train_infl_eval.main(flags) == 0
+    first, stored = _results(out), _mtimes(out)
+    assert train_infl_eval.main(flags + ["--lr", "0.02"]) == 0
+    assert _results(out) != first
+    assert {k: v for k, v in _mtimes(out).items() if k in stored} == stored  # nothing touched
+    logs.clear()
+    assert train_infl_eval.main(flags) == 0
+    assert any("nothing to do" in m for m in logs.at(logging.INFO))
+    assert _results(out) == first
+    assert {k: v for k, v in _mtimes(out).items() if k in stored} == stored
+
+    # what the store holds: both training runs; prune keeps only what the view links
+    capsys.readouterr()
+    assert cli.main(["store", "list", "-o", str(out)]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith("store/train/") for line in listed) == 2
+    assert any("settings: --lr: 0.05 -> 0.02" in line and "view: -" in line for line in listed), listed
+    assert any("view: influence/Ours" in line and "settings: current" in line for line in listed)
+    assert cli.main(["store", "prune", "-o", str(out)]) == 0
+    assert all(line.startswith("removed store/") for line in capsys.readouterr().out.splitlines())
+    assert len(store.entries(out, "train")) == 1
+    assert _results(out) == first and train_infl_eval.main(flags) == 0
+    assert any("nothing to do" in m for m in logs.at(logging.INFO))
+
+
+def test_overwrite_computes_the_current_results_again_and_only_those(data, tmp_path):
+    out = tmp_path / "o"
+    flags = _flags(data, out, 1, "--methods", "Ours")
+    assert train_infl_eval.main(flags + ["--lr", "0.02"]) == 0
+    other = _mtimes(out)
+    assert train_infl_eval.main(flags) == 0
+    first, stored = _results(out), _mtimes(out)
+    assert train_infl_eval.main(flags + ["--overwrite"]) == 0
+    now = _mtimes(out)
+    assert {k: now[k] for k in other} == other  # the other settings' results untouched
+    redone = [k for k in stored if k not in other and now.get(k) != stored[k]]
+    assert any(k.endswith("influence_0.csv") for k in redone) and any("record.npz" in k for k in redone)
+    assert _results(out) == first  # computed again, to the same bytes

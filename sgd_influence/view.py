@@ -1,0 +1,212 @@
+"""The current configuration's view of the result store.
+
+Every command that has a configuration first points the folders a user (and the reference
+code) reads at the store's entries of that configuration (:mod:`sgd_influence.store`)::
+
+    OUT/train               -> store/train/{key of the training run}
+    OUT/influence/{method}  -> store/influence/{method}/{key: training run + method settings}
+    OUT/score/{method}      -> store/score/{method}/{key: influence key + evaluation settings}
+    OUT/score/noise_floor   -> store/score/noise_floor/{key: training run + evaluation}
+
+A method's entries are linked when they hold results or when this command computes them.
+The results of another influence window of the same training run and method settings are
+linked beside them, labelled with their window (``influence/Hara@last2``), so an analysis
+shows them too. Nothing is claimed, refused or wiped: another setting opens other entries.
+``--overwrite`` removes the current entries' results of the phases and seeds a command
+runs, so that they are computed again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+from . import config as C
+from . import methods as M
+from . import paths, store
+
+logger = logging.getLogger(__name__)
+
+WINDOW = "infl_epochs"
+
+
+def influence_identity(cfg: C.Config, method: str) -> dict:
+    """What ``method``'s influence files depend on: the training run and its own settings."""
+    return {**cfg.train_identity(), **M.get(method).settings(cfg)}
+
+
+def score_identity(cfg: C.Config, method: str | None) -> dict:
+    """What ``method``'s retrain scores depend on (None: the noise floor's, the training
+    run only). A retrain replays the influence window (unless -ra), so the window is part
+    of every method's scores, Random's and the floor's too."""
+    base = cfg.train_identity() if method is None else influence_identity(cfg, method)
+    window = {} if cfg.retrain_all else {WINDOW: cfg.infl_epochs}
+    return {**base, **window, **cfg.identity("eval")}
+
+
+def _floor_name(method: str | None) -> str:
+    return paths.FLOOR_FOLDER if method is None else method
+
+
+def point(cfg: C.Config, phases=(), seeds=()) -> None:
+    """Link ``cfg``'s view; the entries of the ``phases`` this command runs are made, and
+    with ``--overwrite`` their results of ``seeds`` removed first."""
+    out = Path(cfg.output)
+    methods = M.names()
+    inf_root, score_root = paths.phase_root(out, "influence"), paths.phase_root(out, "score")
+    views = [paths.phase_root(out, "train")]
+    for root in (inf_root, score_root):
+        if root.is_dir():
+            views += [p for p in root.iterdir() if not p.name.startswith(".")]
+    store.move_older(out, views)
+
+    train = store.open_entry(out, "train", None, cfg.train_identity())
+    _overwrite(cfg, train, "train", "train" in phases, seeds)
+    store.link(paths.phase_root(out, "train"), train)
+
+    wanted: dict[Path, Path] = {}
+    for m in methods:
+        ident = influence_identity(cfg, m)
+        _view(cfg, out, "influence", m, ident, m in cfg.methods and "infl" in phases, seeds, wanted)
+    for m in (*methods, None):
+        runs = cfg.noise_floor_draws > 0 if m is None else m in cfg.methods
+        make = "eval" in phases and runs
+        _view(cfg, out, "score", _floor_name(m), score_identity(cfg, m), make, seeds, wanted)
+    for root in (inf_root, score_root):
+        for p in store.links(root):
+            if p not in wanted:
+                store.link(p, None)
+    for view, target in wanted.items():
+        store.link(view, target)
+
+
+def _overwrite(cfg: C.Config, entry: Path, kind: str, runs: bool, seeds) -> None:
+    if cfg.overwrite and runs:
+        n = store.clear_seeds(entry, kind, seeds)
+        if n:
+            logger.info("--overwrite: %d result(s) of seed(s) %s removed from %s, to be computed again",
+                        n, " ".join(map(str, seeds)), entry)
+
+
+def _view(cfg, out: Path, kind: str, name: str, ident: dict, make: bool, seeds,
+          wanted: dict) -> None:
+    """The links of one method's (or the floor's) results: the current window's entry,
+    and its other windows' beside it."""
+    root = paths.phase_root(out, kind)
+    entry = store.entry_dir(out, kind, name, ident)
+    if make:
+        entry = store.open_entry(out, kind, name, ident)
+        _overwrite(cfg, entry, kind, True, seeds)
+    if make or (entry.is_dir() and store.Entry(kind, name, entry).results()):
+        wanted[root / name] = entry
+    if WINDOW not in ident:
+        return
+    for other in store.entries(out, kind, name):
+        saved = other.identity
+        if (other.path != entry and saved is not None and saved.get(WINDOW) is not None
+                and saved[WINDOW] != ident[WINDOW] and {**saved, WINDOW: ident[WINDOW]} == ident
+                and other.results()):
+            wanted[root / paths.variant(name, paths.window_tag(saved[WINDOW]))] = other.path
+
+
+def links_now(out) -> dict[Path, str]:
+    """Every link of the view and where it points (for :func:`restore`)."""
+    out = Path(out)
+    views = [paths.phase_root(out, "train")]
+    views += store.links(paths.phase_root(out, "influence")) + store.links(paths.phase_root(out, "score"))
+    return {v: os.readlink(v) for v in views if v.is_symlink()}
+
+
+def restore(out, saved: dict[Path, str]) -> None:
+    """The view as :func:`links_now` saw it."""
+    for v in links_now(out):
+        if v not in saved:
+            store.link(v, None)
+    for v, target in saved.items():
+        store.link(v, v.parent / target)
+
+
+# --------------------------------------------------------------------------- messages
+def describe_diff(old: dict, new: dict) -> str:
+    """'flag: old -> new, ...' for the keys whose values differ (digests named, not shown)."""
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    parts = []
+    for k in diff:
+        if k == "data_digest":
+            parts.append("data_digest: the content of the CSV data set changed")
+        else:
+            parts.append(f"{C.flag(k)}: {old.get(k)!r} -> {new.get(k)!r}")
+    return ", ".join(parts)
+
+
+def _show(v) -> str:
+    return " ".join(str(x) for x in v) if isinstance(v, list) else str(v)
+
+
+def other_settings(out, kind: str, name: str | None, identity: dict, has) -> str:
+    """Where the store holds results ``has(entry_path)`` of other settings than
+    ``identity``: '; the store holds them for <the closest entry's differing flags>'
+    (empty when it holds none), for the line that says a result is missing."""
+    closest = None
+    for e in store.entries(out, kind, name):
+        saved = e.identity
+        if saved is None or saved == identity or not has(e.path):
+            continue
+        diff = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
+        if closest is None or len(diff) < len(closest[1]):
+            closest = (saved, diff)
+    if closest is None:
+        return ""
+    saved, diff = closest
+    parts = ["a CSV data set of other content" if k == "data_digest" else
+             f"{C.flag(k)} {_show(saved.get(k))} (given: {_show(identity.get(k))})" for k in diff]
+    return f"; {out} holds them for other settings: {'; '.join(parts)}"
+
+
+# --------------------------------------------------------------------------- listing
+def linked(out) -> dict[Path, str]:
+    """The store entries the view links: entry folder -> the view's name for it."""
+    out = Path(out)
+    found = {}
+    views = [paths.phase_root(out, "train")]
+    views += store.links(paths.phase_root(out, "influence")) + store.links(paths.phase_root(out, "score"))
+    for v in views:
+        if v.is_symlink() and v.exists():
+            found[v.resolve()] = str(v.relative_to(out))
+    return found
+
+
+def describe_entry(out, entry: store.Entry, shown: str | None) -> str:
+    """One line of ``sgd-influence store list``: the entry, its view, trials, size, and
+    its settings against those of the entry the view links now for the same results."""
+    out = Path(out)
+    files = entry.results()
+    if entry.kind == "train":
+        seeds = sorted({p.relative_to(entry.path).parts[0] for p in files if p.name == "record.npz"})
+    else:
+        seeds = sorted({m.group(1) for p in files if (m := _SEED.search(p.name))}, key=int)
+        seeds = [f"seed_{s}" for s in seeds]
+    current = _current(out, entry)
+    if shown is not None and current is not None and current.resolve() == entry.path.resolve():
+        diff = "current"
+    elif current is None or entry.identity is None or store.read_identity(current / store.IDENTITY) is None:
+        diff = "-"
+    else:
+        diff = describe_diff(store.read_identity(current / store.IDENTITY), entry.identity) or "same"
+    trials = ",".join(s.removeprefix("seed_") for s in seeds) or "none"
+    return (f"{entry.path.relative_to(out)}  view: {shown or '-'}  trials: {trials}  "
+            f"{entry.size() / 1e6:.1f} MB  settings: {diff}")
+
+
+_SEED = re.compile(r"(?:influence_|_seed_)(\d+)\.")
+
+
+def _current(out: Path, entry: store.Entry) -> Path | None:
+    """The view's link for the results ``entry`` is of (its method's, the training's)."""
+    if entry.kind == "train":
+        v = paths.phase_root(out, "train")
+    else:
+        v = paths.phase_root(out, entry.kind) / entry.name
+    return v if v.is_symlink() and v.exists() else None
