@@ -21,7 +21,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import checks, paths, registry, store, view
+from . import checks, fileio, paths, registry, store, view
 from . import config as C
 from .eval import EvalJob, plan_jobs, warn_skipped
 
@@ -83,12 +83,12 @@ class Plan:
     def point_view(self) -> None:
         """Link this configuration's results in the output folder (see :mod:`.view`); the
         view stays as it was when the inputs of a phase asked for are missing."""
-        before = view.links_now(self.out)
+        before = view.links_now(self.out), {e.path for e in store.entries(self.out)}
         view.point(self.cfg, self.phases, self.seeds)
         try:
             self.check_inputs()
-        except FileNotFoundError:
-            view.restore(self.out, before)
+        except (FileNotFoundError, fileio.DamagedFile):
+            view.restore(self.out, *before)
             raise
 
     # -- state of finished work (read only)
@@ -138,6 +138,13 @@ class Plan:
         """Refuse a phase whose inputs (an earlier phase's results) are missing."""
         missing = []
         for s in self.seeds:
+            if "train" not in self.phases and paths.record(self.out, s).exists():
+                from .train import cache_epoch
+
+                damaged = checks.training_problem(self.out, s, cache_epoch(self.cfg))
+                if damaged:
+                    raise fileio.damaged(*damaged, f"train seed {s} again (the training phase, "
+                                         "or the whole pipeline)")
             if "train" not in self.phases and not self.train_done(s):
                 elsewhere = view.other_settings(
                     self.out, "train", None, self.cfg.train_identity(),
@@ -152,7 +159,8 @@ class Plan:
                             self.out, "influence", m, view.influence_identity(self.cfg, m),
                             lambda p, s=s: bool(store.seed_files(p, "influence", s)))
                         missing.append(f"{paths.influence(self.out, m, s)}: {problem}{elsewhere} "
-                                       "(run the influence phase to compute it)")
+                                       "(compute it with the influence phase: python -m "
+                                       "sgd_influence.infl, or the whole pipeline)")
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise FileNotFoundError(missing[0] + more)

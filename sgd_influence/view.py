@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 from pathlib import Path
 
 from . import config as C
@@ -62,9 +63,11 @@ def point(cfg: C.Config, phases=(), seeds=()) -> None:
             views += [p for p in root.iterdir() if not p.name.startswith(".")]
     store.move_older(out, views)
 
-    train = store.open_entry(out, "train", None, cfg.train_identity())
-    _overwrite(cfg, train, "train", "train" in phases, seeds)
-    store.link(paths.phase_root(out, "train"), train)
+    train = store.entry_dir(out, "train", None, cfg.train_identity())
+    if "train" in phases or train.is_dir():
+        train = store.open_entry(out, "train", None, cfg.train_identity())
+        _overwrite(cfg, train, "train", "train" in phases, seeds)
+    store.link(paths.phase_root(out, "train"), train)  # dangling until the training runs
 
     wanted: dict[Path, Path] = {}
     for m in methods:
@@ -119,8 +122,12 @@ def links_now(out) -> dict[Path, str]:
     return {v: os.readlink(v) for v in views if v.is_symlink()}
 
 
-def restore(out, saved: dict[Path, str]) -> None:
-    """The view as :func:`links_now` saw it."""
+def restore(out, saved: dict[Path, str], entries: set[Path]) -> None:
+    """The view as :func:`links_now` saw it; entries made since (not among ``entries``)
+    are removed while they hold no results."""
+    for e in store.entries(out):
+        if e.path not in entries and not e.results():
+            shutil.rmtree(e.path)
     for v in links_now(out):
         if v not in saved:
             store.link(v, None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -82,3 +84,18 @@ def small_run_args(csv_data, out, *extra) -> list[str]:
     return ["-o", str(out), "--train-csv", str(csv_data["train"]), "--val-csv", str(csv_data["val"]),
             "--test-csv", str(csv_data["test"]), "-e", "2", "--batch-size", "16", "--lr", "0.05",
             "-nt", "1", "-r", "0", "4", "8", "--noise-floor-draws", "0", "--jobs", "1", *extra]
+
+
+def view_files(out, pattern: str = "*") -> dict[str, bytes]:
+    """Every file of an output folder's view matching ``pattern`` by its path there (the
+    links into the store followed, the store itself left out; hidden files left out)."""
+    out = Path(out)
+    found = {}
+    for root, dirs, files in os.walk(out, followlinks=True):
+        if Path(root) == out:
+            dirs[:] = [d for d in dirs if d != "store"]
+        for name in files:
+            p = Path(root) / name
+            if not name.startswith(".") and p.match(pattern):
+                found[p.relative_to(out).as_posix()] = p.read_bytes()
+    return dict(sorted(found.items()))

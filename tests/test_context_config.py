@@ -10,7 +10,7 @@ import re
 import pytest
 
 from sgd_influence import config as C
-from sgd_influence import context, fileio, folders
+from sgd_influence import context, store, view
 
 
 def test_auto_picks_cudnn_only_when_installed():
@@ -110,9 +110,9 @@ def test_a_configs_preset_is_applied_wherever_it_is_given():
 
     want = C.PRESETS["tiny"]
     for cfg in (C.Config(preset="tiny", output="out", jobs=1),
-                _config(C.Config(preset="tiny", output="out"), {})[0],
-                _config(C.Config(output="out"), {"preset": "tiny"})[0],
-                _config(None, {"preset": "tiny", "output": "out"})[0]):
+                _config(C.Config(preset="tiny", output="out"), {}),
+                _config(C.Config(output="out"), {"preset": "tiny"}),
+                _config(None, {"preset": "tiny", "output": "out"})):
         assert {k: getattr(cfg, k) for k in want} == want and cfg.output == "out"
     cfg = C.Config(preset="tiny", n_epochs=5)
     assert (cfg.model, cfg.n_epochs) == ("logreg", 5)
@@ -140,16 +140,14 @@ def test_a_configuration_from_python_is_checked_like_the_command_line(kw, flag):
         C.Config(**kw).validate()
 
 
-def test_saved_configuration_check(tmp_path):
-    path = tmp_path / "config.json"
+def test_saved_configuration_keys_and_differences(tmp_path):
     ident = C.Config().train_identity()
-    assert folders.check_saved(path, ident, False, "run") is False
-    fileio.write_json(path, ident)
-    assert folders.check_saved(path, ident, False, "run") is True
+    entry = store.open_entry(tmp_path, "train", None, ident)
+    assert store.read_identity(entry / "config.json") == ident
+    assert store.open_entry(tmp_path, "train", None, ident) == entry
     other = C.Config(lr=0.1).train_identity()
-    with pytest.raises(C.ConfigMismatch, match=r"lr: 0.05 -> 0.1"):
-        folders.check_saved(path, other, False, "run")
-    assert folders.check_saved(path, other, True, "run") is False
+    assert store.entry_dir(tmp_path, "train", None, other) != entry
+    assert view.describe_diff(ident, other) == "--lr: 0.05 -> 0.1"
     assert C.Config.from_dict(C.Config(methods=("Ours",)).to_dict()).methods == ("Ours",)
 
 

@@ -16,7 +16,7 @@ from sgd_influence import engine, fileio, paths
 from sgd_influence import figures as Fg
 from sgd_influence.data import ImageSource
 from sgd_influence.infl import influence_frame
-from sgd_influence.noise import flip_labels
+from sgd_influence.noise import flip_rows
 
 
 # --------------------------------------------------------------------------- noise injection
@@ -24,7 +24,8 @@ from sgd_influence.noise import flip_labels
                                          (50, 0.0, 10)])
 def test_flip_exact_count_each_to_another_class(n, p, classes):
     y = np.random.default_rng(1).integers(0, classes, n)
-    new, mask = flip_labels(y, p, classes, seed=3)
+    ids = np.arange(n) + 100
+    new, mask = flip_rows(y, ids, ids, p, classes, seed=3)
     assert mask.sum() == round(p * n)
     assert np.all(new[mask] != y[mask])
     assert np.array_equal(new[~mask], y[~mask])
@@ -33,16 +34,18 @@ def test_flip_exact_count_each_to_another_class(n, p, classes):
 
 def test_flip_is_seeded():
     y = np.arange(500) % 10
-    a, ma = flip_labels(y, 0.2, 10, seed=0)
-    b, mb = flip_labels(y, 0.2, 10, seed=0)
-    c, mc = flip_labels(y, 0.2, 10, seed=1)
+    ids = np.arange(500)
+    a, ma = flip_rows(y, ids, ids, 0.2, 10, seed=0)
+    b, mb = flip_rows(y, ids, ids, 0.2, 10, seed=0)
+    c, mc = flip_rows(y, ids, ids, 0.2, 10, seed=1)
     assert np.array_equal(a, b) and np.array_equal(ma, mb)
     assert not np.array_equal(ma, mc)
 
 
 def test_flip_reaches_every_other_class():
     y = np.zeros(2000, np.int64)
-    new, mask = flip_labels(y, 0.5, 4, seed=0)
+    ids = np.arange(2000)
+    new, mask = flip_rows(y, ids, ids, 0.5, 4, seed=0)
     assert set(np.unique(new[mask])) == {1, 2, 3}
 
 

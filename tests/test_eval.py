@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from synth import make_dataset
 
-from sgd_influence import analyze, fileio, folders, paths
+from sgd_influence import analyze, fileio, paths, store, view
 from sgd_influence import config as C
 from sgd_influence import eval as ev
 from sgd_influence.engine import Engine, model_spec, prepare
@@ -308,17 +308,19 @@ def test_growth_factor_is_shown_in_summary_and_printed(tmp_path, capsys):
     assert "Hara x1, Ours x200" in out
 
 
-def test_score_identity_refused_then_cleared_with_overwrite(tmp_path):
-    cfg = _cfg(tmp_path)
-    folders.claim_scores(cfg, "Ours")
+def test_scores_of_another_evaluation_setting_are_kept_under_their_own_key(tmp_path):
+    cfg = C.replace(_cfg(tmp_path), methods=("Ours",))
+    view.point(cfg, ("eval",), [0])
     _score(tmp_path, "Ours", 10, 0, 0.5)
-    other = _cfg(tmp_path, retrain_all=True)
-    with pytest.raises(C.ConfigMismatch, match="retrain_all"):
-        folders.claim_scores(other, "Ours")
-    assert paths.score(tmp_path, "Ours", 10, 0).exists()
-    folders.claim_scores(C.replace(other, overwrite=True), "Ours")
-    assert not paths.score(tmp_path, "Ours", 10, 0).exists()
-    assert fileio.read_json(paths.score_method_identity(tmp_path, "Ours")) == folders.score_identity(other, "Ours")
+    other = C.replace(cfg, retrain_all=True)
+    view.point(other, ("eval",), [0])
+    assert not paths.score(tmp_path, "Ours", 10, 0).exists()  # -ra: other scores
+    assert fileio.read_json(paths.score_method_identity(tmp_path, "Ours")) == view.score_identity(other, "Ours")
+    view.point(cfg, ("eval",), [0])
+    assert paths.score(tmp_path, "Ours", 10, 0).exists()  # kept, and back
+    view.point(C.replace(cfg, overwrite=True), ("eval",), [0])
+    assert not paths.score(tmp_path, "Ours", 10, 0).exists()  # --overwrite: to be computed again
+    assert len(store.entries(tmp_path, "score", "Ours")) == 2
 
 
 def test_stale_temporary_files_are_removed_under_the_lock(tmp_path):

@@ -11,7 +11,7 @@ from scipy.stats import kendalltau, pearsonr
 from synth import make_dataset, mnist5k_subset
 
 from sgd_influence import config as C
-from sgd_influence import folders, paths
+from sgd_influence import paths
 from sgd_influence.engine import Engine, model_spec, prepare
 from sgd_influence.infl import compute_scores
 from sgd_influence.methods import GradientOps, walk
@@ -279,30 +279,14 @@ def test_leave_one_out_goal_on_smooth_cifarnet(tmp_path, method):
     assert tau >= 0.8 and r >= 0.9
 
 
-def test_smooth_flag_defaults_identity_and_old_configurations():
+def test_smooth_flag_defaults_and_identity():
     assert C.Config().smooth_net() and not C.Config(**C.PRESETS["paper"]).smooth_net()
     assert C.Config(smooth=True).train_identity() != C.Config(smooth=False).train_identity()
     # logreg and mlp have nothing to smooth: the flag does not change their run
     assert not C.Config(model="logreg").smooth_net()
     assert C.Config(model="logreg", smooth=True).train_identity() == C.Config(model="logreg", smooth=False).train_identity()
-    # a configuration saved before the flag existed ran the ReLU network
-    old = C.Config(smooth=False).to_dict()
-    del old["smooth"]
-    assert C.Config.from_dict(old).smooth is False
     spec = model_spec(C.Config(), prepare(make_dataset(8, 4, seed=0), 0))
     assert spec.smooth
-
-
-def test_identity_saved_before_the_smooth_flag_is_a_relu_run(tmp_path):
-    from sgd_influence import fileio
-
-    relu = C.Config(smooth=False).infl_identity()
-    old = {k: v for k, v in relu.items() if k != "smooth"}
-    path = tmp_path / "identity.json"
-    fileio.write_json(path, old)
-    assert folders.check_saved(path, relu, False, "influence result")  # reused with --no-smooth
-    with pytest.raises(C.ConfigMismatch, match="smooth: False -> True"):
-        folders.check_saved(path, C.Config().infl_identity(), False, "influence result")
 
 
 def test_defaults_and_presets_choose_schedule_and_bn_terms():

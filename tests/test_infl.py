@@ -14,7 +14,7 @@ from scipy.stats import kendalltau, pearsonr
 from synth import make_dataset
 
 from sgd_influence import config as C
-from sgd_influence import fileio, folders, paths, preprocess
+from sgd_influence import fileio, paths, preprocess, view
 from sgd_influence.engine import Engine, model_spec, prepare
 from sgd_influence.infl import compute_scores, run_influence
 from sgd_influence.methods import GradientOps, walk
@@ -34,6 +34,7 @@ def _train(tmp_path, model, n_epochs=3, infl_epochs=0, lr=0.01, batch_size=20, n
     cfg = C.Config(output=str(tmp_path), model=model, width=width, n_epochs=n_epochs,
                    infl_epochs=infl_epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule)
     data = prepare(make_dataset(*n, seed=seed), seed)
+    view.point(cfg, ("train",), [seed])
     run_training(cfg, seed, data)
     return cfg, data
 
@@ -350,49 +351,39 @@ def test_non_finite_scores_are_refused_and_not_written(tmp_path, monkeypatch):
     assert not paths.influence(cfg.output, "Ours", 0).exists()
 
 
-def test_overwrite_with_other_settings_drops_only_that_methods_stale_files(tmp_path):
+def test_another_walk_setting_is_another_entry_of_that_method_only(tmp_path):
     cfg, data = _train(tmp_path, "logreg", n_epochs=1, lr=0.05, n=(30, 10, 10), batch_size=10)
-    for m in ("Ours", "Random"):
-        folders.claim_influence(cfg, m)
+    cfg = C.replace(cfg, methods=("Ours", "Random"))
+    view.point(cfg, ("infl",), [0])
+    for m in cfg.methods:
         run_influence(cfg, 0, m, data)
-    random_bytes = paths.influence(cfg.output, "Random", 0).read_bytes()
+    random_bytes = paths.influence(tmp_path, "Random", 0).read_bytes()
+    ours_bytes = paths.influence(tmp_path, "Ours", 0).read_bytes()
     other = C.replace(cfg, hvp_scaling="reference")
-    with pytest.raises(C.ConfigMismatch, match="--hvp-scaling"):
-        folders.claim_influence(other, "Ours")
-    assert folders.claim_influence(other, "Random") is True  # Random has no walk settings
-    assert folders.claim_influence(C.replace(other, overwrite=True), "Ours") is False
-    assert not paths.influence(cfg.output, "Ours", 0).exists()  # stale: removed
+    view.point(other, ("infl",), [0])
+    assert not paths.influence(tmp_path, "Ours", 0).exists()  # another entry, to be computed
+    assert paths.influence(tmp_path, "Random", 0).read_bytes() == random_bytes  # no walk settings
     run_influence(other, 0, "Ours", data)
-    assert paths.influence(cfg.output, "Random", 0).read_bytes() == random_bytes  # kept
-    with pytest.raises(C.ConfigMismatch, match="--hvp-scaling"):
-        folders.claim_influence(cfg, "Ours")
+    assert paths.influence(tmp_path, "Ours", 0).read_bytes() != ours_bytes
+    view.point(cfg, ("infl",), [0])
+    assert paths.influence(tmp_path, "Ours", 0).read_bytes() == ours_bytes  # kept, and back
+    view.point(C.replace(cfg, overwrite=True), ("infl",), [0])
+    assert not paths.influence(tmp_path, "Ours", 0).exists()  # --overwrite: computed again
+    assert not paths.influence(tmp_path, "Random", 0).exists()
 
 
-def test_a_folder_with_the_shared_identity_of_older_versions_is_taken_over(tmp_path):
+def test_a_lost_or_damaged_saved_identity_is_written_again(tmp_path):
+    """An entry's key is its identity: a lost or damaged config.json beside its results is
+    written again, and its results (checked by their own checksums) are reused."""
     cfg, data = _train(tmp_path, "logreg", n_epochs=1, lr=0.05, n=(30, 10, 10), batch_size=10)
-    for m in ("Ours", "Random"):
-        folders.claim_influence(cfg, m)
-        run_influence(cfg, 0, m, data)
-        paths.method_identity(tmp_path, m).unlink()  # as an older version left the folder
-    fileio.write_json(paths.influence_identity(tmp_path), cfg.infl_identity())
+    cfg = C.replace(cfg, methods=("Ours",))
+    view.point(cfg, ("infl",), [0])
+    run_influence(cfg, 0, "Ours", data)
     kept = paths.influence(tmp_path, "Ours", 0).read_bytes()
-    other = C.replace(cfg, bn_influence="reference")
-    with pytest.raises(C.ConfigMismatch, match="--bn-influence"):
-        folders.claim_influence(other, "Ours")
-    assert folders.claim_influence(cfg, "Ours") is True and folders.claim_influence(cfg, "Random")
-    assert fileio.read_json(paths.method_identity(tmp_path, "Random")) == cfg.train_identity()
-    assert paths.influence(tmp_path, "Ours", 0).read_bytes() == kept
-
-
-def test_lost_or_damaged_identities_never_reuse_results_of_unknown_settings(tmp_path):
-    cfg, data = _train(tmp_path, "logreg", n_epochs=1, lr=0.05, n=(30, 10, 10), batch_size=10)
-    folders.claim_influence(cfg, "Ours")
-    run_influence(cfg, 0, "Ours", data)
     paths.method_identity(tmp_path, "Ours").unlink()
-    assert folders.claim_influence(cfg, "Ours") is False  # unknown origin: removed
-    assert not paths.influence(tmp_path, "Ours", 0).exists()
-    run_influence(cfg, 0, "Ours", data)
+    view.point(cfg, ("infl",), [0])
+    assert fileio.read_json(paths.method_identity(tmp_path, "Ours")) == view.influence_identity(cfg, "Ours")
     paths.method_identity(tmp_path, "Ours").write_text('{"broken')
-    assert folders.claim_influence(cfg, "Ours") is False
-    assert not paths.influence(tmp_path, "Ours", 0).exists()
-    assert fileio.read_json(paths.method_identity(tmp_path, "Ours")) == folders.influence_identity(cfg, "Ours")
+    view.point(cfg, ("infl",), [0])
+    assert fileio.read_json(paths.method_identity(tmp_path, "Ours")) == view.influence_identity(cfg, "Ours")
+    assert paths.influence(tmp_path, "Ours", 0).read_bytes() == kept

@@ -314,7 +314,7 @@ def test_pipeline_runs_if_and_tracin(tmp_path):
 
 
 # ----------------------------------------------------------------- settings
-def test_if_settings_flags_and_older_identities(tmp_path):
+def test_if_settings_flags_and_identity(tmp_path):
     cfg = C.Config(if_damping=0.5, if_cg_iters=7)
     ident = cfg.infl_identity()
     assert (ident["if_damping"], ident["if_cg_iters"]) == (0.5, 7)
@@ -327,14 +327,13 @@ def test_if_settings_flags_and_older_identities(tmp_path):
         with pytest.raises(ValueError, match=flag):
             C.Config(**bad).validate()
     # IF's settings are IF's identity only: changing them never touches another method's
-    from sgd_influence import folders
+    from sgd_influence import store, view
 
     other = C.Config(if_damping=0.1)
     for m in ("Hara", "Ours", "TracIn", "Random"):
-        assert folders.influence_identity(other, m) == folders.influence_identity(C.Config(), m)
-        assert not any(k.startswith("if_") for k in folders.influence_identity(other, m))
-    assert folders.influence_identity(other, "IF")["if_damping"] == 0.1
-    path = tmp_path / "identity.json"
-    fileio.write_json(path, folders.influence_identity(C.Config(), "IF"))
-    with pytest.raises(C.ConfigMismatch, match="--if-damping: 10.0 -> 0.1"):
-        folders.check_saved(path, folders.influence_identity(other, "IF"), False, "influence result")
+        assert view.influence_identity(other, m) == view.influence_identity(C.Config(), m)
+        assert not any(k.startswith("if_") for k in view.influence_identity(other, m))
+    assert view.influence_identity(other, "IF")["if_damping"] == 0.1
+    assert store.key(view.influence_identity(other, "IF")) != store.key(view.influence_identity(C.Config(), "IF"))
+    assert view.describe_diff(view.influence_identity(C.Config(), "IF"),
+                              view.influence_identity(other, "IF")) == "--if-damping: 10.0 -> 0.1"

@@ -89,7 +89,7 @@ def test_a_network_of_yours_sees_the_images_at_their_own_size(tmp_path, net, log
     assert told and "the images' own size" in told[0]
     with h5py.File(paths.final_model(out, 0), "r") as f:
         assert f["fc/affine/W"].shape[0] == (3 * 8 * 8 if fn == "flat8" else 60)
-    assert fileio.read_json(paths.train_identity(out, 0))["image_size"] == "own"
+    assert fileio.read_json(paths.train_identity(out))["image_size"] == "own"
 
 
 def test_image_size_is_chosen_for_any_network_and_refused_for_an_nnp(tmp_path, net):

@@ -12,11 +12,11 @@ from sgd_influence import paths
 # Arguments for each path function; a function added to paths.py without an entry here fails
 # test_every_path_function_is_covered.
 ARGS = {
-    "run_config": (), "phase_root": ("score",), "train_dir": (3,), "train_identity": (3,),
+    "run_config": (), "phase_root": ("score",), "train_dir": (3,), "train_identity": (),
     "record": (3,), "epoch_snapshot": (3, 7), "final_model": (3,), "step_cache": (3, 19),
     "history": (3,), "learned": (3,), "label_noise": (3,), "influence": ("Ours", 3),
-    "influence_stats": ("Hara", 3), "influence_mean": ("Ours",), "influence_identity": (), "score": ("Hara", 40, 3),
-    "floor_score": (4, 1, 3), "score_identity": (), "summary": (), "storage_table": (),
+    "influence_stats": ("Hara", 3), "influence_mean": ("Ours",), "score": ("Hara", 40, 3),
+    "floor_score": (4, 1, 3), "summary": (), "storage_table": (),
     "detection": (), "paired_tests": (), "figure": (),
     "influence_dir": ("Hara",), "method_identity": ("Ours",), "score_dir": ("Random",),
     "score_method_identity": ("noise_floor",),
@@ -26,7 +26,7 @@ EXPECTED = {
     "run_config": "config.json",
     "phase_root": "score",
     "train_dir": "train/seed_3",
-    "train_identity": "train/seed_3/config.json",
+    "train_identity": "train/config.json",
     "record": "train/seed_3/record.npz",
     "epoch_snapshot": "train/seed_3/snapshots/epoch_007.npz",
     "final_model": "train/seed_3/final.h5",
@@ -37,10 +37,8 @@ EXPECTED = {
     "influence": "influence/Ours/influence_3.csv",
     "influence_stats": "influence/Hara/influence_3.json",
     "influence_mean": "influence/Ours/influence_mean.csv",
-    "influence_identity": "influence/config.json",
     "score": "score/Hara/score_delete_worst_40_seed_3.csv",
     "floor_score": "score/noise_floor/score_draw_1_delete_random_4_seed_3.csv",
-    "score_identity": "score/config.json",
     "summary": "summary/summary.csv",
     "storage_table": "summary/storage.csv",
     "detection": "summary/detection.csv",
@@ -89,7 +87,7 @@ def test_globs_match_their_files_only(tmp_path):
     ident = paths.score_method_identity(tmp_path, paths.variant("Random", "last2")).relative_to(tmp_path)
     assert ident.match(paths.score_identity_glob()) and not hit.match(paths.score_identity_glob())
     assert paths.split_variant(ident.parent.name) == ("Random", "last2")
-    for other in (infl.relative_to(tmp_path), paths.score_identity(tmp_path).relative_to(tmp_path),
+    for other in (infl.relative_to(tmp_path), paths.method_identity(tmp_path, "Random").relative_to(tmp_path),
                   floor):
         assert not other.match(paths.score_glob())
 

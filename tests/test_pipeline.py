@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from synth import write_csv_split
+from synth import view_files, write_csv_split
 
 import train_infl_eval
 from sgd_influence import cli, execute, paths, plan
@@ -50,8 +50,8 @@ def _args(csv_data, out, *extra) -> list[str]:
 
 
 def _csvs(out: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*.csv"))
-            if not p.name.startswith(".")}
+    """Every CSV of the view (the links into the store followed; the store itself not)."""
+    return view_files(out, "*.csv")
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,8 @@ def test_end_to_end_file_tree_and_contents(reference, capsys):
     methods = C.METHODS
     ns = [int(n) for n in REMOVE if int(n) < N_TRAIN]
     for seed in (0, 1):
-        for f in ("record.npz", "history.csv", "config.json", "final.h5", "snapshots/epoch_000.npz",
+        assert paths.train_identity(out).exists()
+        for f in ("record.npz", "history.csv", "final.h5", "snapshots/epoch_000.npz",
                   "snapshots/epoch_001.npz", "snapshots/epoch_002.npz"):
             assert (paths.train_dir(out, seed) / f).exists(), f
         assert not list(paths.train_dir(out, seed).glob("**/*.npy"))  # nothing per step
@@ -188,8 +189,8 @@ def test_killed_runs_resume_to_identical_files(reference, csv_data, tmp_path):
     argv = _args(csv_data, out, "--jobs", "2")
     kill_points = [
         ("training", lambda: paths.epoch_snapshot(out, 0, 0).exists()),
-        ("influence", lambda: any((out / "influence").rglob("influence_*.csv"))),
-        ("evaluation", lambda: len(list((out / "score").rglob("score_*.csv"))) >= 8),
+        ("influence", lambda: any(out.glob("influence/*/influence_*.csv"))),
+        ("evaluation", lambda: len(list(out.glob("score/*/score_*.csv"))) >= 8),
     ]
     killed = []
     with open(tmp_path / "log.txt", "wb") as log:
@@ -245,25 +246,30 @@ def _tiny(csv_data, out, *extra):
             "-r", "0", "10", "--methods", "Ours", "Random", "--jobs", "1", *extra]
 
 
-def test_other_configuration_refused_unless_overwrite(csv_data, tmp_path, logs):
+def test_other_configuration_kept_and_overwrite_computes_again(csv_data, tmp_path, logs):
     out = tmp_path / "o"
     assert train_infl_eval.main(_tiny(csv_data, out)) == 0
     first = _csvs(out)
+    assert train_infl_eval.main(_tiny(csv_data, out, "--lr", "0.02")) == 0
+    second = _csvs(out)
+    assert second["score/Ours/score_delete_worst_0_seed_0.csv"] != first["score/Ours/score_delete_worst_0_seed_0.csv"]
+    assert C.Config.from_dict(__import__("json").loads(paths.run_config(out).read_text())).lr == 0.02
+    # what changes no result: jobs, more n, another method subset, more seeds
     logs.clear()
-    assert _exit_code(_tiny(csv_data, out, "--lr", "0.02")) == 2
-    errs = logs.at_least(logging.ERROR)
-    assert len(errs) == 1 and "lr: 0.01 -> 0.02" in errs[0] and "--overwrite" in errs[0]
-    assert _csvs(out) == first
-    # what may change between runs: jobs, more n, another method subset, more seeds
     assert train_infl_eval.main(_tiny(csv_data, out, "-r", "0", "10", "20", "--methods", "Ours")) == 0
+    assert [m.split(" (")[0] for m in logs.at(logging.INFO) if m.startswith("done: ")] == [
+        "done: retrain Ours n=20 seed 0"]
     assert paths.score(out, "Ours", 20, 0).exists() and not paths.score(out, "Random", 20, 0).exists()
     summary = pd.read_csv(paths.summary(out))
     assert set(summary["method"]) == {"No Removal", "Ours", "Noise floor"}
+    now = _csvs(out)
+    assert {k: now[k] for k in first if not k.startswith("summary")} == {
+        k: v for k, v in first.items() if not k.startswith("summary")}
+    logs.clear()
     assert train_infl_eval.main(_tiny(csv_data, out, "--lr", "0.02", "--overwrite")) == 0
-    second = _csvs(out)
-    assert second["score/Ours/score_delete_worst_0_seed_0.csv"] != first["score/Ours/score_delete_worst_0_seed_0.csv"]
-    assert "score/Ours/score_delete_worst_20_seed_0.csv" not in second
-    assert C.Config.from_dict(__import__("json").loads(paths.run_config(out).read_text())).lr == 0.02
+    assert any(m.startswith("done: train seed 0") for m in logs.at(logging.INFO))
+    assert {k: v for k, v in _csvs(out).items() if not k.startswith("summary")} == {
+        k: v for k, v in second.items() if not k.startswith("summary")}  # the same bytes again
 
 
 def test_phases_alone_eval_and_analyze(csv_data, tmp_path, capsys, logs):
@@ -292,8 +298,8 @@ def test_phases_alone_eval_and_analyze(csv_data, tmp_path, capsys, logs):
 def test_failing_worker_stops_the_run_with_one_line(reference, tmp_path, csv_data, logs):
     ref, _ = reference
     out = tmp_path / "out"
-    shutil.copytree(ref, out)
-    shutil.rmtree(out / "score" / "Ours")
+    shutil.copytree(ref, out, symlinks=True)
+    shutil.rmtree((out / "score" / "Ours").resolve())  # the store's entry the view links
     from sgd_influence.trajectory import Record
 
     rec = Record.load(paths.record(out, 1))  # whole, but naming samples the data lacks
@@ -390,7 +396,7 @@ def test_an_error_ctrl_c_caused_is_an_interruption(tmp_path, monkeypatch, logs):
 def test_planning_writes_nothing_and_the_no_removal_copy_is_a_task(reference, csv_data, tmp_path):
     ref, _ = reference
     out = tmp_path / "out"
-    shutil.copytree(ref, out)
+    shutil.copytree(ref, out, symlinks=True)
     missing = paths.score(out, "Ours", 0, 1)
     missing.unlink()
     cfg = C.from_args(cli.phase_parser("x", None, "pipeline").parse_args(_args(csv_data, out, "--jobs", "1")))
@@ -471,8 +477,8 @@ def test_worker_killed_in_a_task_then_rerun_gives_the_same_files(reference, csv_
 
     ref, _ = reference
     out = tmp_path / "out"
-    shutil.copytree(ref, out)
-    for part in ("score", "summary", "fig"):
+    shutil.copytree(ref, out, symlinks=True)
+    for part in ("score", "summary", "fig", "store/score"):
         shutil.rmtree(out / part)
     argv = _args(csv_data, out, "--scheduler", dask_cluster)
     argv[argv.index("-r") + 1:argv.index("-r") + 1 + len(REMOVE)] = ["0", "1", "2", "3", "5"]
@@ -481,7 +487,7 @@ def test_worker_killed_in_a_task_then_rerun_gives_the_same_files(reference, csv_
         proc = _spawn(argv, log)
         t_end = time.monotonic() + 120
         while killed is None and proc.poll() is None and time.monotonic() < t_end:
-            if len(list((out / "score").rglob("score_*.csv"))) >= 4:
+            if len(list(out.glob("score/*/score_*.csv"))) >= 4:
                 busy = {w: keys for w, keys in client.processing().items()
                         if any("retrain" in str(k) for k in keys)}
                 if busy:
@@ -511,12 +517,13 @@ def test_worker_killed_in_a_task_then_rerun_gives_the_same_files(reference, csv_
 def test_ctrl_c_ends_with_one_line_exit_130_and_stops_the_workers(reference, csv_data, tmp_path):
     ref, _ = reference
     out = tmp_path / "out"
-    shutil.copytree(ref, out)
+    shutil.copytree(ref, out, symlinks=True)
     shutil.rmtree(out / "score")
+    shutil.rmtree(out / "store" / "score")
     with open(tmp_path / "log.txt", "wb") as log:
         proc = _spawn(_args(csv_data, out, "--jobs", "2"), log, sigint=True)
         t_end = time.monotonic() + 120
-        while not len(list((out / "score").rglob("score_*.csv"))) >= 4:
+        while not len(list(out.glob("score/*/score_*.csv"))) >= 4:
             assert proc.poll() is None and time.monotonic() < t_end, "the run ended before Ctrl-C"
             time.sleep(0.01)
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does

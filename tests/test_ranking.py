@@ -19,7 +19,7 @@ import pytest
 from synth import write_csv_split
 
 import train_infl_eval
-from sgd_influence import artifacts, cli, data, engine, fileio, folders, noise, paths, ranking
+from sgd_influence import artifacts, cli, data, engine, fileio, noise, paths, ranking
 from sgd_influence import config as C
 from sgd_influence import detection as D
 
@@ -38,7 +38,7 @@ def _influence(out, method, seed, rows):
 def test_mean_file_of_two_trials_by_hand(tmp_path):
     out = tmp_path
     for s in (0, 1):
-        fileio.write_json(paths.train_identity(out, s), {"dataset": "csv", "label_noise": 0.0})
+        fileio.write_json(paths.train_identity(out), {"dataset": "csv", "label_noise": 0.0})
     # seed 0 scores rows 0..3, seed 1 rows 1..4; row 2's label differs between the trials
     _influence(out, "Ours", 0, [(0, 1, -3.0), (1, 0, 0.5), (2, 2, -1.0), (3, 1, 2.0)])
     _influence(out, "Ours", 1, [(1, 0, 1.5), (2, 3, -2.0), (3, 1, -4.0), (4, 0, 1.0)])
@@ -67,7 +67,7 @@ def test_mean_file_of_two_trials_by_hand(tmp_path):
     # a third trial makes label 3 the most common one; a rerun that changes nothing
     # leaves the file alone
     _influence(out, "Ours", 2, [(2, 3, 0.0)])
-    fileio.write_json(paths.train_identity(out, 2), {"dataset": "csv", "label_noise": 0.0})
+    fileio.write_json(paths.train_identity(out), {"dataset": "csv", "label_noise": 0.0})
     ranking.write_mean_rankings(out, ["Ours"])
     g = pd.read_csv(paths.influence_mean(out, "Ours")).set_index("datasource_index")
     assert g.loc[2, "y:label"] == 3 and g.loc[2, "n_trials"] == 3 and g.loc[2, "influence"] == pytest.approx(-1.0)
@@ -80,7 +80,7 @@ def test_mean_file_of_two_trials_by_hand(tmp_path):
     import sgd_influence
 
     _influence(out, "Random", 1, [(0, 1, 0.3), (1, 0, 0.2), (2, 2, 0.1), (3, 1, 0.0)])
-    fileio.write_json(paths.train_identity(out, 1), {"dataset": "csv", "label_noise": 0.0})
+    fileio.write_json(paths.train_identity(out), {"dataset": "csv", "label_noise": 0.0})
     got = sgd_influence.scores(out, "Random")
     assert got["n_trials"].eq(2).all() and got["influence"].eq(0.2).all()
     assert pd.read_csv(paths.influence_mean(out, "Random"))["n_trials"].eq(1).all()  # not rewritten
@@ -91,7 +91,7 @@ def test_builtin_sets_are_averaged_by_image_not_by_position(tmp_path):
     is matched across trials by the index its file name carries."""
     out = tmp_path
     for s in (0, 1):
-        fileio.write_json(paths.train_identity(out, s), {"dataset": "mnist5k", "label_noise": 0.0})
+        fileio.write_json(paths.train_identity(out), {"dataset": "mnist5k", "label_noise": 0.0})
     for s, images in ((0, [7, 3, 9]), (1, [3, 12, 7])):
         df = pd.DataFrame({"x:image": [f"/d/mnist5k/png/images/{i:05d}.png" for i in images],
                            "y:label": [1, 2, 3], "influence": [float(s + 1), -1.0, 5.0],
@@ -193,11 +193,6 @@ def test_flips_belong_to_the_data_set_not_to_a_trial(tmp_path):
     # another seed of the noise: other rows
     other = engine.load_prepared(C.replace(cfg, label_noise_seed=1), 0)
     assert set(data.source_index(other.train_paths)[other.flipped]) != set(flips[0])
-    # the per-trial flips of older runs are reproduced: seeded by the trial over its positions
-    old = engine.load_prepared(C.replace(cfg, label_noise_seed=None), 1)
-    want, mask = noise.flip_labels(old.original_y, 0.1, 10, seed=1)
-    assert np.array_equal(old.train_y, want) and np.array_equal(old.flipped, mask)
-    assert old.flipped.sum() == 300
     # a training split that is the whole pool has exactly round(p * N) flips
     y = np.arange(1000) % 7
     ids = np.random.default_rng(0).permutation(1000) + 50
@@ -218,63 +213,9 @@ def test_identities_with_and_without_label_noise():
     noisy = C.Config(label_noise=0.1)
     assert noisy.train_identity()["label_noise_seed"] == 0
     assert C.Config(label_noise=0.1, label_noise_seed=2).train_identity() != noisy.train_identity()
-    # an identity saved before the field existed: per-trial flips, the same identity
-    saved = {k: v for k, v in noisy.to_dict().items() if k != "label_noise_seed"}
-    old = C.Config.from_dict(saved)
-    assert old.label_noise_seed is None and old.per_trial_noise()
-    assert "label_noise_seed" not in old.train_identity()
-    assert old.train_identity() == {k: v for k, v in noisy.train_identity().items() if k != "label_noise_seed"}
-    assert C.Config.from_dict({**saved, "label_noise": 0.0}).label_noise_seed == 0
-    with pytest.raises(ValueError, match="--label-noise-seed"):
-        C.Config(label_noise_seed=-1).validate()
-
-
-def test_a_folder_of_per_trial_flips_is_read_and_continued_as_such(csvs, tmp_path, logs):
-    """A run made before --label-noise-seed: its saved configuration and identities have no
-    label_noise_seed. The same command reuses every file; asking for the data set's flips
-    is another configuration."""
-    from sgd_influence.pipeline import run_all
-
-    out = tmp_path / "old"
-    argv = _argv(csvs, out)
-    ns = cli.phase_parser("x", None, "pipeline").parse_args(argv)
-    old = C.resolve_data(C.replace(C.from_args(ns), label_noise_seed=None))
-    run_all(old)
-    saved = json.loads(paths.run_config(out).read_text())
-    del saved["label_noise_seed"]  # as an older version wrote it
-    paths.run_config(out).write_text(json.dumps(saved))
-    for path in [paths.train_identity(out, 0), paths.method_identity(out, "Ours")]:
-        assert "label_noise_seed" not in json.loads(path.read_text())
-    assert folders.per_trial_noise(out, 0.2) and not folders.per_trial_noise(out, 0.3)
-    # read as per-trial flips: the flips of the older code, different rows per trial
-    assert C.Config.from_dict(saved).per_trial_noise()
-    for s in (0, 1):
-        flipped = D.read_flipped(out, s)
-        ds = data.load_csv_dataset(old.train_csv, old.test_csv, seed=s)
-        want, mask = noise.flip_labels(ds.train.labels, 0.2, ds.num_classes, seed=s)
-        assert np.array_equal(flipped["flipped"].to_numpy(bool), mask)
-    assert D.flipped_by_sample(out) is None  # the rows flipped differ between the trials
-    table = pd.read_csv(paths.detection(out))
-    assert D.MEAN_ROW not in set(table["row"]) and paths.influence_mean(out, "Ours").exists()
-    # the same command: every file reused, per-trial flips continued
-    files = {p: p.stat().st_mtime_ns for p in out.rglob("*.csv") if p.parts[-2] not in ("summary",)}
-    logs.clear()
-    assert train_infl_eval.main(argv) == 0
-    assert any("nothing to do" in m for m in logs.at(logging.INFO))
-    assert any("drawn per trial" in m for m in logs.at(logging.INFO))
-    assert {p: p.stat().st_mtime_ns for p in files} == files
-    # a phase alone reads the saved settings the same way
-    assert cli.config_from_folder(cli.phase_parser("x", None, "eval").parse_args(["-o", str(out)])
-                                  ).label_noise_seed is None
-    # the data set's flips are another configuration
-    logs.clear()
-    assert train_infl_eval.main(argv + ["--label-noise-seed", "0"]) == 2
-    assert any("--label-noise-seed" in m for m in logs.at_least(logging.ERROR))
-    # the folder's configuration, saved again by the continued run, still reads as per trial
-    assert json.loads(paths.run_config(out).read_text())["label_noise_seed"] is None
-    assert folders.per_trial_noise(out, 0.2)
-    assert train_infl_eval.main(argv) == 0
-    assert {p: p.stat().st_mtime_ns for p in files} == files
+    for bad in (-1, None):
+        with pytest.raises(ValueError, match="--label-noise-seed"):
+            C.Config(label_noise_seed=bad).validate()
 
 
 # --------------------------------------------------------------------------- Python API

@@ -119,7 +119,7 @@ def finished(tmp_path_factory):
 def run(finished, tmp_path):
     """A private copy of the finished run's output folder (the data is shared)."""
     data, out = finished
-    shutil.copytree(out, tmp_path / "out")
+    shutil.copytree(out, tmp_path / "out", symlinks=True)
     return data, tmp_path / "out"
 
 
@@ -128,7 +128,7 @@ def run_own_data(finished, tmp_path):
     """A private copy of the finished run and of its data set."""
     data, out = finished
     shutil.copytree(data["train"].parent, tmp_path / "data")
-    shutil.copytree(out, tmp_path / "out")
+    shutil.copytree(out, tmp_path / "out", symlinks=True)
     return {k: tmp_path / "data" / p.name for k, p in data.items()}, tmp_path / "out"
 
 
@@ -162,9 +162,8 @@ def test_edited_labels_are_another_data_set(run_own_data, logs, monkeypatch):
     text[1] = f"{path},{(int(label) + 1) % CLASSES}"
     data["train"].write_text("\n".join(text) + "\n")
     logs.clear()
-    assert _run(_argv(data, out)) == 2
-    _one_error(logs, "content of the CSV data set changed", "--overwrite")
-    assert _files(out) == before
+    assert _run(_argv(data, out)) == 0
+    _another_data_set(out, before, logs)
 
 
 def test_swapped_images_of_one_size_and_time_are_new_data(run_own_data, logs):
@@ -182,9 +181,21 @@ def test_swapped_images_of_one_size_and_time_are_new_data(run_own_data, logs):
     got = read_csv_split(data["train"]).images  # the decode cache must not serve old pixels
     np.testing.assert_array_equal(got[0], pix_b)
     np.testing.assert_array_equal(got[1], pix_a)
-    assert _run(_argv(data, out)) == 2
-    _one_error(logs, "content of the CSV data set changed")
-    assert _files(out) == before
+    logs.clear()
+    assert _run(_argv(data, out)) == 0
+    _another_data_set(out, before, logs)
+
+
+def _another_data_set(out: Path, before: dict, logs) -> None:
+    """The run trained on data of other content: its own entries, the earlier ones kept."""
+    from sgd_influence import store
+
+    assert any(m.startswith("done: train seed 0") for m in logs.at(logging.INFO))
+    after = _files(out)
+    kept = {k: v for k, v in before.items() if k.startswith("store/")}
+    assert {k: after.get(k) for k in kept} == kept
+    digests = [e.identity["data_digest"] for e in store.entries(out, "train")]
+    assert len(digests) == 2 and digests[0] != digests[1]
 
 
 # --------------------------------------------------------------- one writer per folder
@@ -260,8 +271,8 @@ def test_influence_file_cut_mid_line_is_recomputed_with_overwrite(run, logs):
     target = paths.influence(out, "Hara", 0)
     raw = target.read_bytes()
     target.write_bytes(raw[: len(raw) // 2 + 7])
-    assert _run(_argv(data, out, "--overwrite")) == 0
-    assert any(str(target) in m and "damaged" in m for m in logs.at(logging.WARNING))
+    assert _run(_argv(data, out, "--overwrite")) == 0  # computed again, not read
+    assert any("--overwrite" in m and "removed" in m for m in logs.at(logging.INFO))
     assert _results(out) == before
 
 
@@ -359,7 +370,7 @@ def test_phase_alone_refuses_other_settings_than_the_training_run(run, logs):
              "--test-csv", str(data["test"]), "--model", "logreg", "-e", "2", "--batch-size", "8",
              "--methods", "Ours"]
     assert cli.infl_main([*phase, "--lr", "0.01"]) == 2
-    _one_error(logs, "--lr 0.005 (given: 0.01)", str(paths.train_identity(out, 0)))
+    _one_error(logs, "--lr 0.005 (given: 0.01)", str(paths.record(out, 0)), "run the training phase first")
     assert _files(out) == before
     assert cli.infl_main([*phase, "--lr", "0.005"]) == 0
     assert paths.influence(out, "Ours", 0).exists()
@@ -471,17 +482,22 @@ def test_a_moved_csv_data_set_names_its_images_where_they_are_now(run_own_data, 
         pd.testing.assert_frame_equal(new.drop(columns="x:image"), old.drop(columns="x:image"))
 
 
-def test_lost_identity_files_never_keep_results_of_other_settings(run, logs):
+def test_lost_identity_files_never_mix_results_of_other_settings(run, logs):
+    """An entry's saved identity is lost: another --lr is still other entries (the key is
+    the identity), and the first settings find their results again."""
     data, out = run
     before = _results(out)
+    hara, ours = paths.influence(out, "Hara", 0).read_bytes(), paths.score(out, "Ours", 3, 0).read_bytes()
     for f in out.rglob("config.json"):
         f.unlink()
     assert _run(_argv(data, out, "--lr", "0.02")) == 0
-    after = _results(out)
-    changed = [k for k in before if k.startswith(("influence/", "score/")) and k.endswith(".csv")
-               and after.get(k) != before[k] and "Random" not in k]
-    assert any(k.startswith("influence/") for k in changed) and any(k.startswith("score/") for k in changed)
-    assert fileio.read_json(paths.train_identity(out, 0))["lr"] == 0.02
+    assert paths.influence(out, "Hara", 0).read_bytes() != hara
+    assert paths.score(out, "Ours", 3, 0).read_bytes() != ours
+    assert fileio.read_json(paths.train_identity(out))["lr"] == 0.02
+    assert _run(_argv(data, out)) == 0
+    assert paths.influence(out, "Hara", 0).read_bytes() == hara
+    assert paths.score(out, "Ours", 3, 0).read_bytes() == ours
+    assert {k: v for k, v in _results(out).items() if k in before} == before
 
 
 @pytest.mark.parametrize("what", ["final.h5", "history.csv", "influence.csv", "score.csv"])
@@ -527,7 +543,7 @@ def test_a_finished_file_without_its_checksum_is_recomputed(run, logs, what):
 def test_damaged_or_lost_json_is_computed_again(run, logs, which):
     data, out = run
     before = _results(out)
-    target = {"run": paths.run_config(out), "train": paths.train_identity(out, 0),
+    target = {"run": paths.run_config(out), "train": paths.train_identity(out),
               "facts": paths.influence_stats(out, "Hara", 0)}[which]
     target.write_text('{"broken')
     assert _run(_argv(data, out)) == 0
@@ -579,10 +595,8 @@ def test_scores_do_not_depend_on_the_process_blas_threads(tmp_path):
     data = prepare(make_dataset(48, 16, 8, seed=1, num_classes=4), 0)
     cfg = C.Config(output=str(tmp_path), model="mlp", n_epochs=1, batch_size=16, lr=0.05,
                    methods=("Hara", "Ours"))
-    from sgd_influence import folders
     from sgd_influence.train import run_training
 
-    folders.claim_training(cfg, 0)
     run_training(cfg, 0, data)
     got = {}
     for threads in (1, 2):

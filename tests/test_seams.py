@@ -20,7 +20,7 @@ from synth import small_run_args, write_csv_dataset
 
 import train_infl_eval
 from sgd_influence import config as C
-from sgd_influence import paths, preprocess, registry
+from sgd_influence import paths, preprocess, registry, store
 from sgd_influence.methods import register as register_method
 from sgd_influence.models import register as register_model
 
@@ -173,12 +173,14 @@ def test_a_network_file_runs_is_identified_by_its_bytes_and_keeps_its_names(csv_
         assert train_infl_eval.main(_args(csv_data, out, "--model", f"{moved}:net")) == 0
     assert paths.record(out, 0).stat().st_mtime_ns == record
     assert "nothing to do" in caplog.text
-    # an edited network is another run: refused in one line, naming the network's digest
+    # an edited network is another run: trained anew, the first kept in the store
     moved.write_text(NETWORK.replace("4, (3, 3)", "5, (3, 3)"))
     caplog.clear()
-    assert train_infl_eval.main(_args(csv_data, out, "--model", f"{moved}:net")) == 2
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert len(errors) == 1 and "model_digest" in errors[0].getMessage()
+    with caplog.at_level(logging.INFO, logger="sgd_influence"):
+        assert train_infl_eval.main(_args(csv_data, out, "--model", f"{moved}:net")) == 0
+    assert "done: train seed 0" in caplog.text
+    digests = {e.identity["model_digest"] for e in store.entries(out, "train")}
+    assert len(digests) == 2
 
 
 @pytest.mark.parametrize("model,expected", [
@@ -254,7 +256,6 @@ def test_leave_one_out_goal_on_a_user_network(tmp_path):
     from synth import mnist5k_subset
     from test_exact_bn import _window_loo
 
-    from sgd_influence import folders
     from sgd_influence.engine import prepare
     from sgd_influence.infl import compute_scores
     from sgd_influence.train import run_training
@@ -266,7 +267,6 @@ def test_leave_one_out_goal_on_a_user_network(tmp_path):
                                   infl_epochs=1, batch_size=16, lr=0.05, lr_schedule="cosine",
                                   lr_decay_epochs=2, augment=False, methods=("Hara",)).validate())
     data = prepare(mnist5k_subset(128, 500, 10), 0)
-    folders.claim_training(cfg, 0)
     run_training(cfg, 0, data)
     rec = Record.load(paths.record(cfg.output, 0))
     samples = rec.indices[rec.window(1).start:].ravel()[::3][:40]

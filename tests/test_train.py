@@ -13,7 +13,7 @@ import pytest
 from synth import make_dataset
 
 from sgd_influence import config as C
-from sgd_influence import folders, paths, preprocess
+from sgd_influence import paths, preprocess, view
 from sgd_influence.engine import Engine, model_spec, prepare
 from sgd_influence.models import ModelSpec, Network
 from sgd_influence.train import run_training
@@ -200,22 +200,24 @@ def test_training_outputs_epoch_snapshots_and_optional_step_cache(tmp_path, smal
     assert paths.step_cache(other, 0, 1).read_bytes() == paths.step_cache(tmp_path, 0, 1).read_bytes()
 
 
-def test_rerun_reuses_and_other_configuration_is_refused(tmp_path, small_data):
+def test_rerun_reuses_and_another_configuration_is_another_entry(tmp_path, small_data):
     cfg = _cfg(tmp_path)
-    assert folders.claim_training(cfg, 0) is False
+    view.point(cfg, ("train",), [0])
     run_training(cfg, 0, small_data)
     final = paths.epoch_snapshot(tmp_path, 0, 2)
-    mtime = final.stat().st_mtime_ns
-    assert folders.claim_training(cfg, 0) is True
+    mtime, content = final.stat().st_mtime_ns, final.read_bytes()
+    view.point(cfg, ("train",), [0])
     run_training(cfg, 0, small_data)
     assert final.stat().st_mtime_ns == mtime
-    with pytest.raises(C.ConfigMismatch, match="lr"):
-        folders.claim_training(_cfg(tmp_path, lr=0.1), 0)
-    assert final.exists()
-    other = _cfg(tmp_path, lr=0.1, overwrite=True)
-    assert folders.claim_training(other, 0) is False and not final.exists()
+    other = _cfg(tmp_path, lr=0.1)
+    view.point(other, ("train",), [0])
+    assert not final.exists()  # another entry: nothing trained there yet
     run_training(other, 0, small_data)
-    assert json.loads(paths.train_identity(tmp_path, 0).read_text())["lr"] == 0.1
+    assert json.loads(paths.train_identity(tmp_path).read_text())["lr"] == 0.1
+    view.point(cfg, ("train",), [0])
+    assert final.read_bytes() == content and final.stat().st_mtime_ns == mtime
+    view.point(_cfg(tmp_path, overwrite=True), ("train",), [0])
+    assert not final.exists()  # --overwrite: trained again
 
 
 def test_train_cli_help_and_bad_flag(tmp_path):

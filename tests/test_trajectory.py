@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from synth import make_dataset
 
-from sgd_influence import analyze, fileio, folders, paths, storage, trajectory
+from sgd_influence import analyze, fileio, paths, storage, trajectory, view
 from sgd_influence import config as C
 from sgd_influence import eval as ev
 from sgd_influence import train as train_mod
@@ -89,31 +89,25 @@ def test_another_window_reuses_the_training_run(tmp_path, monkeypatch):
     calls = []
     real_train = train_mod.train
     monkeypatch.setattr(train_mod, "train", lambda *a, **k: calls.append(1) or real_train(*a, **k))
-    folders.claim_run(cfg)
-    folders.claim_training(cfg, 0)
+    view.point(cfg, ("train", "infl"), [0])
     train_mod.run_training(cfg, 0, data)
-    folders.claim_influence(cfg, "Ours")
     run_influence(cfg, 0, "Ours", data)
+    ours_1 = paths.influence(tmp_path, "Ours", 0).read_bytes()
     files = {p: p.stat().st_mtime_ns for p in paths.train_dir(tmp_path, 0).rglob("*")}
-    wider = C.replace(cfg, infl_epochs=2, overwrite=True)
+    wider = C.replace(cfg, infl_epochs=2, methods=("Hara",))
     assert wider.train_identity() == cfg.train_identity()
     assert wider.infl_identity() != cfg.infl_identity()
-    folders.claim_run(wider)  # the whole-run folder check keeps the training
-    folders.claim_training(wider, 0)
+    view.point(wider, ("train", "infl"), [0])  # the same training run
     train_mod.run_training(wider, 0, data)
     assert calls == [1]  # trained once
     assert {p: p.stat().st_mtime_ns for p in files} == files
     assert set(paths.train_dir(tmp_path, 0).rglob("*")) == set(files)
-    ours_1 = paths.influence(tmp_path, "Ours", 0).read_bytes()
-    folders.claim_influence(wider, "Hara")
     run_influence(wider, 0, "Hara", data)
-    # Ours' result of the other window is kept beside this window's (not refused, not
-    # lost), as soon as another window is claimed: the current folders hold one window
+    # Ours' result of the other window is shown beside this window's (not refused, not
+    # lost): the current links hold one window
     assert paths.influence(tmp_path, "Ours@last1", 0).read_bytes() == ours_1
     assert not paths.influence(tmp_path, "Ours", 0).exists()
-    assert not folders.claim_influence(C.replace(wider, overwrite=False), "Ours")
-    assert paths.influence(tmp_path, "Ours@last1", 0).read_bytes() == ours_1
-    assert folders.claim_influence(cfg, "Ours")  # the first window again: brought back
+    view.point(cfg, ("infl",), [0])  # the first window again: back, nothing computed
     assert paths.influence(tmp_path, "Ours", 0).read_bytes() == ours_1
     # retraining starts at the snapshot of the window's first epoch and ends at the model
     scores = ev.retrain_scores(wider, 0, data, removed=None)
