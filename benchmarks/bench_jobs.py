@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from _common import smoke_csv  # noqa: E402
 
 from sgd_influence import config as C  # noqa: E402
-from sgd_influence import fileio, paths, pipeline  # noqa: E402
+from sgd_influence import paths, pipeline, store, view  # noqa: E402
 from sgd_influence.cli import setup_logging  # noqa: E402
 from sgd_influence.context import set_context  # noqa: E402
 
@@ -54,10 +54,10 @@ def holds_demo(folder: Path, changes: dict | None = None) -> bool:
     """True when ``folder`` has finished training and influence files of the demo preset
     (with ``changes``)."""
     cfg = demo_config(folder, changes=changes)
-    ident = paths.influence_identity(folder)
-    if not ident.exists() or fileio.read_json(ident) != cfg.infl_identity():
-        return False
-    return all(paths.influence(folder, m, s).exists() and paths.record(folder, s).exists()
+    train = store.entry_dir(folder, "train", None, cfg.train_identity())
+    infl = {m: store.entry_dir(folder, "influence", m, view.influence_identity(cfg, m)) for m in cfg.methods}
+    return all((infl[m] / paths.influence(".", m, s).name).exists() and
+               (train / paths.record(".", s).relative_to("train")).exists()
                for m in cfg.methods for s in range(cfg.n_trials))
 
 

@@ -3,8 +3,6 @@ per-trial flips of older runs), and the Python interface of the README."""
 
 from __future__ import annotations
 
-import json
-import logging
 import math
 import os
 import re
@@ -37,8 +35,7 @@ def _influence(out, method, seed, rows):
 
 def test_mean_file_of_two_trials_by_hand(tmp_path):
     out = tmp_path
-    for s in (0, 1):
-        fileio.write_json(paths.train_identity(out), {"dataset": "csv", "label_noise": 0.0})
+    fileio.write_json(paths.train_identity(out), {"dataset": "csv", "label_noise": 0.0})
     # seed 0 scores rows 0..3, seed 1 rows 1..4; row 2's label differs between the trials
     _influence(out, "Ours", 0, [(0, 1, -3.0), (1, 0, 0.5), (2, 2, -1.0), (3, 1, 2.0)])
     _influence(out, "Ours", 1, [(1, 0, 1.5), (2, 3, -2.0), (3, 1, -4.0), (4, 0, 1.0)])
@@ -90,8 +87,7 @@ def test_builtin_sets_are_averaged_by_image_not_by_position(tmp_path):
     """A built-in set's datasource_index is a position in the trial's split: the same image
     is matched across trials by the index its file name carries."""
     out = tmp_path
-    for s in (0, 1):
-        fileio.write_json(paths.train_identity(out), {"dataset": "mnist5k", "label_noise": 0.0})
+    fileio.write_json(paths.train_identity(out), {"dataset": "mnist5k", "label_noise": 0.0})
     for s, images in ((0, [7, 3, 9]), (1, [3, 12, 7])):
         df = pd.DataFrame({"x:image": [f"/d/mnist5k/png/images/{i:05d}.png" for i in images],
                            "y:label": [1, 2, 3], "influence": [float(s + 1), -1.0, 5.0],
