@@ -264,7 +264,7 @@ def main() -> None:
                     help="also single-sample leave-one-out on this many samples (0: not measured)")
     ap.add_argument("--if-damping", type=float, default=C.Config.if_damping,
                     help="IF: damping lambda of the Hessian (the pipeline's --if-damping)")
-    ap.add_argument("--hvp", nargs="+", default=["exact"], choices=list(C.HVP_MODES),
+    ap.add_argument("--hvp", nargs="+", default=["exact"], choices=["exact", "diff"],
                     help="second derivatives of Hara, Ours and IF (the pipeline's --hvp); two give "
                          "a column each")
     ap.add_argument("--seed", type=int, default=0)

@@ -34,6 +34,7 @@ from . import artifacts, paths, ranking, runlock
 from . import config as C
 from .cli import check_config
 from .config import Config
+from .settings import declared as declared_settings
 from .pipeline import run_all
 
 __all__ = ["Config", "run", "scores"]
@@ -110,10 +111,11 @@ def _config(config, settings: dict) -> Config:
 
 def _values(values: dict) -> dict:
     """``values`` checked against Config's fields; one value of a multi-value field as a tuple."""
-    unknown = sorted(set(values) - set(C.ALL_FIELDS))
+    known = [k for k in C.ALL_FIELDS if k != "options"] + list(declared_settings())
+    unknown = sorted(set(values) - set(known))
     if unknown:
         raise TypeError(f"run(): unknown setting(s) {', '.join(unknown)}; expected fields of "
-                        f"sgd_influence.Config: {', '.join(C.ALL_FIELDS)}")
+                        f"sgd_influence.Config or settings of a method or network: {', '.join(known)}")
     tuples = {f.name for f in dataclasses.fields(Config) if isinstance(f.default, tuple)}
     out = {}
     for k, v in values.items():

@@ -16,10 +16,11 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+from dataclasses import fields
 from pathlib import Path
 
 from . import config as C
-from . import fileio, paths, runlock
+from . import fileio, paths, runlock, settings
 from .execute import USER_ERRORS, TaskFailed, as_interrupt
 
 logger = logging.getLogger("sgd_influence")
@@ -29,18 +30,28 @@ DATASETS = ("mnist5k", "mnist", "cifar10", "stl10", "csv")
 _DATA = ("output", "dataset", "train_csv", "val_csv", "test_csv", "data_dir", "label_noise",
          "label_noise_seed")
 _TRAIN = ("model", "model_nnp", "nnp_network", "init_from_nnp", "model_onnx", "input_mean", "input_std",
-          "width", "smooth", "lr", "lr_schedule", "lr_final", "lr_decay_epochs", "batch_size", "n_epochs",
+          "lr", "lr_schedule", "lr_final", "lr_decay_epochs", "batch_size", "n_epochs",
           "augment", "infl_epochs", "methods")
 _DEVICE = ("context", "device_id")
-# the methods' own settings: every command that computes or reads a method's results
-_METHOD = tuple(k for k in C.SECTIONS["influence"] if k not in ("infl_epochs", "methods", "hara_cache"))
+# the configuration fields each command takes; the settings of methods and networks are
+# added by phase_parser (phase_settings)
 PHASE_FLAGS: dict[str, tuple[str, ...]] = {
-    "train": (*_DATA, *_TRAIN, "hara_cache", *_DEVICE, "overwrite", "wait", "preset"),
-    "infl": (*_DATA, *_TRAIN, *_METHOD, "hara_cache", *_DEVICE, "overwrite", "wait", "preset"),
-    "eval": ("n_trials", *_DATA, *_TRAIN, *_METHOD, "remove_n_list", "noise_floor_k",
+    "train": (*_DATA, *_TRAIN, *_DEVICE, "overwrite", "wait", "preset"),
+    "infl": (*_DATA, *_TRAIN, *_DEVICE, "overwrite", "wait", "preset"),
+    "eval": ("n_trials", *_DATA, *_TRAIN, "remove_n_list", "noise_floor_k",
              "noise_floor_draws", "retrain_all", *_DEVICE, "jobs", "overwrite", "wait", "preset"),
-    "pipeline": C.ALL_FIELDS,
+    "pipeline": tuple(k for k in C.ALL_FIELDS if k != "options"),
 }
+
+
+def phase_settings(phase: str) -> tuple[str, ...]:
+    """The settings of methods and networks a command takes: the networks' for every
+    command (each builds the network), the methods' for those that compute or read a
+    method's results; the training phase takes --hara-cache (it writes Hara's cache)."""
+    networks = [f.name for cls in settings.owners("network").values() for f in fields(cls)]
+    methods = [f.name for cls in settings.owners("method").values() for f in fields(cls)]
+    names = networks + (["hara_cache"] if phase == "train" else methods)
+    return tuple(dict.fromkeys(n for n in names if n in settings.declared()))
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -68,7 +79,7 @@ def setup_logging(level=logging.INFO) -> None:
 
 def phase_parser(prog: str, doc: str | None, phase: str) -> OneLineParser:
     p = OneLineParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    C.add_arguments(p, PHASE_FLAGS[phase])
+    C.add_arguments(p, (*PHASE_FLAGS[phase], *phase_settings(phase)))
     if "jobs" in PHASE_FLAGS[phase]:
         p.add_argument("--scheduler", metavar="ADDRESS", default=None,
                        help="run the tasks on this Dask scheduler (e.g. tcp://host:8786) instead of "
@@ -79,7 +90,8 @@ def phase_parser(prog: str, doc: str | None, phase: str) -> OneLineParser:
 # --------------------------------------------------------------------------- settings
 def config_from_folder(ns: argparse.Namespace) -> C.Config:
     """Defaults < the output folder's saved run configuration < preset < flags."""
-    given = {k: v for k, v in vars(ns).items() if k in C.ALL_FIELDS}
+    known = set(C.ALL_FIELDS) | set(settings.declared())
+    given = {k: v for k, v in vars(ns).items() if k in known}
     C.check_one_network(given)
     out = given.get("output", C.Config.output)
     saved_path = paths.run_config(out)
@@ -87,7 +99,8 @@ def config_from_folder(ns: argparse.Namespace) -> C.Config:
         return C.from_args(ns)
     # the settings of what was computed, and how many trials; not how (--hara-cache and
     # the execution section are chosen per command)
-    keep = (set(C.section_fields("data", "train", "influence", "eval")) - {"hara_cache"}) | {"n_trials"}
+    keep = (set(C.section_fields("data", "train", "influence", "eval")) | {"n_trials"}
+            | set(settings.declared())) - {"hara_cache"}
     saved = fileio.read_json(saved_path)
     values = {k: v for k, v in saved.items() if k in keep}
     if "train_csv" in given or "dataset" in given:  # a data set given here replaces the saved one

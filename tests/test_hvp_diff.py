@@ -192,7 +192,8 @@ def test_hvp_setting_is_a_method_setting(tmp_path):
     for name in ("TracIn", "Random"):
         assert "hvp" not in method(name).settings(cfg)
     assert "hvp" not in cfg.train_identity()
-    assert "hvp" in cli.PHASE_FLAGS["infl"] and "hvp" in cli.PHASE_FLAGS["eval"]
+    assert "hvp" in cli.phase_settings("infl") and "hvp" in cli.phase_settings("eval")
+    assert "hvp" not in cli.phase_settings("train") and "width" in cli.phase_settings("train")
     # another --hvp is another key of Hara's results, the same of Random's
     exact = C.Config()
     assert store.key(view.influence_identity(cfg, "Hara")) != store.key(view.influence_identity(exact, "Hara"))

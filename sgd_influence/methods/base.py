@@ -6,9 +6,12 @@ A method is one module with one :class:`Method` object registered under its name
 * ``needs``: what of a training run it reads: ``"trajectory"`` (the record and the
   epoch snapshots, for a walk over the window), ``"final"`` (the final state only) or
   ``"nothing"`` (a control that looks at no model);
-* ``settings(cfg)``: its own settings, a small dict read from the configuration; they
-  are saved as its identity beside its files, so changing one method's settings never
-  invalidates another method's files;
+* ``Settings`` (optional): a frozen dataclass of its own settings made with
+  :func:`sgd_influence.settings.setting` (default, flags, help); every command that runs
+  methods takes their flags, the Python API takes them as keywords;
+* ``settings(cfg)``: what its scores depend on besides the training run, a small dict
+  (usually :func:`sgd_influence.settings.identity` of its ``Settings``); it keys its
+  results in the store, so changing one method's settings never touches another's;
 * ``scores(ctx) -> (scores, facts)``: one score per training sample in this project's
   sign (negative = removing the sample lowers the validation loss = harmful) and what
   the computation reports (``facts``, saved as ``influence_{seed}.json`` when not empty);
@@ -27,7 +30,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .. import registry, trajectory
+from .. import registry, settings, trajectory
 from ..engine import Engine, Prepared, model_spec
 from .grads import GradientOps
 
@@ -47,9 +50,11 @@ class Method(Protocol):
 
 
 def register(method) -> Any:
-    """Register ``method`` (an object with the attributes of :class:`Method`)."""
+    """Register ``method`` (an object with the attributes of :class:`Method`, and
+    ``Settings``, the frozen dataclass of its own settings, when it has any)."""
     if method.needs not in NEEDS:
         raise ValueError(f"method {method.name}: needs must be one of {NEEDS}, got {method.needs!r}")
+    settings.declare("method", method.name, getattr(method, "Settings", None))
     registry.methods.register(method.name, method)
     return method
 

@@ -41,10 +41,22 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..engine import EVAL_BATCH, Engine
+from ..settings import setting
 from ..models import input_variables, sample_losses
 
 PER_SAMPLE_MODES = ("auto", "loop", "weighted", "fused")
 HVP_MODES = ("exact", "diff")
+
+
+def hvp_setting():
+    """``--hvp``, a setting of every method that takes second derivatives (Hara, Ours, IF)."""
+    return setting(
+        "exact", ["--hvp"],
+        "second derivatives of Hara, Ours and IF: 'exact' by nnabla's double backward (an "
+        "influence step about 6 training steps); 'diff' by central differences of first-order "
+        "gradients (about 2.5; scores within 0.5 %% of exact on smooth networks such as the "
+        "default cifarnet, far from them on networks with ReLU or max pooling: docs/results.md)",
+        choices=HVP_MODES)
 
 # The step of the central differences. D(eps) = (g(theta + eps v) - g(theta - eps v)) / (2 eps)
 # of a gradient g differs from g's derivative along v by truncation, eps^2 |v|^3 T / 6 (T a

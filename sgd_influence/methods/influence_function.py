@@ -44,12 +44,15 @@ HVP, not the recursion's value that stops CG; the float32 HVPs put a floor of ab
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
+from .. import settings
 from ..bars import progress_bar
+from ..settings import at_least, positive, setting
 from .base import Context, register
-from .grads import GradientOps, one_blas_thread
+from .grads import GradientOps, hvp_setting, one_blas_thread
 
 logger = logging.getLogger(__name__)
 
@@ -150,17 +153,30 @@ def influence_scores(ops: GradientOps, damping: float, max_iters: int, batch_siz
     return scores, {"hvps": a.calls, "cg_residual": residual, "cg_iters": iters}
 
 
+@dataclass(frozen=True)
+class IFSettings:
+    if_damping: float = setting(
+        10.0, ["--if-damping"],
+        "IF: damping lambda of the Hessian, (H + lambda I) v = grad L_val (a positive number; "
+        "measured: smaller ones leave conjugate gradient at negative curvature on cifarnet and "
+        "predict retraining worse on logreg, docs/results.md)", check=positive)
+    if_cg_iters: int = setting(100, ["--if-cg-iters"], "IF: most conjugate-gradient iterations of the solve",
+                               check=at_least(1))
+    hvp: str = hvp_setting()
+
+
 class InfluenceFunction:
     """Koh & Liang's influence function at the final parameters (damped, solved by CG)."""
 
     name, color, needs = "IF", "tab:orange", "final"
+    Settings = IFSettings
 
     def settings(self, cfg) -> dict:
-        return {"if_damping": cfg.if_damping, "if_cg_iters": cfg.if_cg_iters, "hvp": cfg.hvp}
+        return settings.identity(IFSettings, cfg.options)
 
     def scores(self, ctx: Context):
-        cfg = ctx.cfg
-        return influence_scores(ctx.ops(), cfg.if_damping, cfg.if_cg_iters, cfg.batch_size,
+        own = settings.values(IFSettings, ctx.cfg.options)
+        return influence_scores(ctx.ops(), own.if_damping, own.if_cg_iters, ctx.cfg.batch_size,
                                 progress=ctx.progress("influence IF"))
 
 

@@ -8,11 +8,14 @@ of the training data (and of a sample's weight, which is what influence estimate
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import nnabla as nn
 import nnabla.functions as F
 import nnabla.initializer as I
 from nnabla.parameter import parameter_scope
 
+from ..settings import at_least, declare, setting
 from .base import Glorot, Norm, param
 from .registry import register
 
@@ -77,6 +80,20 @@ class CifarNet:
         return pf_name(name)
 
 
+@dataclass(frozen=True)
+class CifarnetSettings:
+    width: int = setting(32, ["--width"], "channels of cifarnet's first block (paper: 32)", check=at_least(1))
+    smooth: bool = setting(
+        True, ["--smooth"],
+        "cifarnet with softplus (beta 5) instead of ReLU and average instead of max pooling; "
+        "without kinks the trained model is a smooth function of each sample's weight and the "
+        "scores predict leave-one-out retraining (--no-smooth: the paper's ReLU/max-pool "
+        "cifarnet)", negatable=True)
+
+
 @register("cifarnet")
 def _cifarnet(spec) -> CifarNet:
     return CifarNet(spec.num_classes, spec.width, spec.smooth)
+
+
+declare("network", "cifarnet", CifarnetSettings)
