@@ -48,6 +48,7 @@ from synth import mnist5k_subset
 
 from sgd_influence import config as C
 from sgd_influence import paths
+from sgd_influence.methods.influence_function import IFSettings
 from sgd_influence.engine import Engine, model_spec, prepare
 from sgd_influence.infl import compute_scores
 from sgd_influence.train import run_training
@@ -262,7 +263,7 @@ def main() -> None:
     ap.add_argument("--boot", type=int, default=1000, help="bootstrap resamples of the M subsets")
     ap.add_argument("--loo", type=int, default=0,
                     help="also single-sample leave-one-out on this many samples (0: not measured)")
-    ap.add_argument("--if-damping", type=float, default=C.Config.if_damping,
+    ap.add_argument("--if-damping", type=float, default=IFSettings.if_damping,
                     help="IF: damping lambda of the Hessian (the pipeline's --if-damping)")
     ap.add_argument("--hvp", nargs="+", default=["exact"], choices=["exact", "diff"],
                     help="second derivatives of Hara, Ours and IF (the pipeline's --hvp); two give "

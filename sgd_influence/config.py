@@ -564,18 +564,25 @@ def _with_preset(init):
             raise TypeError("Config() takes its fields as keywords (Config(output=..., ...))")
         values = dict(given)
         preset = values.get("preset")
+        base = {}
         if preset is not None:
             if preset not in PRESETS:
                 raise ValueError(f"--preset: expected one of {', '.join(PRESETS)}, got {preset!r}")
-            values = {**PRESETS[preset], **values}
+            base = PRESETS[preset]
+        # settings of methods and networks go into ``options``: given ones over the given
+        # options over the preset's
+        extra = {k: v for k, v in {**base, **values}.items() if k not in ALL_FIELDS}
+        unknown = sorted(set(extra) - set(settings.declared())) if extra else []
+        if unknown:
+            raise TypeError(f"Config() got an unexpected keyword argument {unknown[0]!r}")
+        options = {**{k: v for k, v in base.items() if k in extra}, **(values.get("options") or {}),
+                   **{k: v for k, v in values.items() if k in extra}}
+        values = {**{k: v for k, v in base.items() if k not in extra},
+                  **{k: v for k, v in values.items() if k not in extra}}
+        if options:
+            values["options"] = options
         if given.get("train_csv") and "dataset" not in given:  # over a preset's data set too
             values["dataset"] = "csv"
-        extra = {k: values.pop(k) for k in list(values) if k not in ALL_FIELDS}
-        if extra:  # settings of methods and networks, into ``options``
-            unknown = sorted(set(extra) - set(settings.declared()))
-            if unknown:
-                raise TypeError(f"Config() got an unexpected keyword argument {unknown[0]!r}")
-            values["options"] = {**values.get("options", {}), **extra}
         init(self, **values)
         object.__setattr__(self, "_given", frozenset(given))  # see given_fields
 

@@ -156,19 +156,23 @@ def other_settings(out, kind: str, name: str | None, identity: dict, has) -> str
     """Where the store holds results ``has(entry_path)`` of other settings than
     ``identity``: '; the store holds them for <the closest entry's differing flags>'
     (empty when it holds none), for the line that says a result is missing."""
-    closest = None
+    found = []
     for e in store.entries(out, kind, name):
         saved = e.identity
         if saved is None or saved == identity or not has(e.path):
             continue
-        diff = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
-        if closest is None or len(diff) < len(closest[1]):
-            closest = (saved, diff)
-    if closest is None:
+        found.append((sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k)), saved))
+    if not found:
         return ""
-    saved, diff = closest
-    parts = ["a CSV data set of other content" if k == "data_digest" else
-             f"{C.flag(k)} {_show(saved.get(k))} (given: {_show(identity.get(k))})" for k in diff]
+    fewest = min(len(diff) for diff, _ in found)
+    closest = [(diff, saved) for diff, saved in found if len(diff) == fewest]
+    parts = []
+    for k in sorted({k for diff, _ in closest for k in diff}):
+        if k == "data_digest":
+            parts.append("a CSV data set of other content")
+            continue
+        held = sorted({_show(saved.get(k)) for _, saved in closest}, key=str)
+        parts.append(f"{C.flag(k)} {' or '.join(held)} (given: {_show(identity.get(k))})")
     return f"; {out} holds them for other settings: {'; '.join(parts)}"
 
 
