@@ -48,9 +48,9 @@ from synth import mnist5k_subset
 
 from sgd_influence import config as C
 from sgd_influence import paths
-from sgd_influence.methods.influence_function import IFSettings
 from sgd_influence.engine import Engine, model_spec, prepare
 from sgd_influence.infl import compute_scores
+from sgd_influence.methods.influence_function import IFSettings
 from sgd_influence.train import run_training
 from sgd_influence.trajectory import Record, load_epoch_state, replay
 

@@ -34,8 +34,8 @@ from . import artifacts, paths, ranking, runlock
 from . import config as C
 from .cli import check_config
 from .config import Config
-from .settings import declared as declared_settings
 from .pipeline import run_all
+from .settings import declared as declared_settings
 
 __all__ = ["Config", "run", "scores"]
 

@@ -93,7 +93,8 @@ def test_a_method_of_ones_own_with_its_own_setting(shuffle, data, tmp_path):
     # a bad value is one line naming the flag
     assert cli.infl_main([*_common(data, out), "--methods", "Shuffle", "--shuffle-seed", "-1"]) == 2
     # the Python API takes it as a keyword
-    from sgd_influence import Config, run as api_run
+    from sgd_influence import Config
+    from sgd_influence import run as api_run
 
     cfg = Config(output=str(out), shuffle_seed=3)
     assert cfg.shuffle_seed == 3 and view.influence_identity(cfg, "Shuffle")["shuffle_seed"] == 3

@@ -41,8 +41,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..engine import EVAL_BATCH, Engine
-from ..settings import setting
 from ..models import input_variables, sample_losses
+from ..settings import setting
 
 PER_SAMPLE_MODES = ("auto", "loop", "weighted", "fused")
 HVP_MODES = ("exact", "diff")
