@@ -541,7 +541,7 @@ PRESETS: dict[str, dict] = {
         dataset="mnist5k", model="cifarnet", width=8, n_epochs=10, n_trials=2, label_noise=0.1,
         remove_n_list=(0, 10, 30, 100, 300, 1000),
     ),
-    "paper": dict(dataset="mnist", model="cifarnet", width=32, smooth=False, n_epochs=20, n_trials=6,
+    "paper": dict(dataset="mnist", model="cifarnet", width=32, smooth=False, hvp="exact", n_epochs=20, n_trials=6,
                   lr=0.05, lr_schedule="constant", bn_influence="reference", batch_size=64,
                   infl_epochs=1, remove_n_list=DEFAULT_REMOVE),
     "tiny": dict(

@@ -32,7 +32,7 @@ import numpy as np
 
 from .. import registry, settings, trajectory
 from ..engine import Engine, Prepared, model_spec
-from .grads import GradientOps
+from .grads import GradientOps, hvp_mode
 
 NEEDS = ("trajectory", "final", "nothing")
 
@@ -111,5 +111,5 @@ class Context:
             from ..context import resolve_context_name
 
             self._cache["ops"] = GradientOps(self.final_engine(), self.per_sample,
-                                             resolve_context_name(self.cfg.context), self.cfg.hvp)
+                                             resolve_context_name(self.cfg.context), hvp_mode(self.cfg))
         return self._cache["ops"]

@@ -52,7 +52,7 @@ from .. import settings
 from ..bars import progress_bar
 from ..settings import at_least, positive, setting
 from .base import Context, register
-from .grads import GradientOps, hvp_setting, one_blas_thread
+from .grads import GradientOps, hvp_mode, hvp_setting, one_blas_thread
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ class InfluenceFunction:
     Settings = IFSettings
 
     def settings(self, cfg) -> dict:
-        return settings.identity(IFSettings, cfg.options)
+        return {**settings.identity(IFSettings, cfg.options), "hvp": hvp_mode(cfg)}
 
     def scores(self, ctx: Context):
         own = settings.values(IFSettings, ctx.cfg.options)

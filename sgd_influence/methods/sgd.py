@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from .. import settings, trajectory
 from ..settings import setting
 from .base import Context, register
-from .grads import hvp_setting
+from .grads import hvp_mode, hvp_setting
 from .walks import BN_INFLUENCE, walk
 
 HVP_SCALINGS = ("correct", "reference")
@@ -48,8 +48,9 @@ class HaraSettings(WalkSettings):
 
 
 def walk_settings(cfg, cls=WalkSettings) -> dict:
-    """The identity of a walk's scores: the window and its own settings."""
-    return {"infl_epochs": cfg.infl_epochs, **settings.identity(cls, cfg.options)}
+    """The identity of a walk's scores: the window and its own settings (--hvp as it
+    applies: auto and the mode it means are the same results)."""
+    return {"infl_epochs": cfg.infl_epochs, **settings.identity(cls, cfg.options), "hvp": hvp_mode(cfg)}
 
 
 def hara_params(ctx: Context, progress: str | None = None):
