@@ -191,7 +191,7 @@ def test_exact_walk_follows_each_layers_own_epsilon_and_decay_rate(tmp_path):
 @pytest.mark.parametrize("model", ["logreg", "mlp"])
 def test_exact_walk_without_batch_norm_is_the_existing_walk(tmp_path, model):
     cfg = C.Config(output=str(tmp_path), model=model, n_epochs=2, infl_epochs=1, batch_size=20,
-                   lr=0.05, lr_schedule="cosine", bn_influence="exact")
+                   lr=0.05, lr_schedule="cosine", bn_influence="exact", hvp="exact")
     data = prepare(make_dataset(100, 50, 20), 0)
     run_training(cfg, 0, data)
     for method in ("Hara", "Ours"):

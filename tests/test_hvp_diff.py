@@ -184,7 +184,7 @@ def test_lean_batch_norm_has_the_first_derivatives_of_the_weighted_one():
 
 def test_hvp_setting_is_a_method_setting(tmp_path):
     C.Config(hvp="diff").validate()
-    with pytest.raises(ValueError, match="^--hvp: expected exact or diff, got 'fast'$"):
+    with pytest.raises(ValueError, match="^--hvp: expected auto, exact or diff, got 'fast'$"):
         C.Config(hvp="fast").validate()
     cfg = C.Config(hvp="diff")
     for name in ("Hara", "Ours", "IF"):
@@ -195,10 +195,33 @@ def test_hvp_setting_is_a_method_setting(tmp_path):
     assert "hvp" in cli.phase_settings("infl") and "hvp" in cli.phase_settings("eval")
     assert "hvp" not in cli.phase_settings("train") and "width" in cli.phase_settings("train")
     # another --hvp is another key of Hara's results, the same of Random's
-    exact = C.Config()
+    exact = C.Config(hvp="exact")
     assert store.key(view.influence_identity(cfg, "Hara")) != store.key(view.influence_identity(exact, "Hara"))
     assert view.influence_identity(cfg, "Random") == view.influence_identity(exact, "Random")
     assert "--hvp: 'exact' -> 'diff'" in view.describe_diff(view.influence_identity(exact, "Hara"),
                                                             view.influence_identity(cfg, "Hara"))
     with pytest.raises(ValueError, match="--hvp"):
         GradientOps.__init__(object.__new__(GradientOps), None, hvp="fast")
+
+
+def test_auto_is_diff_only_where_it_was_measured_to_lose_nothing(tmp_path):
+    """--hvp auto (the default): differences on the smooth cifarnet and logreg, the double
+    backward on every other network; the identity keeps the mode it resolved to, so auto
+    and that mode share results."""
+    from sgd_influence.methods.grads import hvp_mode
+
+    net = tmp_path / "net.py"
+    net.write_text("def net(x, num_classes, norm):\n    import nnabla.parametric_functions as PF\n"
+                   "    return PF.affine(x, num_classes)\n")
+    assert C.Config().hvp == "auto"
+    cases = {"diff": [C.Config(), C.Config(model="logreg"), C.Config(hvp="diff", smooth=False)],
+             "exact": [C.Config(smooth=False), C.Config(model="mlp"), C.Config(model=f"{net}:net"),
+                       C.Config(**C.PRESETS["paper"]), C.Config(hvp="exact")]}
+    for mode, cfgs in cases.items():
+        for cfg in cfgs:
+            assert hvp_mode(cfg) == mode, cfg
+            for name in ("Hara", "Ours", "IF"):
+                assert method(name).settings(cfg)["hvp"] == mode
+    for name in ("Hara", "IF"):
+        assert view.influence_identity(C.Config(), name) == view.influence_identity(C.Config(hvp="diff"), name)
+        assert view.influence_identity(C.Config(), name) != view.influence_identity(C.Config(hvp="exact"), name)

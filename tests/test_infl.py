@@ -31,8 +31,10 @@ from sgd_influence.trajectory import (
 
 def _train(tmp_path, model, n_epochs=3, infl_epochs=0, lr=0.01, batch_size=20, n=(200, 100, 100),
            width=4, seed=0, lr_schedule="constant"):
+    # the oracle tests check the double backward (--hvp diff is checked against it in test_hvp_diff)
     cfg = C.Config(output=str(tmp_path), model=model, width=width, n_epochs=n_epochs,
-                   infl_epochs=infl_epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule)
+                   infl_epochs=infl_epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
+                   hvp="exact")
     data = prepare(make_dataset(*n, seed=seed), seed)
     view.point(cfg, ("train",), [seed])
     run_training(cfg, seed, data)

@@ -27,6 +27,8 @@ from sgd_influence.trajectory import Record, load_epoch_state, load_final_state
 
 
 def _train(tmp_path, model, n=(48, 30, 10), classes=3, **kw):
+    # the oracle tests check the double backward (--hvp diff is checked against it in test_hvp_diff)
+    kw = {"hvp": "exact", **kw}
     cfg = C.Config(output=str(tmp_path), model=model, width=4, n_epochs=2, infl_epochs=0,
                    batch_size=16, lr=0.01, lr_schedule="constant", **kw)
     data = prepare(make_dataset(*n, seed=0, num_classes=classes), 0)
@@ -321,7 +323,7 @@ def test_if_settings_flags_and_identity(tmp_path):
     from sgd_influence import methods as M
 
     assert M.names() == ("Hara", "Ours", "IF", "TracIn", "Random")
-    assert M.get("IF").settings(cfg) == {"if_damping": 0.5, "if_cg_iters": 7, "hvp": "exact"}
+    assert M.get("IF").settings(cfg) == {"if_damping": 0.5, "if_cg_iters": 7, "hvp": "diff"}  # auto
     assert M.get("TracIn").settings(cfg) == {"infl_epochs": cfg.infl_epochs}
     for bad, flag in (({"if_damping": 0.0}, "--if-damping"), ({"if_cg_iters": 0}, "--if-cg-iters")):
         with pytest.raises(ValueError, match=flag):
