@@ -209,12 +209,18 @@ class Config:
                 out.update(self.network_settings())
         return out
 
+    def builtin_network(self) -> str | None:
+        """The name of the built-in network the run trains; None for a network of yours
+        (FILE.py:FUNCTION) or a file's (--model-nnp, --model-onnx)."""
+        if self.model_nnp or self.model_onnx or is_user_model(self.model):
+            return None
+        return self.model
+
     def network_settings(self) -> dict:
         """The settings of the built-in network the run trains (cifarnet's width and
         smoothing; none for a network of yours or a file's)."""
-        if self.model_nnp or self.model_onnx or is_user_model(self.model):
-            return {}
-        return settings.identity(settings.owner_class("network", self.model), self.options)
+        name = self.builtin_network()
+        return {} if name is None else settings.identity(settings.owner_class("network", name), self.options)
 
     def method_settings(self) -> dict:
         """The identity settings of every registered method, by name."""

@@ -124,8 +124,7 @@ class Plan:
 
     # -- planning
     def initial(self) -> list[Step]:
-        """The tasks known before anything runs; refuses a phase whose inputs are missing."""
-        self.check_inputs()
+        """The tasks known before anything runs (the inputs checked by :meth:`point_view`)."""
         steps: list[Step] = []
         for s in self.seeds:
             if self.train_done(s):

@@ -29,8 +29,10 @@ import importlib.util
 import math
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import field, fields
 from pathlib import Path
+from types import MappingProxyType
 
 PLUGIN_GROUP = "sgd_influence.plugins"
 PLUGIN_ENV = "SGD_INFLUENCE_PLUGINS"
@@ -38,6 +40,7 @@ PLUGIN_ENV = "SGD_INFLUENCE_PLUGINS"
 BUILTIN = ("sgd_influence.models", "sgd_influence.methods")
 
 _DECLARED: dict[str, dataclasses.Field] = {}  # field name -> its declaration
+_READ_ONLY = MappingProxyType(_DECLARED)
 _OWNERS: dict[tuple[str, str], type] = {}  # (kind, owner name) -> its settings class
 _loaded = False
 
@@ -120,10 +123,10 @@ def _import(item: str) -> None:
     spec.loader.exec_module(module)
 
 
-def declared() -> dict[str, dataclasses.Field]:
-    """Every declared setting by name (the plug-ins loaded first)."""
+def declared() -> Mapping[str, dataclasses.Field]:
+    """Every declared setting by name (the plug-ins loaded first), read only."""
     load_plugins()
-    return dict(_DECLARED)
+    return _READ_ONLY
 
 
 def owner_class(kind: str, owner: str) -> type | None:

@@ -57,15 +57,12 @@ def point(cfg: C.Config, phases=(), seeds=()) -> None:
     out = Path(cfg.output)
     methods = M.names()
     inf_root, score_root = paths.phase_root(out, "influence"), paths.phase_root(out, "score")
-    views = [paths.phase_root(out, "train")]
-    for root in (inf_root, score_root):
-        if root.is_dir():
-            views += [p for p in root.iterdir() if not p.name.startswith(".")]
-    store.move_older(out, views)
+    store.move_older(out, _views(out))
 
-    train = store.entry_dir(out, "train", None, cfg.train_identity())
+    trained = cfg.train_identity()
+    train = store.entry_dir(out, "train", None, trained)
     if "train" in phases or train.is_dir():
-        train = store.open_entry(out, "train", None, cfg.train_identity())
+        train = store.open_entry(out, "train", None, trained)
         _overwrite(cfg, train, "train", "train" in phases, seeds)
     store.link(paths.phase_root(out, "train"), train)  # dangling until the training runs
 
@@ -114,12 +111,20 @@ def _view(cfg, out: Path, kind: str, name: str, ident: dict, make: bool, seeds,
             wanted[root / paths.variant(name, paths.window_tag(saved[WINDOW]))] = other.path
 
 
+def _views(out: Path) -> list[Path]:
+    """Where the view keeps its links: ``train``, and what ``influence/`` and ``score/``
+    hold (temporary names left out)."""
+    views = [paths.phase_root(out, "train")]
+    for phase in ("influence", "score"):
+        root = paths.phase_root(out, phase)
+        if root.is_dir():
+            views += sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    return views
+
+
 def links_now(out) -> dict[Path, str]:
     """Every link of the view and where it points (for :func:`restore`)."""
-    out = Path(out)
-    views = [paths.phase_root(out, "train")]
-    views += store.links(paths.phase_root(out, "influence")) + store.links(paths.phase_root(out, "score"))
-    return {v: os.readlink(v) for v in views if v.is_symlink()}
+    return {v: os.readlink(v) for v in _views(Path(out)) if v.is_symlink()}
 
 
 def restore(out, saved: dict[Path, str], entries: set[Path]) -> None:
@@ -136,11 +141,15 @@ def restore(out, saved: dict[Path, str], entries: set[Path]) -> None:
 
 
 # --------------------------------------------------------------------------- messages
+def _differing(a: dict, b: dict) -> list[str]:
+    """The keys whose values differ between two identities (a key left out: None)."""
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
 def describe_diff(old: dict, new: dict) -> str:
     """'flag: old -> new, ...' for the keys whose values differ (digests named, not shown)."""
-    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     parts = []
-    for k in diff:
+    for k in _differing(old, new):
         if k == "data_digest":
             parts.append("data_digest: the content of the CSV data set changed")
         else:
@@ -161,7 +170,7 @@ def other_settings(out, kind: str, name: str | None, identity: dict, has) -> str
         saved = e.identity
         if saved is None or saved == identity or not has(e.path):
             continue
-        found.append((sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k)), saved))
+        found.append((_differing(saved, identity), saved))
     if not found:
         return ""
     fewest = min(len(diff) for diff, _ in found)
@@ -181,9 +190,7 @@ def linked(out) -> dict[Path, str]:
     """The store entries the view links: entry folder -> the view's name for it."""
     out = Path(out)
     found = {}
-    views = [paths.phase_root(out, "train")]
-    views += store.links(paths.phase_root(out, "influence")) + store.links(paths.phase_root(out, "score"))
-    for v in views:
+    for v in _views(out):
         if v.is_symlink() and v.exists():
             found[v.resolve()] = str(v.relative_to(out))
     return found
@@ -200,12 +207,14 @@ def describe_entry(out, entry: store.Entry, shown: str | None) -> str:
         seeds = sorted({m.group(1) for p in files if (m := _SEED.search(p.name))}, key=int)
         seeds = [f"seed_{s}" for s in seeds]
     current = _current(out, entry)
+    now = None if current is None else store.read_identity(current / store.IDENTITY)
+    held = entry.identity
     if shown is not None and current is not None and current.resolve() == entry.path.resolve():
         diff = "current"
-    elif current is None or entry.identity is None or store.read_identity(current / store.IDENTITY) is None:
+    elif now is None or held is None:
         diff = "-"
     else:
-        diff = describe_diff(store.read_identity(current / store.IDENTITY), entry.identity) or "same"
+        diff = describe_diff(now, held) or "same"
     trials = ",".join(s.removeprefix("seed_") for s in seeds) or "none"
     return (f"{entry.path.relative_to(out)}  view: {shown or '-'}  trials: {trials}  "
             f"{entry.size() / 1e6:.1f} MB  settings: {diff}")

@@ -69,9 +69,9 @@ def hvp_mode(cfg) -> str:
     """--hvp as it applies to ``cfg``'s network: 'exact' or 'diff' ('auto' resolved)."""
     if cfg.hvp != "auto":
         return cfg.hvp
-    own = cfg.model_nnp or cfg.model_onnx or ":" in cfg.model
-    name = "cifarnet (smooth)" if cfg.smooth_net() else cfg.model
-    return "diff" if not own and name in DIFF_NETWORKS else "exact"
+    name = "cifarnet (smooth)" if cfg.smooth_net() else cfg.builtin_network()
+    return "diff" if name in DIFF_NETWORKS else "exact"
+
 
 # The step of the central differences. D(eps) = (g(theta + eps v) - g(theta - eps v)) / (2 eps)
 # of a gradient g differs from g's derivative along v by truncation, eps^2 |v|^3 T / 6 (T a
@@ -137,8 +137,7 @@ def _set_vector(vs, u) -> None:
 
 
 def _norm(arrays) -> float:
-    return float(np.sqrt(sum(np.dot(a.ravel().astype(np.float64), a.ravel().astype(np.float64))
-                             for a in arrays)))
+    return float(np.sqrt(dot(arrays, arrays)))
 
 
 def dot(gs, u) -> float:
