@@ -690,8 +690,10 @@ def test_ctrl_c_in_the_influence_walk_in_this_process_is_exit_130(tmp_path):
     is the KeyboardInterrupt: it is an interruption all the same (--jobs 1: in this process)."""
     for delay in (0.15, 0.3, 0.45):  # the walk takes about a second: each lands in it
         out = tmp_path / f"out{delay}"  # trained in the same process, as a first run is
+        # the double backward keeps the walk about a second long (--hvp auto takes logreg's
+        # by differences, a few times shorter: a signal could come after it ended)
         argv = [sys.executable, str(ROOT / "train_infl_eval.py"), "--preset", "tiny", "-e", "1",
-                "-o", str(out), "--methods", "Hara", "--jobs", "1"]
+                "-o", str(out), "--methods", "Hara", "--jobs", "1", "--hvp", "exact"]
         proc = subprocess.Popen(argv, cwd=tmp_path, stderr=subprocess.PIPE, text=True,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         text = ""
