@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from _common import smoke_csv  # noqa: E402
 
 from sgd_influence import config as C  # noqa: E402
-from sgd_influence import paths, pipeline, store, view  # noqa: E402
+from sgd_influence import paths, pipeline, presets, store, view  # noqa: E402
 from sgd_influence.cli import setup_logging  # noqa: E402
 from sgd_influence.context import set_context  # noqa: E402
 
@@ -46,7 +46,7 @@ SMOKE = dict(n_trials=1, n_epochs=1, width=1, lr_decay_epochs=1, batch_size=8, m
 
 
 def demo_config(out: Path, jobs: int = 0, changes: dict | None = None) -> C.Config:
-    return C.replace(C.Config(output=str(out), **C.PRESETS["demo"], preset="demo"), jobs=jobs,
+    return C.replace(C.Config(output=str(out), **presets.PRESETS["demo"], preset="demo"), jobs=jobs,
                      **(changes or {}))
 
 
@@ -65,12 +65,12 @@ def holds_demo(folder: Path, changes: dict | None = None) -> bool:
 _TIMED = """
 import json, logging, sys, time
 sys.path.insert(0, {root!r})
-from sgd_influence import config as C, pipeline
+from sgd_influence import config as C, pipeline, presets
 from sgd_influence.cli import setup_logging
 from sgd_influence.context import set_context
 setup_logging({level})
 set_context("cpu")
-cfg = C.replace(C.Config(output={out!r}, **C.PRESETS["demo"], preset="demo"), jobs={jobs}, **{changes!r})
+cfg = C.replace(C.Config(output={out!r}, **presets.PRESETS["demo"], preset="demo"), jobs={jobs}, **{changes!r})
 t0 = time.perf_counter()
 pipeline.run_pipeline(cfg, phases=("eval",))
 print(json.dumps(time.perf_counter() - t0))

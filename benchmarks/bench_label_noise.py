@@ -1,7 +1,7 @@
 """Label-noise benchmark: do Hara, Ours and cleanlab find the labels we flipped?
 
 Runs the whole pipeline with ``--label-noise`` (by default on the demo preset: mnist5k,
-cifarnet width 8, 2 trial seeds, see ``config.PRESETS``; 10 % of the 3,000 training labels
+cifarnet width 8, 2 trial seeds, see ``presets.PRESETS``; 10 % of the 3,000 training labels
 flipped; ``-r 0`` so the evaluation phase only retrains No Removal), then puts cleanlab
 beside it on the same noisy training set of each seed: out-of-sample predicted probabilities from
 K-fold cross-validation (default 4 folds) with the same model family and settings

@@ -29,7 +29,7 @@ from scipy.stats import kendalltau, pearsonr
 from synth import mnist5k_subset
 
 from sgd_influence import config as C
-from sgd_influence import paths
+from sgd_influence import paths, validation
 from sgd_influence.engine import Engine, model_spec, prepare
 from sgd_influence.infl import compute_scores
 from sgd_influence.train import run_training
@@ -131,7 +131,7 @@ def main() -> None:
     ap.add_argument("--lr-final", type=float, default=None)
     ap.add_argument("--decay-epochs", type=int, default=1)
     ap.add_argument("--n-loo", type=int, default=100)
-    ap.add_argument("--schedules", nargs="+", default=["constant", "cosine"], choices=C.LR_SCHEDULES)
+    ap.add_argument("--schedules", nargs="+", default=["constant", "cosine"], choices=validation.LR_SCHEDULES)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False)
     ap.add_argument("--again", action=argparse.BooleanOptionalAction, default=True,

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import artifacts, paths, ranking, runlock
+from . import artifacts, flags, identities, paths, presets, ranking, runlock
 from . import config as C
 from .cli import check_config
 from .config import Config
@@ -60,7 +60,7 @@ def run(config: Config | dict | None = None, /, *, scheduler: str | None = None,
     """
     cfg = _config(config, settings)
     check_config(cfg)
-    cfg = C.resolve_data(cfg)
+    cfg = identities.resolve_data(cfg)
     with runlock.hold(cfg.output, wait=cfg.wait):
         run_all(cfg, scheduler=scheduler)
     return Path(cfg.output)
@@ -100,13 +100,13 @@ def _config(config, settings: dict) -> Config:
     if isinstance(config, Config):
         # the fields the Config was made with, then the keywords; a preset among the
         # keywords applies to the rest, as Config(preset=...) does
-        values = {**C.given_fields(config), **_values(settings)}
+        values = {**presets.given_fields(config), **_values(settings)}
         return Config(**values).validate()
     if config is not None and not isinstance(config, dict):
         raise TypeError(f"run(): expected a Config, a dict of its fields or keywords, got "
                         f"{type(config).__name__}")
     values = _values({**(config or {}), **settings})
-    return C.from_args(argparse.Namespace(**values))
+    return flags.from_args(argparse.Namespace(**values))
 
 
 def _values(values: dict) -> dict:

@@ -5,7 +5,8 @@ infl,eval,analyze}`` (one phase) all end here:
 
 * :data:`PHASE_FLAGS`: the configuration flags each command takes;
 * :func:`phase_config`: the configuration of a command, with the output folder's saved
-  settings as defaults where the phase reads an earlier run (:func:`config_from_folder`);
+  settings as defaults where the phase reads an earlier run
+  (:func:`sgd_influence.flags.config_from_folder`);
 * :func:`run_cli`: parse, run, and map what went wrong to one line and an exit status:
   bad input 2 (its own message), a failed task 1 ("<task> failed: <error>"),
   Ctrl-C 130 (finished files are kept; the same command resumes).
@@ -20,8 +21,9 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import config as C
-from . import fileio, paths, runlock, settings
+from . import fileio, flags, paths, runlock, settings
 from .execute import USER_ERRORS, TaskFailed, as_interrupt
+from .identities import resolve_data
 
 logger = logging.getLogger("sgd_influence")
 
@@ -79,7 +81,7 @@ def setup_logging(level=logging.INFO) -> None:
 
 def phase_parser(prog: str, doc: str | None, phase: str) -> OneLineParser:
     p = OneLineParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    C.add_arguments(p, (*PHASE_FLAGS[phase], *phase_settings(phase)))
+    flags.add_arguments(p, (*PHASE_FLAGS[phase], *phase_settings(phase)))
     if "jobs" in PHASE_FLAGS[phase]:
         p.add_argument("--scheduler", metavar="ADDRESS", default=None,
                        help="run the tasks on this Dask scheduler (e.g. tcp://host:8786) instead of "
@@ -88,36 +90,6 @@ def phase_parser(prog: str, doc: str | None, phase: str) -> OneLineParser:
 
 
 # --------------------------------------------------------------------------- settings
-def config_from_folder(ns: argparse.Namespace) -> C.Config:
-    """Defaults < the output folder's saved run configuration < preset < flags."""
-    known = set(C.ALL_FIELDS) | set(settings.declared())
-    given = {k: v for k, v in vars(ns).items() if k in known}
-    C.check_one_network(given)
-    out = given.get("output", C.Config.output)
-    saved_path = paths.run_config(out)
-    if not saved_path.exists():
-        return C.from_args(ns)
-    # the settings of what was computed, and how many trials; not how (--hara-cache and
-    # the execution section are chosen per command)
-    keep = (set(C.section_fields("data", "train", "influence", "eval")) | {"n_trials"}
-            | set(settings.declared())) - {"hara_cache"}
-    saved = fileio.read_json(saved_path)
-    values = {k: v for k, v in saved.items() if k in keep}
-    if "train_csv" in given or "dataset" in given:  # a data set given here replaces the saved one
-        for k in ("dataset", "train_csv", "val_csv", "test_csv"):
-            values.pop(k, None)
-    if "model" in given or "model_nnp" in given or "model_onnx" in given:  # so does a network
-        for k in ("model", "model_nnp", "nnp_network", "init_from_nnp", "model_onnx", "input_mean",
-                  "input_std"):
-            values.pop(k, None)
-    if given.get("preset"):
-        values.update(C.PRESETS[given["preset"]])
-    values.update(given)
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    logger.info("settings of %s used as defaults", saved_path)
-    return C.Config(**values).validate()
-
-
 def check_config(cfg: C.Config) -> None:
     """Checks the configuration cannot do itself (one line naming the flag)."""
     if cfg.dataset not in DATASETS:
@@ -129,11 +101,12 @@ def check_config(cfg: C.Config) -> None:
 
 
 def phase_config(ns: argparse.Namespace, saved_defaults: bool = False) -> C.Config:
-    """The checked configuration of a command (``saved_defaults``: see config_from_folder),
-    with the CSV data set resolved (absolute paths, content digests)."""
-    cfg = config_from_folder(ns) if saved_defaults else C.from_args(ns)
+    """The checked configuration of a command (``saved_defaults``: see
+    flags.config_from_folder), with the CSV data set resolved (absolute paths, content
+    digests)."""
+    cfg = flags.config_from_folder(ns) if saved_defaults else flags.from_args(ns)
     check_config(cfg)
-    return C.resolve_data(cfg)
+    return resolve_data(cfg)
 
 
 # --------------------------------------------------------------------------- errors

@@ -157,7 +157,7 @@ def check_network(cfg) -> dict:
     """Build a user network (a Python one, an .nnp or ONNX file's) once on trial 0's data
     before any work starts: a network that cannot be used is one line (ModelError) and nothing
     is written. Returns what the network is fed (:func:`describe_input`, also logged)."""
-    from .config import is_user_model
+    from .identities import is_user_model
 
     data = load_prepared(cfg, 0)
     scale, name = None, cfg.model

@@ -149,10 +149,11 @@ def identity(cls: type | None, options: dict) -> dict:
     if cls is None:
         return {}
     got = values(cls, options)
-    return {f.name: _jsonable(getattr(got, f.name)) for f in fields(cls) if f.metadata.get("identity", True)}
+    return {f.name: jsonable(getattr(got, f.name)) for f in fields(cls) if f.metadata.get("identity", True)}
 
 
-def _jsonable(v):
+def jsonable(v):
+    """A value as saved (a tuple as a list)."""
     return list(v) if isinstance(v, tuple) else v
 
 
@@ -161,7 +162,7 @@ def flag(name: str) -> str | None:
     return "/".join(f.metadata["flags"]) if f is not None else None
 
 
-_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "True or False"}
+TYPE_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "True or False"}
 
 
 def _type_ok(value, default) -> bool:
@@ -177,16 +178,17 @@ def check(name: str, value) -> None:
     f = declared()[name]
     md = f.metadata
     if not _type_ok(value, f.default):
-        want = _WORDS.get(type(f.default).__name__, type(f.default).__name__)
+        want = TYPE_WORDS.get(type(f.default).__name__, type(f.default).__name__)
         raise ValueError(f"{flag(name)}: expected {want}, got {value!r}")
     if "choices" in md and value not in md["choices"]:
-        raise ValueError(f"{flag(name)}: expected {_or(md['choices'])}, got {value!r}")
+        raise ValueError(f"{flag(name)}: expected {either(md['choices'])}, got {value!r}")
     problem = md["check"](value) if "check" in md else None
     if problem:
         raise ValueError(f"{flag(name)}: {problem}, got {value!r}")
 
 
-def _or(names) -> str:
+def either(names) -> str:
+    """``a, b or c``."""
     names = list(names)
     return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else "".join(names)
 
@@ -196,7 +198,7 @@ def add_arguments(parser: argparse.ArgumentParser, names) -> None:
     for name in names:
         f = _DECLARED[name]
         md = f.metadata
-        text = f"{md['help']} (default: {_jsonable(f.default)})"
+        text = f"{md['help']} (default: {jsonable(f.default)})"
         kw = dict(dest=name, default=argparse.SUPPRESS, help=text)
         if isinstance(f.default, bool):
             kw["action"] = argparse.BooleanOptionalAction if md.get("negatable") else "store_true"

@@ -25,8 +25,8 @@ import shutil
 from pathlib import Path
 
 from . import config as C
+from . import flags, paths, store
 from . import methods as M
-from . import paths, store
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def describe_diff(old: dict, new: dict) -> str:
         if k == "data_digest":
             parts.append("data_digest: the content of the CSV data set changed")
         else:
-            parts.append(f"{C.flag(k)}: {old.get(k)!r} -> {new.get(k)!r}")
+            parts.append(f"{flags.flag(k)}: {old.get(k)!r} -> {new.get(k)!r}")
     return ", ".join(parts)
 
 
@@ -181,7 +181,7 @@ def other_settings(out, kind: str, name: str | None, identity: dict, has) -> str
             parts.append("a CSV data set of other content")
             continue
         held = sorted({_show(saved.get(k)) for _, saved in closest}, key=str)
-        parts.append(f"{C.flag(k)} {' or '.join(held)} (given: {_show(identity.get(k))})")
+        parts.append(f"{flags.flag(k)} {' or '.join(held)} (given: {_show(identity.get(k))})")
     return f"; {out} holds them for other settings: {'; '.join(parts)}"
 
 

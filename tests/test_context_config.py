@@ -10,7 +10,7 @@ import re
 import pytest
 
 from sgd_influence import config as C
-from sgd_influence import context, store, view
+from sgd_influence import context, flags, presets, store, view
 
 
 def test_auto_picks_cudnn_only_when_installed():
@@ -68,8 +68,8 @@ def test_cpu_context_here():
 
 def _parse(argv):
     p = argparse.ArgumentParser()
-    C.add_arguments(p)
-    return C.from_args(p.parse_args(argv))
+    flags.add_arguments(p)
+    return flags.from_args(p.parse_args(argv))
 
 
 def test_defaults_match_the_reference():
@@ -108,7 +108,7 @@ def test_a_configs_preset_is_applied_wherever_it_is_given():
     """Config(preset=...) is the preset's run, as --preset is; the fields given win."""
     from sgd_influence.api import _config
 
-    want = C.PRESETS["tiny"]
+    want = presets.PRESETS["tiny"]
     for cfg in (C.Config(preset="tiny", output="out", jobs=1),
                 _config(C.Config(preset="tiny", output="out"), {}),
                 _config(C.Config(output="out"), {"preset": "tiny"}),
@@ -153,7 +153,7 @@ def test_saved_configuration_keys_and_differences(tmp_path):
 
 def test_help_states_each_default_once():
     p = argparse.ArgumentParser()
-    C.add_arguments(p)
+    flags.add_arguments(p)
     helps = {a.option_strings[-1]: a.help for a in p._actions if a.option_strings and a.help}
     assert helps["--data-dir"].count("default") == 1 and helps["--val-csv"].count("default") == 1
     assert all(h.count("(default") <= 1 for h in helps.values()), helps

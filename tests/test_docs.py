@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sgd_influence import cli
-from sgd_influence import config as C
+from sgd_influence import cli, flags
 from sgd_influence.models import Network, NnpModel, NnpSource
 from sgd_influence.models.user import function_model
 
@@ -140,7 +139,7 @@ def test_a_shown_command_parses_as_written(where, command, args):
     if command == "eval":
         parser.add_argument("--seed", type=int, nargs="+")
     ns = parser.parse_args(args)
-    C.from_args(ns)  # the values pass the configuration's checks
+    flags.from_args(ns)  # the values pass the configuration's checks
 
 
 def test_the_example_onnx_is_written_and_converted(tmp_path, monkeypatch):

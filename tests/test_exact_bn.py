@@ -11,7 +11,7 @@ from scipy.stats import kendalltau, pearsonr
 from synth import make_dataset, mnist5k_subset
 
 from sgd_influence import config as C
-from sgd_influence import paths
+from sgd_influence import paths, presets
 from sgd_influence.engine import Engine, model_spec, prepare
 from sgd_influence.infl import compute_scores
 from sgd_influence.methods import GradientOps, walk
@@ -280,7 +280,7 @@ def test_leave_one_out_goal_on_smooth_cifarnet(tmp_path, method):
 
 
 def test_smooth_flag_defaults_and_identity():
-    assert C.Config().smooth_net() and not C.Config(**C.PRESETS["paper"]).smooth_net()
+    assert C.Config().smooth_net() and not C.Config(**presets.PRESETS["paper"]).smooth_net()
     assert C.Config(smooth=True).train_identity() != C.Config(smooth=False).train_identity()
     # logreg and mlp have nothing to smooth: the flag does not change their run
     assert not C.Config(model="logreg").smooth_net()
@@ -292,7 +292,7 @@ def test_smooth_flag_defaults_and_identity():
 def test_defaults_and_presets_choose_schedule_and_bn_terms():
     cfg = C.Config()
     assert (cfg.lr_schedule, cfg.bn_influence, cfg.final_lr()) == ("cosine", "exact", pytest.approx(0.0005))
-    paper = C.Config(**C.PRESETS["paper"])
+    paper = C.Config(**presets.PRESETS["paper"])
     assert (paper.lr_schedule, paper.bn_influence, paper.lr, paper.dataset) == ("constant", "reference", 0.05, "mnist")
-    assert C.Config(**C.PRESETS["demo"]).label_noise == 0.1
+    assert C.Config(**presets.PRESETS["demo"]).label_noise == 0.1
     assert "bn_influence" in cfg.infl_identity() and "lr_schedule" in cfg.train_identity()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from synth import make_dataset, mnist5k_subset
 
-from sgd_influence import cli, store, view
+from sgd_influence import cli, presets, store, view
 from sgd_influence import config as C
 from sgd_influence.engine import Engine, prepare
 from sgd_influence.methods import GradientOps, walk
@@ -216,7 +216,7 @@ def test_auto_is_diff_only_where_it_was_measured_to_lose_nothing(tmp_path):
     assert C.Config().hvp == "auto"
     cases = {"diff": [C.Config(), C.Config(model="logreg"), C.Config(hvp="diff", smooth=False)],
              "exact": [C.Config(smooth=False), C.Config(model="mlp"), C.Config(model=f"{net}:net"),
-                       C.Config(**C.PRESETS["paper"]), C.Config(hvp="exact")]}
+                       C.Config(**presets.PRESETS["paper"]), C.Config(hvp="exact")]}
     for mode, cfgs in cases.items():
         for cfg in cfgs:
             assert hvp_mode(cfg) == mode, cfg

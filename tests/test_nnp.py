@@ -25,7 +25,7 @@ from synth import small_run_args, write_csv_dataset
 
 import train_infl_eval
 from sgd_influence import config as C
-from sgd_influence import engine, paths
+from sgd_influence import engine, identities, paths
 from sgd_influence.models import FunctionModel, ModelError, Network, NnpModel, NnpSource
 
 N_TRAIN, N_VAL, N_TEST = 48, 24, 24
@@ -258,7 +258,7 @@ def test_no_init_from_nnp_is_a_seeded_fresh_start_and_the_runtime_network_is_the
 def test_the_files_data_set_decides_the_pixel_scale_and_its_input_the_image_size(csv_data, tmp_path):
     path = tmp_path / "raw.nnp"
     save_nnp(path, shape=(1, 20, 24), raw_pixels=True)
-    cfg = C.resolve_data(C.Config(dataset="csv", train_csv=str(csv_data["train"]), val_csv=str(csv_data["val"]),
+    cfg = identities.resolve_data(C.Config(dataset="csv", train_csv=str(csv_data["train"]), val_csv=str(csv_data["val"]),
                                   test_csv=str(csv_data["test"]), model_nnp=str(path)))
     data = engine.load_prepared(cfg, 0)
     assert data.in_shape == (1, 20, 24)  # not the project's 32x32
@@ -271,13 +271,13 @@ def test_the_files_data_set_decides_the_pixel_scale_and_its_input_the_image_size
 
 def test_the_identity_is_the_files_bytes_not_its_path(nnp_file, tmp_path):
     path, _ = nnp_file
-    ident = C.resolve_data(C.Config(model_nnp=str(path))).train_identity()
+    ident = identities.resolve_data(C.Config(model_nnp=str(path))).train_identity()
     assert ident["model"] == "nnp" and ident["init_from_nnp"] is True and ident["nnp_network"] is None
     assert str(path) not in str(ident) and "model_nnp" not in ident
     moved = tmp_path / "elsewhere.nnp"
     shutil.copy(path, moved)
-    assert C.resolve_data(C.Config(model_nnp=str(moved))).train_identity() == ident
-    assert C.resolve_data(C.Config(model_nnp=str(path), init_from_nnp=False)).train_identity() != ident
+    assert identities.resolve_data(C.Config(model_nnp=str(moved))).train_identity() == ident
+    assert identities.resolve_data(C.Config(model_nnp=str(path), init_from_nnp=False)).train_identity() != ident
     assert "init_from_nnp" not in C.Config().train_identity()  # other networks' identity unchanged
 
 
@@ -291,7 +291,7 @@ def test_without_an_optimizer_or_with_one_listing_nothing_every_parameter_but_bn
         _edit_nnp(path, network=lambda proto: proto.optimizer[0].ClearField("parameter_variable"))
     stored = NnpModel(NnpSource(str(path)))._loader.g.get_parameters(grad_only=False)
     assert all(not v.need_grad for v in stored.values()) == (optimizer == "none")
-    cfg = C.resolve_data(C.Config(dataset="csv", train_csv=str(csv_data["train"]), val_csv=str(csv_data["val"]),
+    cfg = identities.resolve_data(C.Config(dataset="csv", train_csv=str(csv_data["train"]), val_csv=str(csv_data["val"]),
                                   test_csv=str(csv_data["test"]), model_nnp=str(path)))
     data = engine.load_prepared(cfg, 0)
     eng = engine.Engine(engine.model_spec(cfg, data), 0, data, augment=False)

@@ -27,7 +27,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import train_infl_eval  # noqa: E402
 from sgd_influence import config as C  # noqa: E402
-from sgd_influence import engine, paths  # noqa: E402
+from sgd_influence import engine, identities, paths  # noqa: E402
 from sgd_influence.models import (  # noqa: E402
     FunctionModel,
     ModelError,
@@ -126,7 +126,7 @@ def csv_data(tmp_path_factory) -> dict[str, Path]:
 
 
 def _config(csv_data, path, **kw) -> C.Config:
-    return C.resolve_data(C.Config(dataset="csv", train_csv=str(csv_data["train"]), val_csv=str(csv_data["val"]),
+    return identities.resolve_data(C.Config(dataset="csv", train_csv=str(csv_data["train"]), val_csv=str(csv_data["val"]),
                                    test_csv=str(csv_data["test"]), model_onnx=str(path), **kw))
 
 

@@ -21,7 +21,7 @@ import pytest
 from synth import view_files, write_csv_split
 
 import train_infl_eval
-from sgd_influence import cli, execute, paths, plan
+from sgd_influence import cli, execute, flags, paths, plan
 from sgd_influence import config as C
 from sgd_influence import eval as ev
 
@@ -399,7 +399,7 @@ def test_planning_writes_nothing_and_the_no_removal_copy_is_a_task(reference, cs
     shutil.copytree(ref, out, symlinks=True)
     missing = paths.score(out, "Ours", 0, 1)
     missing.unlink()
-    cfg = C.from_args(cli.phase_parser("x", None, "pipeline").parse_args(_args(csv_data, out, "--jobs", "1")))
+    cfg = flags.from_args(cli.phase_parser("x", None, "pipeline").parse_args(_args(csv_data, out, "--jobs", "1")))
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     steps = plan.Plan(cfg, plan.PHASES, [0, 1]).initial()
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before

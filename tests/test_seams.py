@@ -20,7 +20,7 @@ from synth import small_run_args, write_csv_dataset
 
 import train_infl_eval
 from sgd_influence import config as C
-from sgd_influence import paths, preprocess, registry, store
+from sgd_influence import identities, paths, preprocess, registry, store
 from sgd_influence.methods import register as register_method
 from sgd_influence.models import register as register_model
 
@@ -263,7 +263,7 @@ def test_leave_one_out_goal_on_a_user_network(tmp_path):
 
     net = tmp_path / "smooth_net.py"
     net.write_text(SMOOTH_NETWORK)
-    cfg = C.resolve_data(C.Config(output=str(tmp_path / "out"), model=f"{net}:net", n_epochs=4,
+    cfg = identities.resolve_data(C.Config(output=str(tmp_path / "out"), model=f"{net}:net", n_epochs=4,
                                   infl_epochs=1, batch_size=16, lr=0.05, lr_schedule="cosine",
                                   lr_decay_epochs=2, augment=False, methods=("Hara",)).validate())
     data = prepare(mnist5k_subset(128, 500, 10), 0)

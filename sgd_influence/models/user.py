@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from ..config import names_a_file
+from ..identities import names_a_file
 from .registry import ModelError
 
 

@@ -1,0 +1,144 @@
+"""The checks of a configuration (:meth:`Config.validate`): each field of its annotated
+type, then values and combinations of flags; what fails is one line naming the flag.
+Also the choices of the flags that take one of a few words.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import fields
+
+from . import registry, settings
+
+AUGMENT_MODES = ("none", "crop", "flip", "crop,flip")
+LR_SCHEDULES = ("constant", "cosine", "linear", "step")
+
+
+def field_flag(cfg, name: str) -> str:
+    """The command-line flag(s) of field ``name`` of ``cfg`` (a configuration or its
+    class), or of a setting of a method or network, as help texts name them."""
+    for f in fields(cfg):
+        if f.name == name and f.metadata["flags"]:
+            return "/".join(f.metadata["flags"])
+    return settings.flag(name) or name
+
+
+def check(cfg) -> None:
+    """Check the values of the configuration ``cfg``; raise ValueError with one line
+    naming the flag."""
+    _check_types(cfg)
+    for name in ("val_csv", "test_csv"):
+        if getattr(cfg, name) and not cfg.train_csv:
+            raise ValueError(f"{field_flag(cfg, name)}: given without --train-csv; expected --train-csv "
+                             "(with --test-csv) for a CSV data set, or leave it out")
+    if not str(cfg.output).strip():
+        raise ValueError("-o/--output: expected a folder name, got an empty string")
+    if cfg.train_csv and cfg.dataset not in ("csv",):
+        raise ValueError("--train-csv: use it with -ds csv (or leave -ds out)")
+    if cfg.is_csv and not (cfg.train_csv and cfg.test_csv):
+        raise ValueError("-ds csv: expected --train-csv and --test-csv")
+    if cfg.nnp_network is not None and not cfg.model_nnp:
+        raise ValueError("--nnp-network: given without --model-nnp; expected --model-nnp FILE.nnp")
+    if not cfg.init_from_nnp and not cfg.model_nnp:
+        raise ValueError("--no-init-from-nnp: given without --model-nnp; expected --model-nnp FILE.nnp")
+    if cfg.model_nnp is not None and not str(cfg.model_nnp).lower().endswith(".nnp"):
+        raise ValueError(f"--model-nnp: expected a .nnp file (Neural Network Console's export), "
+                         f"got {cfg.model_nnp!r}")
+    if cfg.augment not in AUGMENT_MODES:
+        raise ValueError(f"--augment: expected one of {', '.join(AUGMENT_MODES)}, got {cfg.augment!r}")
+    if cfg.image_size:
+        if len(cfg.image_size) != 2 or min(cfg.image_size) < 1:
+            raise ValueError(f"--image-size: expected two positive integers H W, got "
+                             f"{' '.join(map(str, cfg.image_size))}")
+        if cfg.model_nnp or cfg.model_onnx:
+            flag = "--model-nnp" if cfg.model_nnp else "--model-onnx"
+            raise ValueError(f"--image-size: given with {flag}; the file's network fixes its "
+                             "input size (leave --image-size out)")
+    if cfg.model_onnx is not None and not str(cfg.model_onnx).lower().endswith(".onnx"):
+        raise ValueError(f"--model-onnx: expected an .onnx file, got {cfg.model_onnx!r}")
+    if cfg.model_onnx and cfg.model_nnp:
+        raise ValueError("--model-onnx: given with --model-nnp; the ONNX file is the network, give one of them")
+    if not cfg.model_onnx and (tuple(cfg.input_mean) != (0.0,) or tuple(cfg.input_std) != (1.0,)):
+        raise ValueError("--input-mean/--input-std: given without --model-onnx; expected --model-onnx FILE.onnx")
+    if not cfg.input_mean:
+        raise ValueError("--input-mean: expected one number, or one per channel")
+    if not cfg.input_std or not all(s > 0 for s in cfg.input_std):
+        raise ValueError(f"--input-std: expected positive numbers, got {list(cfg.input_std)}")
+    if cfg.model not in registry.models and ":" not in cfg.model:
+        raise ValueError(f"--model: expected {settings.either(registry.models.names())} or "
+                         f"FILE.py:FUNCTION, got {cfg.model!r}")
+    for name, low in (("n_trials", 1), ("n_epochs", 1), ("batch_size", 1)):
+        if getattr(cfg, name) < low:
+            flag = field_flag(cfg, name)
+            raise ValueError(f"{flag}: expected an integer >= {low}, got {getattr(cfg, name)}")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise ValueError(f"--lr: expected a positive finite number, got {cfg.lr}")
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"--lr-schedule: expected one of {', '.join(LR_SCHEDULES)}, got {cfg.lr_schedule!r}")
+    if cfg.lr_schedule != "constant":
+        if not (0 < cfg.final_lr() <= cfg.lr):
+            raise ValueError(f"--lr-final: expected a rate in (0, --lr = {cfg.lr}], got {cfg.lr_final}")
+        if cfg.lr_decay_epochs < 1:
+            raise ValueError(f"--lr-decay-epochs: expected an integer >= 1, got {cfg.lr_decay_epochs}")
+    known = settings.declared()
+    for name, value in cfg.options.items():
+        if name not in known:
+            raise ValueError(f"{name}: no method or network has this setting (known: {', '.join(known)})")
+        settings.check(name, value)
+    if not 0 <= cfg.infl_epochs <= cfg.n_epochs:
+        raise ValueError(
+            f"--infl-epochs: expected 0 (all) to --n_epochs ({cfg.n_epochs}), got {cfg.infl_epochs}"
+        )
+    if not 0 <= cfg.label_noise < 1:
+        raise ValueError(f"--label-noise: expected a fraction in [0, 1), got {cfg.label_noise}")
+    seed = cfg.label_noise_seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"--label-noise-seed: expected a non-negative integer, got {seed!r}")
+    bad = [m for m in cfg.methods if m not in registry.methods]
+    if bad or not cfg.methods:
+        raise ValueError(f"--methods: expected some of {' '.join(registry.methods.names())}, "
+                         f"got {' '.join(cfg.methods)}")
+    if any(n < 0 for n in cfg.remove_n_list):
+        raise ValueError("-r/--remove_n_list: expected non-negative integers")
+    if any(k < 1 for k in cfg.noise_floor_k):
+        raise ValueError(f"--noise-floor-k: expected positive integers, got {list(cfg.noise_floor_k)}")
+    if cfg.noise_floor_draws < 0:
+        raise ValueError(f"--noise-floor-draws: expected 0 (no noise floor) or a positive integer, "
+                         f"got {cfg.noise_floor_draws}")
+    if cfg.context not in ("auto", "cpu", "cudnn"):
+        raise ValueError(f"--context: expected auto, cpu or cudnn, got {cfg.context!r}")
+    if cfg.jobs < 0:
+        raise ValueError(f"--jobs: expected 0 (all cores) or a positive integer, got {cfg.jobs}")
+
+
+def _type_ok(value, typ: str) -> bool:
+    if typ == "bool":
+        return isinstance(value, bool)
+    if typ == "int":
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if typ == "float":
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return isinstance(value, str)
+
+
+def _check_types(cfg) -> None:
+    """Each field of the type its annotation names (a configuration built in Python gets
+    the command line's checks): one line naming the flag."""
+    for f in fields(cfg):
+        if f.name == "options":  # checked setting by setting (settings.check)
+            continue
+        value, typ = getattr(cfg, f.name), str(f.type).replace(" ", "")
+        optional = typ.endswith("|None")
+        typ = typ.removesuffix("|None")
+        if value is None and optional:
+            continue
+        if typ.startswith("tuple["):
+            inner = typ[len("tuple["):].split(",")[0]
+            ok = isinstance(value, tuple) and all(_type_ok(v, inner) for v in value)
+            want = f"a list of {settings.TYPE_WORDS[inner].removeprefix('an ').removeprefix('a ')}s"
+        else:
+            ok = _type_ok(value, typ)
+            want = settings.TYPE_WORDS[typ] + (" or None" if optional else "")
+        if not ok:
+            raise ValueError(f"{field_flag(cfg, f.name)}: expected {want}, got {value!r}")
