@@ -22,7 +22,7 @@ from pathlib import Path
 
 from . import config as C
 from . import fileio, flags, paths, runlock, settings
-from .execute import USER_ERRORS, TaskFailed, as_interrupt
+from .failures import USER_ERRORS, TaskFailed, as_interrupt
 from .identities import resolve_data
 
 logger = logging.getLogger("sgd_influence")

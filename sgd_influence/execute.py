@@ -8,199 +8,40 @@
   folder must be on a file system every worker sees.
 
 Every worker process sets its nnabla context once and keeps the prepared data of the
-seed it worked on last; a retrain waits for (and, when it can, runs where) its
-influence file was made. Every task writes its files atomically and reuses finished
+seed it worked on last (:mod:`sgd_influence.worker`); a retrain waits for (and, when it
+can, runs where) its influence file was made. Every task writes its files atomically and reuses finished
 ones, so the files depend neither on where tasks ran nor on interruptions.
 
 A task that fails stops the run: the other tasks are cancelled, finished files stay,
-and the error is one line (errors in the input keep their own exception and message;
-anything else becomes :class:`TaskFailed` "<task> failed: <error>"). A worker process
-that dies while running a task is replaced by Dask and the task runs again (a few
-times at most; then it fails like any task).
+and the error is one line (:mod:`sgd_influence.failures`: errors in the input keep their
+own exception and message; anything else becomes ``TaskFailed`` "<task> failed:
+<error>"). A worker process that dies while running a task is replaced by Dask and the
+task runs again (a few times at most; then it fails like any task).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
 import sys
-import threading
 import time
 import traceback
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from distributed.diagnostics.plugin import WorkerPlugin
-from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from . import config as C
-from . import fileio
 from .bars import progress_bar
+from .failures import TaskFailed, as_interrupt, failure, one_line
 from .plan import Plan, Step, Task
+from .worker import WorkerSetup, perform, run_task
 
 logger = logging.getLogger(__name__)
 
-USER_ERRORS = (ValueError, FileNotFoundError, KeyError, FloatingPointError)
 PLUGIN_NAME = "sgd-influence"
-
-
-class TaskFailed(RuntimeError):
-    """A task failed for a reason other than bad input; the message is one line."""
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-    return " ".join(text.split()) or type(exc).__name__
-
-
-def interrupted(exc: BaseException | None) -> bool:
-    """Whether ``exc`` is Ctrl-C or an error it caused. Ctrl-C that lands while nnabla's C++
-    code calls back into Python (its backward functions written in Python) comes out as
-    SystemError "... returned a result with an exception set", with the KeyboardInterrupt
-    as its cause or context."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, KeyboardInterrupt):
-            return True
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
-@contextlib.contextmanager
-def as_interrupt():
-    """Raise an error that Ctrl-C caused as the KeyboardInterrupt it is."""
-    try:
-        yield
-    except Exception as exc:
-        if interrupted(exc):
-            raise KeyboardInterrupt from exc
-        raise
-
-
-def failure(task: Task, exc: BaseException) -> BaseException:
-    """The exception a failed task ends the run with (bad input keeps its own)."""
-    if isinstance(exc, (*USER_ERRORS, fileio.WriteError)):
-        return exc
-    return TaskFailed(f"{task.label} failed: {type(exc).__name__}: {one_line(exc)}")
-
-
-# --------------------------------------------------------------------------- one process
-def device_id(configured: int, environ: Mapping[str, str]) -> int:
-    """The GPU a worker process computes on.
-
-    A worker started with ``CUDA_VISIBLE_DEVICES`` (by dask-cuda, which lists each
-    worker's own GPU first, by a batch system's GPU allocation, or by hand:
-    ``CUDA_VISIBLE_DEVICES=2 dask worker ...``) uses the first device it sees, 0.
-    Otherwise ``-di/--device-id``.
-    """
-    visible = environ.get("CUDA_VISIBLE_DEVICES", "").strip()
-    if visible and visible.split(",")[0].strip() not in ("-1", "NoDevFiles"):
-        return 0
-    return configured
-
-
-@dataclass
-class _Process:
-    """What a process keeps between tasks: its nnabla context and one seed's data."""
-
-    context: tuple | None = None
-    data_key: tuple | None = None
-    data: object = None
-
-    def set_context(self, cfg: C.Config) -> None:
-        from .context import set_context
-
-        key = (cfg.context, device_id(cfg.device_id, os.environ))
-        if key != self.context:
-            set_context(*key)
-            self.context = key
-
-    def prepared(self, cfg: C.Config, seed: int):
-        from .engine import load_prepared
-
-        key = (json.dumps(cfg.to_dict(), sort_keys=True), seed)
-        if key != self.data_key:
-            self.data, self.data_key = None, None  # free the previous seed first
-            self.data, self.data_key = load_prepared(cfg, seed), key
-        return self.data
-
-
-_PROCESS = _Process()
-
-
-def perform(cfg: C.Config, task: Task, progress: bool) -> None:
-    """The body of one task, with this process's prepared data of the task's seed."""
-    from .eval import run_eval_job
-
-    _PROCESS.set_context(cfg)
-    if task.kind == "eval" and task.job.n == 0 and any(task.job.reusable(p) for p in task.job.targets(cfg.output)):
-        run_eval_job(cfg, task.job)  # No Removal of another method: a copy, no data needed
-        return
-    data = _PROCESS.prepared(cfg, task.seed)
-    if task.kind == "train":
-        from .train import run_training
-
-        run_training(cfg, task.seed, data)
-    elif task.kind == "infl":
-        from .infl import run_influence
-
-        run_influence(cfg, task.seed, task.method, data, per_sample=task.per_sample)
-    elif task.kind == "eval":
-        run_eval_job(cfg, task.job, data, progress=progress)
-    else:
-        raise ValueError(f"unknown task kind {task.kind!r}")
-
-
-def run_task(cfg: C.Config, task: Task, *after) -> float:
-    """A task on a Dask worker (``after``: the results it waited for); returns seconds."""
-    t0 = time.perf_counter()
-    perform(cfg, task, progress=False)
-    return time.perf_counter() - t0
-
-
-class WorkerSetup(WorkerPlugin):
-    """Dask worker plugin: logging like the run's, GPU resources, Ctrl-C left to the run.
-
-    Workers of the local cluster ignore SIGINT (Ctrl-C reaches the whole process
-    group; the run stops them) and, off a terminal, drop progress bars, whose lines
-    from parallel workers interleave into an unreadable log.
-    """
-
-    idempotent = False
-
-    def __init__(self, level: int, local: bool):
-        self.level = level
-        self.local = local
-
-    def setup(self, worker) -> None:
-        if self.local and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-        # tqdm's default lock holds a multiprocessing semaphore; a worker stopped in the middle
-        # of a task (Ctrl-C) would leave it to the resource tracker's "leaked semaphore"
-        # warning. A worker's bars need a lock among its own threads only.
-        tqdm.set_lock(threading.RLock())
-        pkg = logging.getLogger("sgd_influence")
-        if not any(getattr(h, "_sgd_influence", False) for h in pkg.handlers):
-            handler = logging.StreamHandler(sys.stderr)
-            handler._sgd_influence = True
-            handler.setFormatter(logging.Formatter(
-                f"%(asctime)s %(levelname)s [{worker.name}] %(name)s: %(message)s", datefmt="%H:%M:%S"))
-            pkg.addHandler(handler)
-            pkg.propagate = False
-        pkg.setLevel(self.level)
-        logging.getLogger("nnabla").setLevel(logging.WARNING)
-        if self.local and not sys.stderr.isatty():
-            sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (lives as long as the process)
-
-    def teardown(self, worker) -> None:
-        _PROCESS.data, _PROCESS.data_key = None, None
 
 
 # --------------------------------------------------------------------------- the run
@@ -259,7 +100,7 @@ def _run_here(plan: Plan, steps: list[Step], report: Report, bar) -> None:
                 perform(plan.cfg, task, progress)
         except Exception as exc:
             logger.debug("%s failed", task.label, exc_info=True)
-            raise failure(task, exc) from exc
+            raise failure(task.label, exc) from exc
         done.add(task)
         _finished(task, time.perf_counter() - t0, report, bar)
         released = plan.released_by(task)
@@ -413,7 +254,7 @@ def _dask_failure(task: Task, fut) -> BaseException:
         return TaskFailed(f"{task.label} failed: every worker process that ran it died "
                           "(Dask gave up after distributed.scheduler.allowed-failures retries; "
                           "see the workers' logs)")
-    return failure(task, exc)
+    return failure(task.label, exc)
 
 
 def one_task_per_gpu(context: str, workers) -> bool:

@@ -21,7 +21,7 @@ import pytest
 from synth import view_files, write_csv_split
 
 import train_infl_eval
-from sgd_influence import cli, execute, flags, paths, plan
+from sgd_influence import cli, execute, flags, paths, plan, worker
 from sgd_influence import config as C
 from sgd_influence import eval as ev
 
@@ -411,11 +411,11 @@ def test_planning_writes_nothing_and_the_no_removal_copy_is_a_task(reference, cs
 
 def test_worker_gpu_choice():
     """The device a worker computes on and whether tasks hold one GPU each."""
-    assert execute.device_id(3, {}) == 3  # -di
-    assert execute.device_id(3, {"CUDA_VISIBLE_DEVICES": "2"}) == 0  # the one device it sees
-    assert execute.device_id(3, {"CUDA_VISIBLE_DEVICES": "5,1,2"}) == 0  # dask-cuda: its own first
-    assert execute.device_id(1, {"CUDA_VISIBLE_DEVICES": ""}) == 1
-    assert execute.device_id(1, {"CUDA_VISIBLE_DEVICES": "-1"}) == 1
+    assert worker.device_id(3, {}) == 3  # -di
+    assert worker.device_id(3, {"CUDA_VISIBLE_DEVICES": "2"}) == 0  # the one device it sees
+    assert worker.device_id(3, {"CUDA_VISIBLE_DEVICES": "5,1,2"}) == 0  # dask-cuda: its own first
+    assert worker.device_id(1, {"CUDA_VISIBLE_DEVICES": ""}) == 1
+    assert worker.device_id(1, {"CUDA_VISIBLE_DEVICES": "-1"}) == 1
     gpus = [{"resources": {"GPU": 1}}, {"resources": {}}]
     assert execute.one_task_per_gpu("auto", gpus) and execute.one_task_per_gpu("cudnn", gpus)
     assert not execute.one_task_per_gpu("cpu", gpus)
