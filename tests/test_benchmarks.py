@@ -10,7 +10,6 @@ no file appeared in the repository.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -150,13 +149,8 @@ def _label_noise(tmp: Path, request) -> None:
     out = res.stdout
     table = out[out.index("labels flipped ("):]
     methods = [line.split()[0] for line in lines_matching(table, rf"^\w+ +{NUMBER} +{NUMBER} +{NUMBER}")]
-    if importlib.util.find_spec("cleanlab") is not None:
-        assert methods == ["Hara", "Ours", "cleanlab", "Random"], table
-        assert "cleanlab find_label_issues, seed 0: flags" in out
-    else:  # the smoke run skips only cleanlab's ranking, and says why
-        assert methods == ["Hara", "Ours", "Random"], table
-        assert "cleanlab is not installed: this smoke run skips cleanlab's ranking" in res.stderr
-        assert "cleanlab skipped (not installed)" in table
+    assert methods == ["Hara", "Ours", "cleanlab", "Random"], table
+    assert "cleanlab find_label_issues, seed 0: flags" in out
     assert "seed 0: cross-validated probabilities (2 folds)" in out, out
     assert "best possible recall@1/5/10/20 %" in out
     for made in ("bench/label_noise.csv", "bench/detection.png", "bench/cleanlab_probs_0.npz",
