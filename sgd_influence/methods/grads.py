@@ -334,7 +334,7 @@ class GradientOps:
         """<u, grad l_i> for every sample of the batch (per-sample BN statistics)."""
         mode = mode or self.per_sample
         if mode == "loop":
-            return np.array([dot(grads, u) for grads in self._each_sample_gradient(x, y)])
+            return np.array([dot(grads, u) for grads in self.each_sample_gradient(x, y)])
         if self.diff:
             kind = "diff_batch" if mode == "fused" else "diff_instance"
             return self._central(kind, x, y, u, 1.0)[1] * len(y)
@@ -346,9 +346,9 @@ class GradientOps:
 
     def per_sample_sq_norms(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """|grad l_i|^2 for every sample of the batch (per-sample BN statistics)."""
-        return np.array([dot(grads, grads) for grads in self._each_sample_gradient(x, y)])
+        return np.array([dot(grads, grads) for grads in self.each_sample_gradient(x, y)])
 
-    def _each_sample_gradient(self, x: np.ndarray, y: np.ndarray):
+    def each_sample_gradient(self, x: np.ndarray, y: np.ndarray):
         """grad l_i (one array per trainable parameter, valid until the next one) for each
         sample of the batch: one backward per sample."""
         g = self.graph("one", 1)
