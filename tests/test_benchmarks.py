@@ -198,6 +198,20 @@ def _lds(tmp: Path, request) -> None:
     assert re.search(r"^total: \d+ s$", out, re.M), out
 
 
+@smoke("bench_lds_examples.py")
+def _lds_examples(tmp: Path, request) -> None:
+    out = run(tmp, "bench_lds_examples.py", "--smoke").stdout
+    assert "mnist5k 60 training and 6 target digits, subsets keep 50%, M = 5" in out, out
+    assert "2 trial(s)" in out, out
+    header = lines_matching(out, r"^setting +Hara ")
+    assert header and header[0].split()[1:9] == ["Hara", "Hara", "T=2", "Ours", "Ours", "T=2", "TracIn",
+                                                  "TracIn"], out
+    cell = rf"{NUMBER} ± {NUMBER}"
+    rows = lines_matching(out, rf"^(single|fresh) +(?:{cell} +){{8}} *{NUMBER} +\d+ s$")
+    assert [r.split()[0] for r in rows] == ["single", "fresh"], out
+    assert re.search(r"^total \d+ s$", out, re.M), out
+
+
 @smoke("bench_replay.py")
 def _replay(tmp: Path, request) -> None:
     out = run(tmp, "bench_replay.py", "--smoke").stdout
