@@ -414,7 +414,7 @@ def test_pipeline_detects_with_self_influence_and_cl(tmp_path):
     argv = ["-o", str(out), "--train-csv", str(csv["train"]), "--val-csv", str(csv["val"]),
             "--test-csv", str(csv["test"]), "--model", "logreg", "-e", "2", "--batch-size", "10",
             "--lr", "0.01", "-nt", "1", "-r", "0", "6", "--noise-floor-draws", "0", "--label-noise", "0.2",
-            "--methods", "TracInSelf", "CL", "Random", "--cl-folds", "3", "--jobs", "1"]
+            "--methods", "TracInSelf", "CL", "Random", "--cl-folds", "3", "--jobs", "2"]  # Dask workers: daemonic
     assert train_infl_eval.main(argv) == 0
     table = pd.read_csv(paths.detection(out))
     assert {"TracInSelf", "CL", "Random"} <= set(table["method"])

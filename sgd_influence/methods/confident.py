@@ -98,7 +98,7 @@ class ConfidentLearning:
         probs, facts = out_of_fold_probabilities(ctx.data.train_x, labels, len(present), own.cl_folds,
                                                  ctx.seed, own.cl_c, own.cl_max_iter)
         quality = get_label_quality_scores(labels, probs, method=own.cl_score)
-        facts["flagged"] = int(np.count_nonzero(find_label_issues(labels, probs)))
+        facts["flagged"] = int(np.count_nonzero(find_label_issues(labels, probs, n_jobs=1)))
         return quality.astype(np.float64) - 1.0, facts
 
 
