@@ -7,7 +7,7 @@ VPY    := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= output/demo
 
-.PHONY: demo test lint bench venv clean
+.PHONY: demo test lint venv clean
 
 venv: $(STAMP)
 
@@ -29,9 +29,6 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VPY) -m ruff check .
-
-bench: $(STAMP)
-	$(VPY) -m pip install -q --disable-pip-version-check -r requirements-bench.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -13,16 +13,14 @@ Prints one table, mean ± std over seeds: recall of the flipped samples within t
 1/5/10/20 % of each ranking and the ROC AUC, for Hara, Ours, cleanlab and Random, plus
 the best possible recall; and how many samples cleanlab's ``find_label_issues`` flags.
 
-    make bench   # installs requirements-bench.txt (cleanlab, scikit-learn)
     python benchmarks/bench_label_noise.py -o output/bench_label_noise [--noise 0.1]
         [--folds 4] [--jobs 2] [--smoke] [any train_infl_eval.py flag, e.g. -e 4 -nt 3 --infl-epochs 0]
 
 Extra flags go to ``train_infl_eval.py`` after ``--preset demo --label-noise NOISE -r 0``
 (so they override the preset). ``--smoke`` checks that the script runs, at the smallest
 sizes: 2 folds, one worker, and before the extra flags SMOKE_FLAGS and a CSV data set of
-100 mnist5k digits (80 train and validation, 20 test) written to ``OUT/bench/smoke_data``; without
-cleanlab installed it skips cleanlab's ranking (the cross-validation still runs), where
-a full run stops at the start. Finished pipeline files and cross-validated probabilities
+100 mnist5k digits (80 train and validation, 20 test) written to ``OUT/bench/smoke_data``.
+Finished pipeline files and cross-validated probabilities
 (``OUT/bench/cleanlab_probs_{seed}.npz``, kept with the configuration that made them)
 are reused by a second run.
 
@@ -38,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import logging
 import sys
 import time
@@ -127,18 +124,10 @@ def cross_val_probs(cfg: C.Config, seed: int, folds: int, pool) -> np.ndarray:
     return probs
 
 
-def has_cleanlab() -> bool:
-    return importlib.util.find_spec("cleanlab") is not None
-
-
-def cleanlab_rows(cfg: C.Config, seeds, folds: int, jobs: int, rank: bool = True):
-    """Detection metrics of cleanlab's label-quality ranking per seed, and find_label_issues.
-
-    ``rank=False``: the cross-validated probabilities only (no cleanlab needed); no rows.
-    """
-    if rank:
-        from cleanlab.filter import find_label_issues
-        from cleanlab.rank import get_label_quality_scores
+def cleanlab_rows(cfg: C.Config, seeds, folds: int, jobs: int):
+    """Detection metrics of cleanlab's label-quality ranking per seed, and find_label_issues."""
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
 
     rows, curves, flagged = [], [], []
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
@@ -152,13 +141,12 @@ def cleanlab_rows(cfg: C.Config, seeds, folds: int, jobs: int, rank: bool = True
             acc = float((pred == labels).mean())
             true_acc = [float((pred == noise["original_label"].to_numpy())[which == k].mean())
                         for k in range(folds)]
-            if rank:
-                quality = get_label_quality_scores(labels, probs)  # low = likely mislabelled
-                issues = find_label_issues(labels, probs)
-                rows.append({"method": "cleanlab", "seed": seed, "n_train": len(labels),
-                             "n_flipped": int(flipped.sum()), **D.ranking_metrics(quality, flipped)})
-                curves.append(D.detection_curve(quality, flipped))
-                flagged.append((int(issues.sum()), int((issues & flipped).sum()), int(flipped.sum()), acc))
+            quality = get_label_quality_scores(labels, probs)  # low = likely mislabelled
+            issues = find_label_issues(labels, probs)
+            rows.append({"method": "cleanlab", "seed": seed, "n_train": len(labels),
+                         "n_flipped": int(flipped.sum()), **D.ranking_metrics(quality, flipped)})
+            curves.append(D.detection_curve(quality, flipped))
+            flagged.append((int(issues.sum()), int((issues & flipped).sum()), int(flipped.sum()), acc))
             print(f"seed {seed}: cross-validated probabilities ({folds} folds) in "
                   f"{time.perf_counter() - t0:.0f} s; agreement with the given labels {acc:.3f}; "
                   "held-out accuracy on the true labels per fold "
@@ -175,14 +163,6 @@ def main(argv=None) -> int:
     a, extra = parse_with_smoke(ap, {"--folds": 2, "--jobs": 1}, argv, known=True,
                                 also=f", then {' '.join(SMOKE_FLAGS)} on a CSV data set of 100 digits")
     setup_logging()
-    rank = has_cleanlab()
-    if not rank and not a.smoke:
-        log.error("cleanlab is not installed; expected the packages of requirements-bench.txt "
-                  "(make bench installs them)")
-        return 2
-    if not rank:
-        log.warning("cleanlab is not installed: this smoke run skips cleanlab's ranking (the "
-                    "cross-validated probabilities are still computed); make bench installs it")
 
     import train_infl_eval  # at the project root, which _common puts on sys.path
 
@@ -203,23 +183,22 @@ def main(argv=None) -> int:
 
     trials, curves, share = D.detection_results(a.output, seeds=seeds)
     t1 = time.perf_counter()
-    clean, clean_curves, flagged = cleanlab_rows(cfg, seeds, a.folds, a.jobs or cfg.n_jobs(), rank)
+    clean, clean_curves, flagged = cleanlab_rows(cfg, seeds, a.folds, a.jobs or cfg.n_jobs())
     t_cv = time.perf_counter() - t1
 
     order = {m: i for i, m in enumerate(("Hara", "Ours", "cleanlab", "Random"))}
-    both = pd.concat([trials, clean], ignore_index=True) if rank else trials
+    both = pd.concat([trials, clean], ignore_index=True)
     both = both.iloc[np.argsort([order.get(m, 9) for m in both["method"]], kind="stable")]
     table = D.summarize(both)
     fileio.write_csv(Path(a.output) / "bench" / "label_noise.csv", table)
     curves = {m: curves[m] for m in ("Hara", "Ours") if m in curves} | (
-        {"cleanlab": clean_curves} if rank else {}) | ({"Random": curves["Random"]} if "Random" in curves else {})
+        {"cleanlab": clean_curves}) | ({"Random": curves["Random"]} if "Random" in curves else {})
     plot_detection(curves, share, Path(a.output) / "bench" / "detection.png")
 
     n, k = int(both["n_train"].iloc[0]), int(both["n_flipped"].iloc[0])
     title = (f"{cfg.dataset}, {cfg.model} width {cfg.width}, {cfg.n_epochs} epochs, "
              f"{cfg.label_noise:.0%} labels flipped ({k} of {n}), {len(seeds)} seed(s); "
-             + (f"cleanlab on {a.folds}-fold cross-validated probabilities" if rank
-                else "cleanlab skipped (not installed)"))
+             + f"cleanlab on {a.folds}-fold cross-validated probabilities")
     print()
     print(D.format_table(table, title))
     best = "  ".join(f"{min(1.0, D.n_top(p / 100, n) / k):.3f}" for p in D.PERCENTS)

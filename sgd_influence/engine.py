@@ -313,6 +313,18 @@ class Engine:
         n = max(len(labels), 1)
         return total_loss / n, correct / n
 
+    def sample_losses(self, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Each example's loss in inference mode (running BN statistics), float64."""
+        out = np.empty(len(labels), np.float64)
+        for start in range(0, len(labels), EVAL_BATCH):
+            yb = labels[start : start + EVAL_BATCH]
+            x, t, _logits, losses = self._eval_graph(len(yb))
+            x.d = self.inputs(images[start : start + EVAL_BATCH])
+            t.d = yb[:, None]
+            losses.forward(clear_buffer=True)
+            out[start : start + len(yb)] = losses.d.reshape(-1)
+        return out
+
     def evaluate_split(self, split: str) -> tuple[float, float]:
         d = self.data
         images, labels = {"val": (d.val_x, d.val_y), "test": (d.test_x, d.test_y),

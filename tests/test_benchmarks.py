@@ -10,7 +10,6 @@ no file appeared in the repository.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -150,13 +149,8 @@ def _label_noise(tmp: Path, request) -> None:
     out = res.stdout
     table = out[out.index("labels flipped ("):]
     methods = [line.split()[0] for line in lines_matching(table, rf"^\w+ +{NUMBER} +{NUMBER} +{NUMBER}")]
-    if importlib.util.find_spec("cleanlab") is not None:
-        assert methods == ["Hara", "Ours", "cleanlab", "Random"], table
-        assert "cleanlab find_label_issues, seed 0: flags" in out
-    else:  # the smoke run skips only cleanlab's ranking, and says why
-        assert methods == ["Hara", "Ours", "Random"], table
-        assert "cleanlab is not installed: this smoke run skips cleanlab's ranking" in res.stderr
-        assert "cleanlab skipped (not installed)" in table
+    assert methods == ["Hara", "Ours", "cleanlab", "Random"], table
+    assert "cleanlab find_label_issues, seed 0: flags" in out
     assert "seed 0: cross-validated probabilities (2 folds)" in out, out
     assert "best possible recall@1/5/10/20 %" in out
     for made in ("bench/label_noise.csv", "bench/detection.png", "bench/cleanlab_probs_0.npz",
@@ -202,6 +196,20 @@ def _lds(tmp: Path, request) -> None:
     assert len(loo) == 1, out
     assert re.search(r"^cifarnet smooth \(default\) +train .*\d+ replays of 4 steps", out, re.M), out
     assert re.search(r"^total: \d+ s$", out, re.M), out
+
+
+@smoke("bench_lds_examples.py")
+def _lds_examples(tmp: Path, request) -> None:
+    out = run(tmp, "bench_lds_examples.py", "--smoke").stdout
+    assert "mnist5k 60 training and 6 target digits, subsets keep 50%, M = 5" in out, out
+    assert "2 trial(s)" in out, out
+    header = lines_matching(out, r"^setting +Hara ")
+    assert header and header[0].split()[1:9] == ["Hara", "Hara", "T=2", "Ours", "Ours", "T=2", "TracIn",
+                                                  "TracIn"], out
+    cell = rf"{NUMBER} ± {NUMBER}"
+    rows = lines_matching(out, rf"^(single|fresh) +(?:{cell} +){{8}} *{NUMBER} +\d+ s$")
+    assert [r.split()[0] for r in rows] == ["single", "fresh"], out
+    assert re.search(r"^total \d+ s$", out, re.M), out
 
 
 @smoke("bench_replay.py")

@@ -389,3 +389,25 @@ def test_a_lost_or_damaged_saved_identity_is_written_again(tmp_path):
     view.point(cfg, ("infl",), [0])
     assert fileio.read_json(paths.method_identity(tmp_path, "Ours")) == view.influence_identity(cfg, "Ours")
     assert paths.influence(tmp_path, "Ours", 0).read_bytes() == kept
+
+
+@pytest.mark.parametrize("model, bn_influence", [("mlp", "exact"), ("logreg", "reference")])
+def test_walk_per_example_starts_average_to_the_mean_target(tmp_path, model, bn_influence):
+    """The walk is linear in its starting vector: the walks started from each validation
+    example's loss gradient, averaged, give the walk of the mean validation loss; and
+    started from the mean validation gradient it is the default walk bit for bit."""
+    cfg, data = _train(tmp_path, model, n_epochs=2, n=(60, 12, 10), batch_size=10)
+    rec = Record.load(paths.record(cfg.output, 0))
+    ops = GradientOps(_final_engine(cfg, data), context="cpu")
+    steps = rec.window(rec.n_epochs)
+    want, _ = walk(ops, rec, steps, bn_influence=bn_influence)
+    again, _ = walk(ops, rec, steps, bn_influence=bn_influence, start=ops.val_gradient())
+    np.testing.assert_array_equal(again, want)
+    x, y = ops.engine.inputs(data.val_x), data.val_y
+    per = [walk(ops, rec, steps, bn_influence=bn_influence, start=[a.copy() for a in g])[0]
+           for g in ops.each_sample_gradient(x, y)]
+    mean = np.mean(per, axis=0)
+    err = np.max(np.abs(mean - want)) / np.max(np.abs(want))
+    print(f"{model}: per-example walks averaged against the mean-loss walk: relative error {err:.2e}")
+    assert err < 1e-5
+    assert np.std(per, axis=0).mean() > 0.1 * np.abs(want).mean()  # the examples really differ

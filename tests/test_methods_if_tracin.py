@@ -1,8 +1,9 @@
 """Oracle tests of the IF and TracIn methods: IF against the closed-form damped solve
 of softmax regression and against leave-one-out retraining of an L2-regularised softmax
 regression solved to float64 precision; TracIn against a hand computation from the
-network's own per-sample gradients at the epoch snapshots; and one pipeline run with
-``--methods IF TracIn Random``."""
+network's own per-sample gradients at the epoch snapshots (and its self-influence);
+confident learning (CL) against scikit-learn and cleanlab called directly; and one
+pipeline run with ``--methods IF TracIn Random``."""
 
 from __future__ import annotations
 
@@ -205,17 +206,23 @@ def test_if_sign_and_scale_against_leave_one_out(record_property):
 
 
 # ----------------------------------------------------------------- TracIn
-def test_tracin_matches_hand_computation(tmp_path, record_property):
-    """Two window epochs of the mlp with a decaying rate and augmentation: the sum over
-    the epoch-start snapshots of (eta_e / B) <g_val, g_j> with the network's own gradients
-    (one backward per sample, on the input training saw in that epoch)."""
+@pytest.mark.parametrize("checkpoints, epochs", [("all", (0, 1, 2)), ("window", (1, 2))])
+def test_tracin_matches_hand_computation(tmp_path, record_property, checkpoints, epochs):
+    """The mlp with a decaying rate and augmentation, 3 epochs, a window of 2: TracIn is the
+    sum over the epoch-start snapshots (every epoch's, or the window's) of
+    (eta_e / B) <g_val, g_j> with the network's own gradients (one backward per sample, on
+    the input training saw in that epoch); TracInSelf the same sum of (eta_e / B) |g_j|^2,
+    negated."""
     cfg = C.Config(output=str(tmp_path), model="mlp", n_epochs=3, infl_epochs=2, batch_size=8,
-                   lr=0.05, lr_schedule="cosine", lr_decay_epochs=2)
+                   lr=0.05, lr_schedule="cosine", lr_decay_epochs=2, tracin_checkpoints=checkpoints)
     data = prepare(make_dataset(20, 12, 4, seed=1, num_classes=3), 1)
     run_training(cfg, 0, data)
     facts: dict = {}
     got = compute_scores(cfg, 0, "TracIn", data, facts=facts)
-    assert facts == {"checkpoints": 2}
+    assert facts == {"checkpoints": len(epochs)}
+    self_facts: dict = {}
+    got_self = compute_scores(cfg, 0, "TracInSelf", data, facts=self_facts)
+    assert self_facts == {"checkpoints": len(epochs)}
 
     rec = Record.load(paths.record(cfg.output, 0))
     eng = Engine(model_spec(cfg, data), 0, data)
@@ -232,9 +239,9 @@ def test_tracin_matches_hand_computation(tmp_path, record_property):
         loss.backward()
         return np.concatenate([p.g.ravel() for p in params]).astype(np.float64)
 
-    want = np.zeros(data.n_train)
+    want, want_self = np.zeros(data.n_train), np.zeros(data.n_train)
     rates = []
-    for e in (1, 2):
+    for e in epochs:
         eng.net.load_state_dict(load_epoch_state(cfg.output, 0, e))
         xv.d, tv.d = preprocess.normalize(data.val_x), data.val_y[:, None]
         g_val = grad(val_loss)
@@ -245,13 +252,67 @@ def test_tracin_matches_hand_computation(tmp_path, record_property):
             for j, sd in zip(idx, seeds):
                 x1.d = preprocess.batch_inputs(data.train_x[j : j + 1], np.array([sd]))
                 t1.d = data.train_y[j : j + 1, None]
-                want[j] += eta / cfg.batch_size * (g_val @ grad(one_loss))
-    assert rates[0] > rates[1] * 1.5  # the epochs really have different weights
+                g_j = grad(one_loss)
+                want[j] += eta / cfg.batch_size * (g_val @ g_j)
+                want_self[j] -= eta / cfg.batch_size * (g_j @ g_j)
+    assert rates[-2] > rates[-1] * 1.5  # the epochs really have different weights
     assert np.count_nonzero(want) == data.n_train
-    err = _rel(got, want)
+    err, err_self = _rel(got, want), _rel(got_self, want_self)
     record_property("tracin_rel_error", err)
-    print(f"TracIn: relative error {err:.3g} (rates {rates})")
-    assert err < 1e-4
+    print(f"TracIn ({checkpoints}): relative error {err:.3g}, self-influence {err_self:.3g} (rates {rates})")
+    assert err < 1e-4 and err_self < 1e-5
+    assert np.all(got_self < 0)
+
+
+def test_tracin_checkpoints_key_only_the_window_variant():
+    """TracIn over the whole training does not depend on the window; its window variant does."""
+    from sgd_influence import methods
+
+    tracin = methods.get("TracIn")
+    whole = [tracin.settings(C.Config(infl_epochs=k)) for k in (1, 2)]
+    assert whole[0] == whole[1] == {"tracin_checkpoints": "all"}
+    window = [tracin.settings(C.Config(infl_epochs=k, tracin_checkpoints="window")) for k in (1, 2)]
+    assert window[0] != window[1] and window[0]["infl_epochs"] == 1
+    with pytest.raises(ValueError, match="--tracin-checkpoints: expected all or window"):
+        C.Config(tracin_checkpoints="last").validate()
+
+
+# ----------------------------------------------------------------- confident learning
+def test_cl_is_cleanlab_on_out_of_fold_logistic_regression(tmp_path):
+    """CL's scores are cleanlab's self-confidence minus 1 over scikit-learn's out-of-fold
+    probabilities of the same folds (computed here independently with cross_val_predict),
+    and on data with 20 % of the labels flipped it ranks the flipped ones first."""
+    from cleanlab.rank import get_label_quality_scores
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    cfg = C.Config(output=str(tmp_path), model="logreg", cl_folds=3)
+    data = prepare(make_dataset(90, 10, 10, seed=2, num_classes=3, side=12), 0, label_noise=0.2)
+    facts: dict = {}
+    got = compute_scores(cfg, 5, "CL", data, facts=facts)
+    x = data.train_x.reshape(data.n_train, -1) / 255.0
+    y = data.train_y.ravel()
+    probs = cross_val_predict(LogisticRegression(max_iter=500), x, y, method="predict_proba",
+                              cv=StratifiedKFold(3, shuffle=True, random_state=5))
+    want = get_label_quality_scores(y, probs) - 1.0
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+    assert facts["folds"] == 3 and facts["converged"] and facts["flagged"] >= 1
+    assert data.flipped.sum() >= 10
+    auc = roc_auc_score(data.flipped, -got)
+    print(f"CL: AUC of the flipped labels {auc:.3f}; {facts}")
+    assert auc > 0.9
+    # another seed: other folds, other scores
+    assert not np.array_equal(compute_scores(cfg, 6, "CL", data), got)
+
+
+def test_cl_refuses_more_folds_than_samples(tmp_path):
+    cfg = C.Config(output=str(tmp_path), model="logreg", cl_folds=50)
+    data = prepare(make_dataset(20, 10, 10, seed=2, num_classes=2, side=8), 0)
+    with pytest.raises(ValueError, match=r"--cl-folds: expected at most the number of training samples \(20\), got 50"):
+        compute_scores(cfg, 0, "CL", data)
+    with pytest.raises(ValueError, match="--cl-folds: expected an integer >= 2"):
+        C.Config(cl_folds=1).validate()
 
 
 # ----------------------------------------------------------------- pipeline
@@ -285,7 +346,7 @@ def test_pipeline_runs_if_and_tracin(tmp_path):
         assert np.isfinite(inf["influence"]).all() and inf["influence"].is_monotonic_increasing
     facts = fileio.read_json(paths.influence_stats(out, "IF", 0))
     assert facts["method"] == "IF" and facts["hvps"] == facts["cg_iters"] + 1 > 1
-    assert fileio.read_json(paths.influence_stats(out, "TracIn", 0))["checkpoints"] == 1
+    assert fileio.read_json(paths.influence_stats(out, "TracIn", 0))["checkpoints"] == 2  # both epochs
     assert fileio.read_json(paths.method_identity(out, "IF"))["if_damping"] == 0.05
     ranks = {m: pd.read_csv(paths.influence(out, m, 0))["datasource_index"].tolist()
              for m in ("IF", "TracIn", "Random")}
@@ -322,9 +383,9 @@ def test_if_settings_flags_and_identity(tmp_path):
     assert (ident["if_damping"], ident["if_cg_iters"]) == (0.5, 7)
     from sgd_influence import methods as M
 
-    assert M.names() == ("Hara", "Ours", "IF", "TracIn", "Random")
+    assert M.names() == ("Hara", "Ours", "IF", "TracIn", "TracInSelf", "CL", "Random")
     assert M.get("IF").settings(cfg) == {"if_damping": 0.5, "if_cg_iters": 7, "hvp": "diff"}  # auto
-    assert M.get("TracIn").settings(cfg) == {"infl_epochs": cfg.infl_epochs}
+    assert M.get("TracIn").settings(cfg) == {"tracin_checkpoints": "all"}
     for bad, flag in (({"if_damping": 0.0}, "--if-damping"), ({"if_cg_iters": 0}, "--if-cg-iters")):
         with pytest.raises(ValueError, match=flag):
             C.Config(**bad).validate()
@@ -332,10 +393,41 @@ def test_if_settings_flags_and_identity(tmp_path):
     from sgd_influence import store, view
 
     other = C.Config(if_damping=0.1)
-    for m in ("Hara", "Ours", "TracIn", "Random"):
+    for m in ("Hara", "Ours", "TracIn", "TracInSelf", "CL", "Random"):
         assert view.influence_identity(other, m) == view.influence_identity(C.Config(), m)
         assert not any(k.startswith("if_") for k in view.influence_identity(other, m))
     assert view.influence_identity(other, "IF")["if_damping"] == 0.1
     assert store.key(view.influence_identity(other, "IF")) != store.key(view.influence_identity(C.Config(), "IF"))
     assert view.describe_diff(view.influence_identity(C.Config(), "IF"),
                               view.influence_identity(other, "IF")) == "--if-damping: 10.0 -> 0.1"
+
+
+def test_pipeline_detects_with_self_influence_and_cl(tmp_path):
+    """TracInSelf and CL run through the pipeline with label noise and appear in the
+    detection table; CL's and TracIn's settings are flags of the influence phase alone."""
+    from sgd_influence import cli
+
+    rng = np.random.default_rng(4)
+    csv = {k: _write_split(tmp_path / "data", k, n, rng) for k, n in (("train", 60), ("val", 20),
+                                                                      ("test", 20))}
+    out = tmp_path / "out"
+    argv = ["-o", str(out), "--train-csv", str(csv["train"]), "--val-csv", str(csv["val"]),
+            "--test-csv", str(csv["test"]), "--model", "logreg", "-e", "2", "--batch-size", "10",
+            "--lr", "0.01", "-nt", "1", "-r", "0", "6", "--noise-floor-draws", "0", "--label-noise", "0.2",
+            "--methods", "TracInSelf", "CL", "Random", "--cl-folds", "3", "--jobs", "2"]  # Dask workers: daemonic
+    assert train_infl_eval.main(argv) == 0
+    table = pd.read_csv(paths.detection(out))
+    assert {"TracInSelf", "CL", "Random"} <= set(table["method"])
+    facts = fileio.read_json(paths.influence_stats(out, "CL", 0))
+    assert facts["folds"] == 3 and facts["method"] == "CL"
+    assert fileio.read_json(paths.influence_stats(out, "TracInSelf", 0))["checkpoints"] == 2
+    inf = pd.read_csv(paths.influence(out, "TracInSelf", 0))
+    assert (inf["influence"] < 0).all() and inf["influence"].is_monotonic_increasing
+
+    first = paths.influence(out, "CL", 0).read_bytes()
+    assert cli.infl_main(["-o", str(out), "--methods", "CL", "--cl-folds", "2"]) == 0
+    assert paths.influence(out, "CL", 0).read_bytes() != first  # two folds: other probabilities
+    assert cli.infl_main(["-o", str(out), "--methods", "CL", "--cl-folds", "3"]) == 0
+    assert paths.influence(out, "CL", 0).read_bytes() == first  # kept in the store, linked back
+    assert cli.infl_main(["-o", str(out), "--methods", "TracInSelf", "--tracin-checkpoints", "window"]) == 0
+    assert fileio.read_json(paths.influence_stats(out, "TracInSelf", 0))["checkpoints"] == 1

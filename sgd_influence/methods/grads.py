@@ -334,16 +334,7 @@ class GradientOps:
         """<u, grad l_i> for every sample of the batch (per-sample BN statistics)."""
         mode = mode or self.per_sample
         if mode == "loop":
-            g = self.graph("one", 1)
-            out = np.empty(len(y))
-            for i in range(len(y)):
-                g.feed(x[i : i + 1], y[i : i + 1])
-                g.run.forward(clear_no_need_grad=True)
-                for p in self.params:
-                    p.grad.zero()
-                g.run.backward(clear_buffer=True)
-                out[i] = dot([p.g for p in self.params], u)
-            return out
+            return np.array([dot(grads, u) for grads in self.each_sample_gradient(x, y)])
         if self.diff:
             kind = "diff_batch" if mode == "fused" else "diff_instance"
             return self._central(kind, x, y, u, 1.0)[1] * len(y)
@@ -352,6 +343,22 @@ class GradientOps:
         _set_vector(g.vs, u)
         g.run.forward(clear_no_need_grad=True)
         return g.outs[-1].d[:, 0].astype(np.float64) * len(y)
+
+    def per_sample_sq_norms(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """|grad l_i|^2 for every sample of the batch (per-sample BN statistics)."""
+        return np.array([dot(grads, grads) for grads in self.each_sample_gradient(x, y)])
+
+    def each_sample_gradient(self, x: np.ndarray, y: np.ndarray):
+        """grad l_i (one array per trainable parameter, valid until the next one) for each
+        sample of the batch: one backward per sample."""
+        g = self.graph("one", 1)
+        for i in range(len(y)):
+            g.feed(x[i : i + 1], y[i : i + 1])
+            g.run.forward(clear_no_need_grad=True)
+            for p in self.params:
+                p.grad.zero()
+            g.run.backward(clear_buffer=True)
+            yield [p.g for p in self.params]
 
     def step_terms(self, x, y, u) -> tuple[np.ndarray, list[np.ndarray]]:
         """(per-sample dots, H u) of one step, sharing work where the network allows."""

@@ -62,9 +62,9 @@ def _backwards(ops: GradientOps, record: Record, steps, params_at, progress):
 
 @one_blas_thread
 def walk_reference(ops: GradientOps, record: Record, steps, params_at=None,
-                   hvp_scaling: str = "correct", progress: str | None = None):
+                   hvp_scaling: str = "correct", progress: str | None = None, start=None):
     steps = list(steps)
-    u = ops.val_gradient()
+    u = ops.val_gradient() if start is None else [np.asarray(a, np.float32) for a in start]
     u0 = norm(u)
     infl = np.zeros(record.n_train, np.float64)
     for idx, x, y, lr in _backwards(ops, record, steps, params_at, progress):
@@ -77,9 +77,15 @@ def walk_reference(ops: GradientOps, record: Record, steps, params_at=None,
 
 @one_blas_thread
 def walk_exact(ops: GradientOps, record: Record, steps, params_at=None,
-               hvp_scaling: str = "correct", progress: str | None = None):
+               hvp_scaling: str = "correct", progress: str | None = None, start=None):
     steps = list(steps)
-    u, a_r = ops.val_gradient_exact()
+    if start is None:
+        u, a_r = ops.val_gradient_exact()
+    elif ops.net.has_batchnorm():
+        raise ValueError("walk: a starting vector of its own needs a network without batch "
+                         "normalization (the exact walk also carries the running statistics' adjoint)")
+    else:
+        u, a_r = [np.asarray(a, np.float32) for a in start], []
     u0 = norm(u)
     infl = np.zeros(record.n_train, np.float64)
     for idx, x, y, lr in _backwards(ops, record, steps, params_at, progress):
@@ -92,12 +98,15 @@ def walk_exact(ops: GradientOps, record: Record, steps, params_at=None,
 
 
 def walk(ops: GradientOps, record: Record, steps, params_at=None, hvp_scaling: str = "correct",
-         progress: str | None = None, bn_influence: str = "exact"):
-    """The walk ``bn_influence`` names; (scores, facts)."""
+         progress: str | None = None, bn_influence: str = "exact", start=None):
+    """The walk ``bn_influence`` names; (scores, facts). ``start``: the vector the walk
+    carries back from the final parameters (one array per trainable parameter) instead of
+    the gradient of the mean validation loss, e.g. one test example's loss gradient: the
+    walk is linear in it, so per-example targets are one walk each."""
     if bn_influence not in BN_INFLUENCE:
         raise ValueError(f"--bn-influence: expected exact or reference, got {bn_influence!r}")
     fn = walk_exact if bn_influence == "exact" else walk_reference
-    return fn(ops, record, steps, params_at, hvp_scaling, progress)
+    return fn(ops, record, steps, params_at, hvp_scaling, progress, start)
 
 
 def _facts(u0: float, u, n_steps: int, progress: str | None) -> dict:
