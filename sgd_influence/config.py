@@ -104,7 +104,7 @@ class Config:
         "influence window: the last K epochs (0 = all epochs); another K reuses the training run",
     )
     methods: tuple[str, ...] = _f(METHODS, ["--methods"],
-                                  "methods to run, among the registered ones: Hara Ours IF TracIn Random",
+                                  "methods to run, among the registered ones: Hara Ours IF TracIn TracInSelf CL Random",
                                   nargs="+")
     # --- evaluation
     remove_n_list: tuple[int, ...] = _f(
