@@ -28,7 +28,11 @@ setting).
   (``--infl-epochs 0``). Row ``ceiling``: the same retraining computed a second way,
   every step of both runs through the weighted step (weights 0 for the subset, 1 for
   the rest; equal to the removal step in exact arithmetic), against the first: how far
-  float32 lets two equivalent computations of the target agree.
+  float32 lets two equivalent computations of the target agree. With ``--eps E``, row
+  ``linear (eps E)``: the change with the subset's weights lowered to 1 - E (the weighted
+  step) divided by E, a finite-difference first-order prediction, against the real
+  change (what the best linear prediction reaches); a note gives each predictor's
+  correlation with that finite difference.
 * ``fresh`` (the usual setting, as TRAK and dattri): for subset i and r = 0 .. R-1
   (``--retrains R``) a training from scratch with seed s(i, r) (drawn from ``--seed``,
   i and r: a new initialisation and batch order, independent of alpha), once without
@@ -59,7 +63,7 @@ r of every method's window scores against it.
     python benchmarks/bench_lds.py [--networks relu smooth logreg] [--width 4]
         [--n-train 256] [--n-val 500] [--batch 32] [--epochs 4] [--decay-epochs 2]
         [--lr 0.05] [--lr-logreg 0.005] [--alphas 0.01 0.05 0.1 0.5] [--m 50]
-        [--setting window [single] [fresh]] [--retrains 3] [--trials 3]
+        [--setting window [single] [fresh]] [--retrains 3] [--trials 3] [--eps 0]
         [--boot 1000] [--loo 0] [--methods Hara Ours IF TracIn Random] [--if-damping 10]
         [--hvp exact [diff]] [--seed 0] [--smoke]
 """
@@ -172,14 +176,14 @@ class Retraining:
         replay(self.eng, self.rec, self.steps, removed)
         return self._loss(t0)
 
-    def weighted_val_loss(self, removed: np.ndarray | None = None) -> float:
+    def weighted_val_loss(self, removed: np.ndarray | None = None, weight: float = 0.0) -> float:
         """The same retraining with every step through :meth:`Engine.weighted_step`
-        (weight 0 for the removed samples, 1 for the others; a step with no weight left is
-        skipped, as the removal step skips an empty batch): equal to :meth:`val_loss` in
-        exact arithmetic, not in float32."""
+        (weight ``weight`` for the removed samples, 1 for the others; a step with no weight
+        left is skipped, as the removal step skips an empty batch). With ``weight`` 0 it
+        equals :meth:`val_loss` in exact arithmetic, not in float32."""
         t0 = time.perf_counter()
         self.eng.net.load_state_dict(self.start)
-        keep = np.ones(self.rec.n_train) if removed is None else (~removed).astype(np.float64)
+        keep = np.ones(self.rec.n_train) if removed is None else np.where(removed, weight, 1.0)
         for s in self.steps:
             idx, seeds = self.rec.batch(s)
             if keep[idx].any():
@@ -357,6 +361,7 @@ def measure(net: str, a, data) -> dict:
             checks["single"] = same_state(one.eng.net.state_dict(),
                                           load_epoch_state(cfg.output, a.seed, cfg.n_epochs))
             w_base = one.weighted_val_loss()
+            linear = {}
             for alpha in a.alphas:
                 t0 = time.perf_counter()
                 pairs = [(one.change(sub, base), one.weighted_val_loss(removal_mask(n, sub)) - w_base)
@@ -364,8 +369,19 @@ def measure(net: str, a, data) -> dict:
                 real[alpha] = np.array([p[0] for p in pairs])
                 again = np.array([p[1] for p in pairs])
                 extra.setdefault("ceiling", {})[alpha] = lds(again, real[alpha], resamples[alpha])
+                if a.eps:
+                    linear[alpha] = np.array([(one.weighted_val_loss(removal_mask(n, sub), 1.0 - a.eps) - w_base)
+                                              / a.eps for _i, sub in bar(alpha, f"{setting} eps")])
+                    extra.setdefault(f"linear (eps {a.eps:g})", {})[alpha] = lds(linear[alpha], real[alpha],
+                                                                                 resamples[alpha])
                 done(setting, alpha, t0)
             work = (one.replays, len(one.steps), one.seconds)
+            if a.eps:
+                said = "; ".join(
+                    f"{lab} " + " / ".join(f"{lds(predicted(m, mode, ie)[subsets[alpha]].sum(axis=1), linear[alpha], [])[0]:.2f}"
+                                           for alpha in a.alphas) for lab, m, mode, ie in preds[setting])
+                notes.append(f"single: Spearman rho of each predictor against the finite-difference change "
+                             f"(eps {a.eps:g}) at alpha {' / '.join(f'{x:g}' for x in a.alphas)}: {said}")
         else:  # fresh
             fresh = FreshTraining(cfg, data, a.seed)
             checks["fresh"], trained = fresh.reproduces(a.seed)
@@ -524,6 +540,10 @@ def main() -> None:
                          "of its seed)")
     ap.add_argument("--trials", type=int, default=3,
                     help="fresh: also the scores averaged over the trials of seeds seed .. seed+T-1")
+    ap.add_argument("--eps", type=float, default=0.0,
+                    help="single: also the subset's weight lowered to 1 - EPS (the weighted step): row 'linear' "
+                         "is the LDS of that change divided by EPS (a finite-difference first-order prediction), "
+                         "and a note gives each predictor's correlation with it (0: not measured)")
     ap.add_argument("--width", type=int, default=4)
     ap.add_argument("--n-train", type=int, default=256)
     ap.add_argument("--n-val", type=int, default=500)
@@ -547,7 +567,7 @@ def main() -> None:
     a = parse_with_smoke(ap, {"--networks": ["smooth"], "--width": 1, "--n-train": 16, "--n-val": 8,
                               "--batch": 4, "--epochs": 2, "--decay-epochs": 1, "--alphas": [0.1, 0.5],
                               "--m": 3, "--boot": 20, "--loo": 3, "--setting": list(SETTINGS),
-                              "--retrains": 2, "--trials": 2})
+                              "--retrains": 2, "--trials": 2, "--eps": 0.1})
     a.setting = list(dict.fromkeys(a.setting))
     if a.m < 3:
         ap.error("--m: expected at least 3 subsets")
@@ -555,6 +575,8 @@ def main() -> None:
         ap.error("--alphas: expected fractions in (0, 1)")
     if a.retrains < 1 or a.trials < 1:
         ap.error("--retrains, --trials: expected at least 1")
+    if not 0 <= a.eps <= 1:
+        ap.error("--eps: expected a weight change in [0, 1]")
     t0 = time.perf_counter()
     data = prepare(mnist5k_subset(a.n_train, a.n_val, 10, seed=a.seed), a.seed)
     results = [measure(net, a, data) for net in a.networks]

@@ -202,7 +202,8 @@ def _lds(tmp: Path, request) -> None:
         rows.setdefault(m[1], []).append(m[2])
     walks = ["Hara/exact", "Hara/diff", "Ours/exact", "Ours/diff", "IF/exact", "IF/diff"]
     assert rows["window"] == ["sd real", *walks, "TracIn", "Random"], out
-    assert rows["single"] == ["sd real", *walks, "TracIn", "TracIn all", "Random", "ceiling"], out
+    assert rows["single"] == ["sd real", *walks, "TracIn", "TracIn all", "Random", "ceiling",
+                              "linear (eps 0.1)"], out
     fresh = [*walks, "TracIn", "TracIn all", "Random"]
     assert rows["fresh"] == ["sd real", *(x for p in fresh for x in (p, f"{p} T=2")), "seed split"], out
     sweep = out[out.index("fresh: LDS by the number T of trials"):]
@@ -214,10 +215,12 @@ def _lds(tmp: Path, request) -> None:
             "bit: True") in out, out
     assert re.search(rf"{net}fresh: validation loss of the 6 unremoved trainings from scratch: mean {NUMBER}",
                      out, re.M), out
+    assert re.search(rf"{net}single: Spearman rho of each predictor against the finite-difference change "
+                     rf"\(eps 0.1\) at alpha 0.1 / 0.5: Hara/exact {NUMBER} / {NUMBER}; Hara/diff ", out, re.M), out
     assert lines_matching(out, rf"{net}Hara {sci} \(tau {NUMBER}\), Ours "), out
     loo = lines_matching(out, rf"{net}3 +{sci}(?: +{NUMBER}/ *{NUMBER}){{8}}$")
     assert len(loo) == 1, out
-    assert re.search(rf"{net}train .*window 7 replays of 4 steps {NUMBER}, single 14 replays of 8 steps "
+    assert re.search(rf"{net}train .*window 7 replays of 4 steps {NUMBER}, single 20 replays of 8 steps "
                      rf"{NUMBER}, fresh 19 replays of 8 steps", out, re.M), out
     assert re.search(r"^total: \d+ s$", out, re.M), out
 
