@@ -182,19 +182,40 @@ def _loo(tmp: Path, request) -> None:
 def _lds(tmp: Path, request) -> None:
     out = run(tmp, "bench_lds.py", "--smoke", "--hvp", "exact", "diff").stdout
     assert out.startswith("LDS of the mean validation loss (the methods' target)"), out
-    assert "not TRAK's per-example LDS with retraining from scratch" in out, out
     assert "mnist5k subset n=16 (val 8), width 1, batch 4, 2 epochs" in out, out
-    assert "M = 3 subsets per alpha" in out and "--hvp exact diff" in out, out
-    header = lines_matching(out, r"^network +alpha +k +sd real ")
-    assert header and header[0].split()[-8:] == ["Hara/exact", "Hara/diff", "Ours/exact", "Ours/diff",
-                                                 "IF/exact", "IF/diff", "TracIn", "Random"], out
+    assert "M = 3 subsets per alpha (the same in every setting), settings window single fresh" in out, out
+    assert "R = 2 retrainings per subset (fresh), T = 2 trial(s) (fresh)" in out and "--hvp exact diff" in out, out
+    header = lines_matching(out, r"^network +setting +predictor ")
+    assert len(header) == 1 and header[0].split()[3:] == ["alpha", "0.1", "(k", "2)", "alpha", "0.5", "(k", "8)"], out
     cell, sci = rf"{NUMBER} \[ *{NUMBER}, *{NUMBER}\]", rf"(?:{NUMBER}e[-+]\d+|nan)"
-    rows = lines_matching(out, rf"^cifarnet smooth \(default\) +{NUMBER} +\d+ +{sci}(?: +{cell}){{8}}$")
-    assert [r.split()[3] for r in rows] == ["0.10", "0.50"], out
-    assert lines_matching(out, rf"^cifarnet smooth \(default\) +Hara {sci} \(tau {NUMBER}\), Ours "), out
-    loo = lines_matching(out, rf"^cifarnet smooth \(default\) +3 +{sci}(?: +{NUMBER}/ *{NUMBER}){{8}}$")
+    net = r"^cifarnet smooth \(default\) +"
+    rows: dict[str, list[str]] = {}
+    for line in lines_matching(out, rf"{net}(?:window|single|fresh) +\S"):
+        m = re.match(rf"{net}(window|single|fresh) +(.+?) +({cell}|{sci}) +({cell}|{sci})$", line)
+        assert m, line
+        rows.setdefault(m[1], []).append(m[2])
+    walks = ["Hara/exact", "Hara/diff", "Ours/exact", "Ours/diff", "IF/exact", "IF/diff"]
+    assert rows["window"] == ["sd real", *walks, "TracIn", "Random"], out
+    assert rows["single"] == ["sd real", *walks, "TracIn", "TracIn all", "Random", "ceiling",
+                              "linear (eps 0.1)"], out
+    fresh = [*walks, "TracIn", "TracIn all", "Random"]
+    assert rows["fresh"] == ["sd real", *(x for p in fresh for x in (p, f"{p} T=2")), "seed split"], out
+    sweep = out[out.index("fresh: LDS by the number T of trials"):]
+    assert lines_matching(sweep, r"^network +alpha +predictor +T=1 +T=2$"), out
+    got = lines_matching(sweep, rf"{net}0\.(?:10|50) +\S.* +{cell} +{cell}$")
+    assert len(got) == 2 * len(fresh), out
+    assert ("single: the replay of every step without removal reproduces the trained parameters bit for bit: "
+            "True; fresh: a new network and make_record of seed 0, replayed, reproduce run_training bit for "
+            "bit: True") in out, out
+    assert re.search(rf"{net}fresh: validation loss of the 6 unremoved trainings from scratch: mean {NUMBER}",
+                     out, re.M), out
+    assert re.search(rf"{net}single: Spearman rho of each predictor against the finite-difference change "
+                     rf"\(eps 0.1\) at alpha 0.1 / 0.5: Hara/exact {NUMBER} / {NUMBER}; Hara/diff ", out, re.M), out
+    assert lines_matching(out, rf"{net}Hara {sci} \(tau {NUMBER}\), Ours "), out
+    loo = lines_matching(out, rf"{net}3 +{sci}(?: +{NUMBER}/ *{NUMBER}){{8}}$")
     assert len(loo) == 1, out
-    assert re.search(r"^cifarnet smooth \(default\) +train .*\d+ replays of 4 steps", out, re.M), out
+    assert re.search(rf"{net}train .*window 7 replays of 4 steps {NUMBER}, single 20 replays of 8 steps "
+                     rf"{NUMBER}, fresh 19 replays of 8 steps", out, re.M), out
     assert re.search(r"^total: \d+ s$", out, re.M), out
 
 
