@@ -298,31 +298,31 @@ class Engine:
             g = self._eval_graphs[bs] = (x, t, logits, losses)
         return g
 
+    def _eval_batches(self, images: np.ndarray, labels: np.ndarray):
+        """(first index, labels, logits, per-example losses) of each inference-mode batch
+        (running BN statistics); the arrays are valid until the next batch."""
+        for start in range(0, len(labels), EVAL_BATCH):
+            yb = labels[start : start + EVAL_BATCH]
+            x, t, logits, losses = self._eval_graph(len(yb))
+            x.d = self.inputs(images[start : start + EVAL_BATCH])
+            t.d = yb[:, None]
+            losses.forward(clear_buffer=True)
+            yield start, yb, logits.d, losses.d
+
     def evaluate(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
         """Mean loss and accuracy in inference mode (running BN statistics)."""
         total_loss, correct = 0.0, 0
-        for start in range(0, len(labels), EVAL_BATCH):
-            xb = images[start : start + EVAL_BATCH]
-            yb = labels[start : start + EVAL_BATCH]
-            x, t, logits, losses = self._eval_graph(len(yb))
-            x.d = self.inputs(xb)
-            t.d = yb[:, None]
-            losses.forward(clear_buffer=True)
-            total_loss += float(losses.d.astype(np.float64).sum())
-            correct += int((logits.d.argmax(axis=1) == yb).sum())
+        for _start, yb, logits, losses in self._eval_batches(images, labels):
+            total_loss += float(losses.astype(np.float64).sum())
+            correct += int((logits.argmax(axis=1) == yb).sum())
         n = max(len(labels), 1)
         return total_loss / n, correct / n
 
     def sample_losses(self, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Each example's loss in inference mode (running BN statistics), float64."""
         out = np.empty(len(labels), np.float64)
-        for start in range(0, len(labels), EVAL_BATCH):
-            yb = labels[start : start + EVAL_BATCH]
-            x, t, _logits, losses = self._eval_graph(len(yb))
-            x.d = self.inputs(images[start : start + EVAL_BATCH])
-            t.d = yb[:, None]
-            losses.forward(clear_buffer=True)
-            out[start : start + len(yb)] = losses.d.reshape(-1)
+        for start, yb, _logits, losses in self._eval_batches(images, labels):
+            out[start : start + len(yb)] = losses.reshape(-1)
         return out
 
     def evaluate_split(self, split: str) -> tuple[float, float]:
