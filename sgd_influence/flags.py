@@ -75,10 +75,15 @@ def add_arguments(parser: argparse.ArgumentParser, names=None) -> None:
         parser.add_argument(*md["flags"], **kw)
 
 
+def _given(ns: argparse.Namespace) -> dict:
+    """The fields and settings of methods and networks given on the command line."""
+    known = set(ALL_FIELDS) | set(settings.declared())
+    return {k: v for k, v in vars(ns).items() if k in known}
+
+
 def from_args(ns: argparse.Namespace, **overrides) -> Config:
     """Defaults < preset < explicit flags < overrides; validated."""
-    known = set(ALL_FIELDS) | set(settings.declared())
-    given = {k: v for k, v in vars(ns).items() if k in known}
+    given = _given(ns)
     values = {**given, **overrides}
     for k, v in list(values.items()):
         if isinstance(v, list):
@@ -98,8 +103,7 @@ def check_one_network(given: dict) -> None:
 
 def config_from_folder(ns: argparse.Namespace) -> Config:
     """Defaults < the output folder's saved run configuration < preset < flags."""
-    known = set(ALL_FIELDS) | set(settings.declared())
-    given = {k: v for k, v in vars(ns).items() if k in known}
+    given = _given(ns)
     check_one_network(given)
     out = given.get("output", Config.output)
     saved_path = paths.run_config(out)
