@@ -11,9 +11,8 @@ import nnabla.functions as F
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 from scipy.stats import pearsonr
-from synth import make_dataset
+from synth import make_dataset, write_csv_dataset
 
 import train_infl_eval
 from sgd_influence import config as C
@@ -316,23 +315,8 @@ def test_cl_refuses_more_folds_than_samples(tmp_path):
 
 
 # ----------------------------------------------------------------- pipeline
-def _write_split(folder, name, n, rng, classes=3, side=28):
-    (folder / name).mkdir(parents=True, exist_ok=True)
-    labels = rng.integers(0, classes, n)
-    lines = ["x:image,y:label"]
-    for i, y in enumerate(labels):
-        img = rng.random((side, side)) * 90
-        img[4 + 7 * int(y) : 8 + 7 * int(y), :] += 140
-        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / name / f"{i:04d}.png")
-        lines.append(f"{name}/{i:04d}.png,{int(y)}")
-    (folder / f"{name}.csv").write_text("\n".join(lines) + "\n")
-    return folder / f"{name}.csv"
-
-
 def test_pipeline_runs_if_and_tracin(tmp_path):
-    rng = np.random.default_rng(3)
-    csv = {k: _write_split(tmp_path / "data", k, n, rng) for k, n in (("train", 40), ("val", 20),
-                                                                      ("test", 20))}
+    csv = write_csv_dataset(tmp_path / "data", sizes=(40, 20, 20), seed=3)
     out = tmp_path / "out"
     argv = ["-o", str(out), "--train-csv", str(csv["train"]), "--val-csv", str(csv["val"]),
             "--test-csv", str(csv["test"]), "--model", "logreg", "-e", "2", "--batch-size", "8",
@@ -407,9 +391,7 @@ def test_pipeline_detects_with_self_influence_and_cl(tmp_path):
     detection table; CL's and TracIn's settings are flags of the influence phase alone."""
     from sgd_influence import cli
 
-    rng = np.random.default_rng(4)
-    csv = {k: _write_split(tmp_path / "data", k, n, rng) for k, n in (("train", 60), ("val", 20),
-                                                                      ("test", 20))}
+    csv = write_csv_dataset(tmp_path / "data", sizes=(60, 20, 20), seed=4)
     out = tmp_path / "out"
     argv = ["-o", str(out), "--train-csv", str(csv["train"]), "--val-csv", str(csv["val"]),
             "--test-csv", str(csv["test"]), "--model", "logreg", "-e", "2", "--batch-size", "10",
