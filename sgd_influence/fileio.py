@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -62,6 +63,15 @@ def write_error(path, exc: OSError) -> WriteError:
 
 def tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+# temporary names: tmp_name's ('.name.tmpPID') and the data layer's ('.name.PID-hex.tmp')
+_TMP = re.compile(r"^\..+\.(tmp\d+|\d+-[0-9a-f]+\.tmp)$")
+
+
+def is_tmp_name(name: str) -> bool:
+    """Whether ``name`` is a temporary file's name (a write not finished)."""
+    return bool(_TMP.match(name))
 
 
 # --------------------------------------------------------------------------- checksums

@@ -17,18 +17,17 @@ import errno
 import json
 import logging
 import os
-import re
 import socket
 import time
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from . import fileio, store
+
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
-# temporary names: fileio.tmp_name ('.name.tmpPID') and the data layer ('.name.PID-hex.tmp')
-_TMP = re.compile(r"^\..+\.(tmp\d+|\d+-[0-9a-f]+\.tmp)$")
 
 
 class FolderBusy(ValueError):
@@ -112,9 +111,13 @@ def hold(out, wait: bool = False):
                          "choose a writable place") from None
     try:
         remove_temporary_files(folder)
+        store.write_back_all(folder)  # what an interrupted run wrote into copy-views
         yield folder
     finally:
-        lock.release()
+        try:
+            store.write_back_all(folder)
+        finally:
+            lock.release()
 
 
 def remove_temporary_files(out) -> list[Path]:
@@ -122,7 +125,7 @@ def remove_temporary_files(out) -> list[Path]:
     removed = []
     for root, _dirs, files in os.walk(out):
         for name in files:
-            if _TMP.match(name):
+            if fileio.is_tmp_name(name):
                 path = Path(root) / name
                 path.unlink(missing_ok=True)
                 removed.append(path)

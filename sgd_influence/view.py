@@ -19,7 +19,6 @@ runs, so that they are computed again.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 from pathlib import Path
@@ -57,7 +56,8 @@ def point(cfg: C.Config, phases=(), seeds=()) -> None:
     out = Path(cfg.output)
     methods = M.names()
     inf_root, score_root = paths.phase_root(out, "influence"), paths.phase_root(out, "score")
-    store.move_older(out, _views(out))
+    store.write_back_all(out)  # a copy-view's new files reach the store before it changes
+    store.move_older(out, store.views(out))
 
     trained = cfg.train_identity()
     train = store.entry_dir(out, "train", None, trained)
@@ -111,20 +111,9 @@ def _view(cfg, out: Path, kind: str, name: str, ident: dict, make: bool, seeds,
             wanted[root / paths.variant(name, paths.window_tag(saved[WINDOW]))] = other.path
 
 
-def _views(out: Path) -> list[Path]:
-    """Where the view keeps its links: ``train``, and what ``influence/`` and ``score/``
-    hold (temporary names left out)."""
-    views = [paths.phase_root(out, "train")]
-    for phase in ("influence", "score"):
-        root = paths.phase_root(out, phase)
-        if root.is_dir():
-            views += sorted(p for p in root.iterdir() if not p.name.startswith("."))
-    return views
-
-
 def links_now(out) -> dict[Path, str]:
     """Every link of the view and where it points (for :func:`restore`)."""
-    return {v: os.readlink(v) for v in _views(Path(out)) if v.is_symlink()}
+    return {v: store.view_target(v) for v in store.views(Path(out)) if store.is_view(v)}
 
 
 def restore(out, saved: dict[Path, str], entries: set[Path]) -> None:
@@ -190,9 +179,10 @@ def linked(out) -> dict[Path, str]:
     """The store entries the view links: entry folder -> the view's name for it."""
     out = Path(out)
     found = {}
-    for v in _views(out):
-        if v.is_symlink() and v.exists():
-            found[v.resolve()] = str(v.relative_to(out))
+    for v in store.views(out):
+        entry = store.view_entry(v)
+        if entry is not None:
+            found[entry] = str(v.relative_to(out))
     return found
 
 
@@ -229,4 +219,4 @@ def _current(out: Path, entry: store.Entry) -> Path | None:
         v = paths.phase_root(out, "train")
     else:
         v = paths.phase_root(out, entry.kind) / entry.name
-    return v if v.is_symlink() and v.exists() else None
+    return store.view_entry(v)

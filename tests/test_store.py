@@ -5,7 +5,9 @@ current ones (named by their window); changing a setting back costs nothing."""
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 
 import pandas as pd
 import pytest
@@ -296,3 +298,77 @@ def test_overwrite_computes_the_current_results_again_and_only_those(data, tmp_p
     redone = [k for k in stored if k not in other and now.get(k) != stored[k]]
     assert any(k.endswith("influence_0.csv") for k in redone) and any("record.npz" in k for k in redone)
     assert _results(out) == first  # computed again, to the same bytes
+
+
+def _no_symlinks(monkeypatch):
+    def refuse(*_args, **_kwargs):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "symlink", refuse)
+
+
+def test_where_links_cannot_be_made_a_view_is_a_copy_written_back_to_its_entry(tmp_path, monkeypatch):
+    a, b = tmp_path / "store" / "a", tmp_path / "store" / "b"
+    a.mkdir(parents=True), b.mkdir()
+    (a / "f").write_text("a"), (b / "f").write_text("b")
+    view_ = tmp_path / "influence" / "Hara"
+    _no_symlinks(monkeypatch)
+    store.link(view_, a)
+    assert store.is_copy(view_) and (view_ / "f").read_text() == "a"
+    assert store.view_entry(view_) == a.resolve() and view.links_now(tmp_path) == {view_: "../store/a"}
+    (view_ / "new.csv").write_text("written by a task")
+    fileio.write_text(view_ / "done.csv", "x")  # its temporary name is never written back
+    (view_ / ".half.csv.tmp123").write_text("an unfinished write")
+    store.link(view_, b)  # the copy's new files reach its entry before it is replaced
+    assert (a / "new.csv").read_text() == "written by a task" and (a / "done.csv").read_text() == "x"
+    assert not (a / ".half.csv.tmp123").exists() and (view_ / "f").read_text() == "b"
+    assert sorted(p.name for p in view_.parent.iterdir()) == ["Hara"]  # no temporary copy left
+    store.link(view_, None)
+    assert not view_.exists() and (b / "f").exists()
+    real = tmp_path / "influence" / "Ours"
+    real.mkdir()
+    store.link(real, None)  # a real folder is neither a link nor a copy: left alone
+    assert real.is_dir()
+    with pytest.raises(fileio.WriteError, match="Ours: cannot write"):
+        store.link(real, a)  # nor replaced by one
+
+
+def test_copies_can_be_asked_for_where_links_work(tmp_path, monkeypatch):
+    a = tmp_path / "store" / "a"
+    a.mkdir(parents=True)
+    monkeypatch.setenv(store.VIEW_ENV, "copy")
+    store.link(tmp_path / "train", a)
+    assert store.is_copy(tmp_path / "train")
+    monkeypatch.delenv(store.VIEW_ENV)
+    (tmp_path / "train" / "record.npz").write_text("r")
+    store.link(tmp_path / "train", a)  # links again: the copy written back, then replaced
+    assert (tmp_path / "train").is_symlink() and (a / "record.npz").read_text() == "r"
+
+
+def test_without_symbolic_links_a_folder_works_the_same_on_copies(data, tmp_path, logs, monkeypatch):
+    linked_out, out = tmp_path / "linked", tmp_path / "o"
+    flags = _flags(data, out, 1, "--methods", "Ours", "Random")
+    assert train_infl_eval.main(_flags(data, linked_out, 1, "--methods", "Ours", "Random")) == 0
+    _no_symlinks(monkeypatch)
+    assert train_infl_eval.main(flags) == 0
+    first = _results(out)
+    assert first == _results(linked_out)  # the same bytes as on links
+    for v in (out / "train", out / "influence" / "Ours", out / "score" / "Ours"):
+        assert store.is_copy(v), v
+    held = store.view_entry(out / "influence" / "Ours")
+    assert (held / "influence_0.csv").read_bytes() == first["influence/Ours/influence_0.csv"]
+    assert (store.view_entry(out / "train") / "seed_0" / "record.npz").is_file()
+
+    assert train_infl_eval.main(flags + ["--lr", "0.02"]) == 0  # another setting: the first kept
+    assert _results(out) != first and (held / "influence_0.csv").is_file()
+    logs.clear()
+    assert train_infl_eval.main(flags) == 0
+    assert any("nothing to do" in m for m in logs.at(logging.INFO)) and _results(out) == first
+
+    # a result that reached the copy but not its entry (the run was killed) is kept
+    for f in store.seed_files(held, "influence", 0):
+        f.unlink()
+    logs.clear()
+    assert train_infl_eval.main(flags) == 0
+    assert any("nothing to do" in m for m in logs.at(logging.INFO))
+    assert (held / "influence_0.csv").read_bytes() == first["influence/Ours/influence_0.csv"]
