@@ -102,25 +102,16 @@ class Plan:
 
     def infl_problem(self, seed: int, method: str) -> str | None:
         """None when the influence file is there and whole, else why not."""
-        from .trajectory import Record
+        from .infl import image_check, influence_state
 
-        path = paths.influence(self.out, method, seed)
-        if not path.exists():
-            return "not found"
         if not paths.record(self.out, seed).exists():
-            return None  # checked against the training run once it exists
-        problem = (checks.influence_problem(path, Record.load(paths.record(self.out, seed)).n_train)
-                   or checks.facts_problem(path))
-        if problem is None and checks.missing_image(path, self._image_check()):
-            return "an x:image that is not an image of the data set where it is now"
-        return f"damaged ({problem})" if problem else None
-
-    def _image_check(self):
+            # checked against the training run once it exists
+            return None if paths.influence(self.out, method, seed).exists() else "not found"
         if self._is_image is None:
-            from .infl import image_check
-
             self._is_image = image_check(self.cfg)
-        return self._is_image
+        state, detail = influence_state(self.cfg, seed, method, self._is_image)
+        return {"done": None, "missing": "not found", "damaged": f"damaged ({detail})",
+                "images moved": "an x:image that is not an image of the data set where it is now"}[state]
 
     # -- planning
     def initial(self) -> list[Step]:

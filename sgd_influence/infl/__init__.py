@@ -80,6 +80,23 @@ def compute_scores(cfg: C.Config, seed: int, method: str, data: Prepared,
     return scores
 
 
+def influence_state(cfg: C.Config, seed: int, method: str, is_image=None) -> tuple[str, str | None]:
+    """Whether trial ``seed``'s influence file of ``method`` can be reused: ("done", None),
+    ("missing", None), ("damaged", why) or ("images moved", an x:image that is no longer
+    an image of the data set: reusable once its images are named where they are).
+    Checked against the training run's record, which must exist. The plan and the
+    influence phase both decide by this function."""
+    target = paths.influence(Path(cfg.output), method, seed)
+    if not target.exists():
+        return "missing", None
+    record = paths.record(Path(cfg.output), seed)
+    problem = checks.influence_problem(target, Record.load(record).n_train) or checks.facts_problem(target)
+    if problem:
+        return "damaged", problem
+    gone = checks.missing_image(target, is_image or image_check(cfg))
+    return ("done", None) if gone is None else ("images moved", gone)
+
+
 def run_influence(cfg: C.Config, seed: int, method: str, data: Prepared | None = None,
                   per_sample: str = "auto") -> Path:
     """Write (or reuse) ``influence/{method}/influence_{seed}.csv``."""
@@ -91,19 +108,17 @@ def run_influence(cfg: C.Config, seed: int, method: str, data: Prepared | None =
     target = paths.influence(out, method, seed)
     if not paths.record(out, seed).exists():
         raise FileNotFoundError(f"{paths.record(out, seed)}: no finished training run for seed {seed}")
-    if target.exists():
-        problem = (checks.influence_problem(target, Record.load(paths.record(out, seed)).n_train)
-                   or checks.facts_problem(target))
-        if problem is None:
-            gone = checks.missing_image(target, image_check(cfg))
-            if gone is None:
-                logger.info("seed %d %s: influence already computed, reused", seed, method)
-                return target
-            logger.warning("%s: x:image %s is not an image of the data set where it is now; "
-                           "naming the images where they are", target, gone)
-            relink_images(target, data if data is not None else load_prepared(cfg, seed))
-            return target
-        checks.report_damaged(target, problem)
+    state, detail = influence_state(cfg, seed, method)
+    if state == "done":
+        logger.info("seed %d %s: influence already computed, reused", seed, method)
+        return target
+    if state == "images moved":
+        logger.warning("%s: x:image %s is not an image of the data set where it is now; "
+                       "naming the images where they are", target, detail)
+        relink_images(target, data if data is not None else load_prepared(cfg, seed))
+        return target
+    if state == "damaged":
+        checks.report_damaged(target, detail)
     if data is None:
         data = load_prepared(cfg, seed)
     facts: dict = {}
