@@ -13,6 +13,7 @@ from dataclasses import fields
 
 from . import fileio, paths, settings
 from .config import ALL_FIELDS, Config, method_names
+from .context import CONTEXTS
 from .identities import section_fields
 from .presets import PRESETS
 from .settings import jsonable
@@ -69,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser, names=None) -> None:
             elif name == "lr_schedule":
                 kw["choices"] = LR_SCHEDULES
             elif name == "context":
-                kw["choices"] = ("auto", "cpu", "cudnn")
+                kw["choices"] = CONTEXTS
             elif name == "preset":
                 kw["choices"] = tuple(PRESETS)
         parser.add_argument(*md["flags"], **kw)

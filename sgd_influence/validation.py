@@ -10,6 +10,7 @@ import numbers
 from dataclasses import fields
 
 from . import registry, settings
+from .context import CONTEXTS
 
 AUGMENT_MODES = ("none", "crop", "flip", "crop,flip")
 LR_SCHEDULES = ("constant", "cosine", "linear", "step")
@@ -106,8 +107,8 @@ def check(cfg) -> None:
     if cfg.noise_floor_draws < 0:
         raise ValueError(f"--noise-floor-draws: expected 0 (no noise floor) or a positive integer, "
                          f"got {cfg.noise_floor_draws}")
-    if cfg.context not in ("auto", "cpu", "cudnn"):
-        raise ValueError(f"--context: expected auto, cpu or cudnn, got {cfg.context!r}")
+    if cfg.context not in CONTEXTS:
+        raise ValueError(f"--context: expected {', '.join(CONTEXTS)}, got {cfg.context!r}")
     if cfg.jobs < 0:
         raise ValueError(f"--jobs: expected 0 (all cores) or a positive integer, got {cfg.jobs}")
 
