@@ -266,7 +266,7 @@ def predictors(a, setting: str) -> list[tuple[str, str, str, int]]:
     out = []
     for label, m, mode in columns(a):
         if m in ("Hara", "Ours"):
-            out.append((label, m, mode, 1 if setting == "window" else 0))
+            out.append((label, m, mode, a.window_epochs if setting == "window" else 0))
         else:
             out.append((label, m, mode, 1))
             if m == "TracIn" and setting != "window":
@@ -281,7 +281,7 @@ def score_key(m: str, mode: str, infl_epochs: int, seed: int) -> tuple:
 def key_name(key: tuple, a) -> str:
     m, mode, ie, _seed = key
     name = f"{m}/{mode}" if len(a.hvp) > 1 and m in HVP_METHODS else m
-    return name if ie is None else f"{name} ({'all epochs' if ie == 0 else 'last epoch'})"
+    return name if ie is None else f"{name} ({'all epochs' if ie == 0 else f'last {ie} epoch(s)'})"
 
 
 def trial_seeds(a) -> list[int]:
@@ -340,7 +340,7 @@ def measure(net: str, a, data) -> dict:
         print(f"[{net}] {setting} alpha {alpha:g}: {a.m} subsets in {time.perf_counter() - t0:.0f} s",
               file=sys.stderr, flush=True)
 
-    win = saved_run(cfg, data, a.seed, 1)
+    win = saved_run(cfg, data, a.seed, a.window_epochs)
     settings, checks, notes = {}, {}, []
     for setting in a.setting:
         real, extra, sweep = {}, {}, {}
@@ -441,18 +441,18 @@ def report(a, results: list[dict], seconds: float) -> None:
     print("LDS of the mean validation loss (the methods' target): Spearman rho of the predicted change "
           "(sum of the removed samples' scores) against the real change over M random subsets, with a "
           "percentile bootstrap 95 % interval; not TRAK's per-example LDS")
-    print("retraining: window = replay of the last epoch from its start snapshot without the subset; "
+    print(f"retraining: window = replay of the last {a.window_epochs} epoch(s) from their start snapshot without the subset; "
           "single = replay of every epoch from the initial parameters without the subset (same batches); "
           f"fresh = mean over R = {a.retrains} trainings from scratch with other seeds of the change against "
           "the unremoved training of the same seed")
-    print("predictors: Hara and Ours walk the last epoch (window) or every epoch (single, fresh); TracIn "
+    print("predictors: Hara and Ours walk the window or every epoch (single, fresh); TracIn "
           "the last epoch's checkpoint, TracIn all every epoch's; IF at the final parameters; 'X T=k': X's "
           f"scores averaged over the trials of seeds {seeds[0]}..{seeds[-1]}; ceiling: the single retraining "
           "computed through the weighted step against the removal step; seed split: fresh retraining r=0 "
           "against r=1")
     print(f"mnist5k subset n={a.n_train} (val {a.n_val}), width {a.width}, batch {a.batch}, {a.epochs} epochs, "
           f"lr cifarnet {a.lr} / logreg {a.lr_logreg}, cosine decay to lr/100 over the last {a.decay_epochs} "
-          f"epoch(s), window = last epoch, M = {a.m} subsets per alpha (the same in every setting), "
+          f"epoch(s), window = last {a.window_epochs} epoch(s), M = {a.m} subsets per alpha (the same in every setting), "
           f"settings {' '.join(a.setting)}, R = {a.retrains} retrainings per subset (fresh), T = {len(seeds)} "
           f"trial(s) (fresh), {a.boot} bootstrap resamples, IF damping {a.if_damping:g}, "
           f"--hvp {' '.join(a.hvp)}, seed {a.seed}")
@@ -531,6 +531,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--window-epochs", type=int, default=1,
+                    help="window: the last K epochs are the influence window, replayed from their start "
+                         "snapshot (K = --epochs is the single-model setting)")
     ap.add_argument("--setting", nargs="+", default=["window"], choices=list(SETTINGS),
                     help="the retraining the LDS is measured against: window (replay of the last epoch), "
                          "single (replay of every epoch from the initial parameters), fresh (trainings from "
@@ -573,6 +576,8 @@ def main() -> None:
         ap.error("--m: expected at least 3 subsets")
     if not all(0 < x < 1 for x in a.alphas):
         ap.error("--alphas: expected fractions in (0, 1)")
+    if not 1 <= a.window_epochs <= a.epochs:
+        ap.error(f"--window-epochs: expected 1 to --epochs ({a.epochs}), got {a.window_epochs}")
     if a.retrains < 1 or a.trials < 1:
         ap.error("--retrains, --trials: expected at least 1")
     if not 0 <= a.eps <= 1:
