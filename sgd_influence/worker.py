@@ -7,6 +7,7 @@ seed it worked on last (:func:`perform`); a Dask worker runs a task through
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -72,18 +73,15 @@ def perform(cfg: C.Config, task: Task, progress: bool) -> None:
     from .eval import run_eval_job
 
     _PROCESS.set_context(cfg)
-    if task.kind == "eval" and task.job.n == 0 and any(task.job.reusable(p) for p in task.job.targets(cfg.output)):
-        run_eval_job(cfg, task.job)  # No Removal of another method: a copy, no data needed
-        return
-    data = _PROCESS.prepared(cfg, task.seed)
+    data = functools.partial(_PROCESS.prepared, cfg, task.seed)  # loaded when a task needs it
     if task.kind == "train":
         from .train import run_training
 
-        run_training(cfg, task.seed, data)
+        run_training(cfg, task.seed, data())
     elif task.kind == "infl":
         from .infl import run_influence
 
-        run_influence(cfg, task.seed, task.method, data, per_sample=task.per_sample)
+        run_influence(cfg, task.seed, task.method, data(), per_sample=task.per_sample)
     elif task.kind == "eval":
         run_eval_job(cfg, task.job, data, progress=progress)
     else:

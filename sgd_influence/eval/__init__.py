@@ -220,7 +220,9 @@ def score_frame(epochs: pd.DataFrame, method: str, n: int, seed: int, n_train: i
 
 
 def run_eval_job(cfg: C.Config, job: EvalJob, data=None, progress: bool = False) -> list[Path]:
-    """Write (or reuse) the score file(s) of ``job``; returns their paths."""
+    """Write (or reuse) the score file(s) of ``job``; returns their paths. ``data``: the
+    prepared data of the job's seed, or a function returning it (called only when a
+    model is retrained: a reused or copied No Removal needs none)."""
     from ..engine import load_prepared
 
     out = Path(cfg.output)
@@ -238,8 +240,7 @@ def run_eval_job(cfg: C.Config, job: EvalJob, data=None, progress: bool = False)
             for m, p in missing:
                 fileio.write_csv(p, base.assign(method=m))
             return targets
-    if data is None:
-        data = load_prepared(cfg, job.seed)
+    data = load_prepared(cfg, job.seed) if data is None else data() if callable(data) else data
     if job.n >= data.n_train:
         raise ValueError(f"-r/--remove_n_list: {job.n} is not smaller than the training set "
                          f"({data.n_train} samples)")
