@@ -149,51 +149,50 @@ def pipeline_main(argv=None, prog: str = "train_infl_eval.py", doc: str | None =
     return run_cli(p, argv, lambda cfg, ns: run_all(cfg, scheduler=ns.scheduler))
 
 
-def train_main(argv=None) -> int:
-    from . import train
+def phase_main(phase: str, argv=None) -> int:
+    """``python -m sgd_influence.{train,infl,eval}``: the pipeline restricted to one phase.
+    The training and influence phases run in this process, for seed 0 unless told; the
+    evaluation phase for every trial, on --jobs workers or a --scheduler. The influence
+    and evaluation phases read a training run: their settings default to those the
+    folder's last whole run saved."""
+    from . import eval, infl, train
     from .engine import check_network
     from .pipeline import run_pipeline
 
-    p = phase_parser("python -m sgd_influence.train", train.__doc__, "train")
-    p.add_argument("--seed", type=int, nargs="+", default=[0], help="trial seed(s) (default: 0)")
+    doc = {"train": train, "infl": infl, "eval": eval}[phase].__doc__
+    if phase == "infl":
+        doc += ("\nRuns on a training run's folder (-o); the settings not given are those the "
+                "folder's last whole run saved (OUT/config.json), else the defaults.")
+    p = phase_parser(f"python -m sgd_influence.{phase}", doc, phase)
+    if phase == "eval":
+        p.add_argument("--seed", type=int, nargs="+", default=None,
+                       help="trial seed(s) to evaluate (default: 0 .. n_trials-1)")
+    else:
+        p.add_argument("--seed", type=int, nargs="+", default=[0], help="trial seed(s) (default: 0)")
+    if phase == "infl":
+        p.add_argument("--per-sample", choices=infl.PER_SAMPLE_MODES, default="auto",
+                       help="how per-sample terms are computed (default: auto, by network and context)")
 
     def body(cfg, ns) -> None:
-        check_network(cfg)
-        run_pipeline(C.replace(cfg, jobs=1), ("train",), seeds=ns.seed)
+        if phase == "train":
+            check_network(cfg)
+        seeds = range(cfg.n_trials) if ns.seed is None else ns.seed
+        run_pipeline(cfg if phase == "eval" else C.replace(cfg, jobs=1), (phase,), seeds=seeds,
+                     scheduler=getattr(ns, "scheduler", None), per_sample=getattr(ns, "per_sample", "auto"))
 
-    return run_cli(p, argv, body)
+    return run_cli(p, argv, body, saved_defaults=phase != "train")
+
+
+def train_main(argv=None) -> int:
+    return phase_main("train", argv)
 
 
 def infl_main(argv=None) -> int:
-    from . import infl
-    from .pipeline import run_pipeline
-
-    p = phase_parser("python -m sgd_influence.infl", infl.__doc__ + "\nRuns on a training run's "
-                     "folder (-o); the settings not given are those the folder's last whole "
-                     "run saved (OUT/config.json), else the defaults.", "infl")
-    p.add_argument("--seed", type=int, nargs="+", default=[0], help="trial seed(s) (default: 0)")
-    p.add_argument("--per-sample", choices=infl.PER_SAMPLE_MODES, default="auto",
-                   help="how per-sample terms are computed (default: auto, by network and context)")
-
-    def body(cfg, ns) -> None:
-        run_pipeline(C.replace(cfg, jobs=1), ("infl",), seeds=ns.seed, per_sample=ns.per_sample)
-
-    return run_cli(p, argv, body, saved_defaults=True)
+    return phase_main("infl", argv)
 
 
 def eval_main(argv=None) -> int:
-    from . import eval as ev
-    from .pipeline import run_pipeline
-
-    p = phase_parser("python -m sgd_influence.eval", ev.__doc__, "eval")
-    p.add_argument("--seed", type=int, nargs="+", default=None,
-                   help="trial seed(s) to evaluate (default: 0 .. n_trials-1)")
-
-    def body(cfg, ns) -> None:
-        seeds = list(range(cfg.n_trials)) if ns.seed is None else list(ns.seed)
-        run_pipeline(cfg, phases=("eval",), seeds=seeds, scheduler=ns.scheduler)
-
-    return run_cli(p, argv, body, saved_defaults=True)
+    return phase_main("eval", argv)
 
 
 def analyze_main(argv=None) -> int:

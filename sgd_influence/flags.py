@@ -12,12 +12,9 @@ import logging
 from dataclasses import fields
 
 from . import fileio, paths, settings
-from .config import ALL_FIELDS, Config, method_names
-from .context import CONTEXTS
-from .identities import section_fields
+from .config import ALL_FIELDS, Config, section_fields
 from .presets import PRESETS
-from .settings import jsonable
-from .validation import AUGMENT_MODES, LR_SCHEDULES, field_flag
+from .validation import field_flag
 
 logger = logging.getLogger("sgd_influence")  # the logger of the command line (cli.py)
 
@@ -31,49 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser, names=None) -> None:
     """Add the flags of the named fields and settings of methods and networks (default:
     all of them); defaults are left unset so presets can apply."""
     by_name = {f.name: f for f in fields(Config)}
-    if names is None:
-        names = (*ALL_FIELDS, *settings.declared())
-    for name in names:
+    for name in (*ALL_FIELDS, *settings.declared()) if names is None else names:
         if name not in by_name:
             settings.add_arguments(parser, [name])
-            continue
-        f = by_name[name]
-        md = f.metadata
-        if not md["flags"]:  # internal field, not a flag
-            continue
-        default_txt = jsonable(f.default)
-        # a help text that says its own default (e.g. "default: the user cache") keeps it
-        text = md["help"] if "default:" in md["help"] else f"{md['help']} (default: {default_txt})"
-        kw = dict(dest=name, default=argparse.SUPPRESS, help=text)
+        elif by_name[name].metadata["flags"]:  # not an internal field
+            settings.add_argument(parser, by_name[name])
         if name == "augment":
-            parser.add_argument(*md["flags"], dest=name, default=argparse.SUPPRESS, help=text,
-                                choices=AUGMENT_MODES + ("auto",))
             parser.add_argument("--no-augment", dest=name, action="store_const", const="none",
                                 default=argparse.SUPPRESS, help="no augmentation (--augment none)")
-            continue
-        if md.get("bool_flag"):
-            negatable = ("init_from_nnp",)
-            kw["action"] = argparse.BooleanOptionalAction if name in negatable else "store_true"
-        else:
-            base = f.default
-            typ = (type(base[0]) if base else int) if isinstance(base, tuple) else (
-                type(base) if base is not None else str)
-            if name in ("label_noise", "lr", "lr_final"):
-                typ = float
-            kw["type"] = typ
-            if "nargs" in md:
-                kw["nargs"] = md["nargs"]
-            if "metavar" in md:
-                kw["metavar"] = md["metavar"]
-            if name == "methods":
-                kw["choices"] = method_names()
-            elif name == "lr_schedule":
-                kw["choices"] = LR_SCHEDULES
-            elif name == "context":
-                kw["choices"] = CONTEXTS
-            elif name == "preset":
-                kw["choices"] = tuple(PRESETS)
-        parser.add_argument(*md["flags"], **kw)
 
 
 def _given(ns: argparse.Namespace) -> dict:

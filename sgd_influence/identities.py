@@ -17,76 +17,72 @@ from pathlib import Path
 from . import fileio
 from .settings import jsonable
 
-# Each field's section. A phase's saved identity is the identity fields of its sections
-# (train: data + train; influence: + influence; evaluation: + eval); run and exec
-# settings never define results.
-SECTIONS: dict[str, tuple[str, ...]] = {
-    "run": ("output", "n_trials", "options"),
-    "data": ("dataset", "label_noise", "label_noise_seed", "train_csv", "val_csv", "test_csv", "data_dir",
-             "data_digest"),
-    "train": ("model", "model_digest", "model_nnp", "nnp_network", "init_from_nnp", "model_onnx",
-              "input_mean", "input_std", "lr", "lr_schedule", "lr_final", "lr_decay_epochs",
-              "batch_size", "n_epochs", "augment", "image_size"),
-    "influence": ("infl_epochs", "methods"),
-    "eval": ("retrain_all", "remove_n_list", "noise_floor_k", "noise_floor_draws"),
-    "exec": ("context", "device_id", "jobs", "overwrite", "wait", "preset"),
-}
-# in a section but not part of its identity: paths (the content digests stand for the
-# CSVs and the .nnp file), which methods run, how Hara's parameters are obtained, and the
-# retrains' n's and draws (each names its own files)
-NOT_IDENTITY = frozenset({"train_csv", "val_csv", "test_csv", "data_dir", "model_nnp", "methods",
-                          "remove_n_list", "noise_floor_k", "noise_floor_draws",
-                          "model_onnx"})
 
-
-def section_fields(*sections: str) -> tuple[str, ...]:
-    return tuple(name for s in sections for name in SECTIONS[s])
-
-
+# Each configuration field declares its section (run, data, train, influence, eval,
+# exec) and how it enters the identity of the results its sections define (metadata
+# ``key``: a rule of the ones below; absent: its value as saved; None: never, as for
+# paths, whose content digests stand for them, and for which methods run or which n's
+# are retrained, each naming its own files). A phase's identity is that of its sections
+# (train: data + train; influence: + influence; evaluation: + eval).
 def identity(cfg, *sections: str) -> dict:
     """The fields of ``sections`` of the configuration ``cfg`` that define results, as
-    they are saved."""
+    they are saved (with the settings of the built-in network for ``train``)."""
     out = {}
-    for section in sections:
-        for name in SECTIONS[section]:
-            if name in NOT_IDENTITY:
-                continue
-            if name == "data_digest":
-                out[name] = cfg.data_identity()
-            elif name == "model" and cfg.model_nnp:
-                out.update(file_model_identity("nnp", cfg.model_nnp, cfg.model_digest))
-            elif name == "model" and cfg.model_onnx:
-                out.update(file_model_identity("onnx", cfg.model_onnx, cfg.model_digest))
-            elif name == "model" and is_user_model(cfg.model):
-                out.update(user_model_identity(cfg.model, cfg.model_digest))
-            elif name == "model_digest":
-                continue  # part of the model's identity (a user network only)
-            elif name in ("nnp_network", "init_from_nnp"):
-                if cfg.model_nnp:  # only an .nnp network has them
-                    out[name] = jsonable(getattr(cfg, name))
-            elif name == "augment":  # as saved before the modes: crop,flip / none as a bool
-                out[name] = {"crop,flip": True, "none": False}.get(cfg.augment, cfg.augment)
-            elif name == "image_size":
-                rule = cfg.image_rule()
-                if rule is not None:  # the built-in networks' rule is left out, as before
-                    out[name] = list(rule) if isinstance(rule, tuple) else rule
-            elif name in ("input_mean", "input_std"):
-                if cfg.model_onnx:  # only an ONNX network has them
-                    out[name] = jsonable(getattr(cfg, name))
-            elif name == "label_noise_seed":
-                if cfg.label_noise > 0:  # without label noise it changes nothing
-                    out[name] = cfg.label_noise_seed
-            else:
-                out[name] = jsonable(getattr(cfg, name))
-        if section == "train":
-            out.update(cfg.network_settings())
+    for f in dataclasses.fields(cfg):
+        rule = f.metadata.get("key", value)
+        if f.metadata.get("section") in sections and rule is not None:
+            out.update(rule(cfg, f.name))
+    if "train" in sections:
+        out.update(cfg.network_settings())
     return out
+
+
+def value(cfg, name: str) -> dict:
+    return {name: jsonable(getattr(cfg, name))}
+
+
+def only_with(other: str):
+    """The value, where the field ``other`` is set (an .nnp network's own settings, an
+    ONNX network's input scaling, the seed of label flips that are made)."""
+    return lambda cfg, name: value(cfg, name) if getattr(cfg, other) else {}
+
+
+def data_key(cfg, name: str) -> dict:
+    return {name: cfg.data_identity()}
+
+
+def model_key(cfg, name: str) -> dict:
+    """A built-in network by its name; a network of one's own by its file's content."""
+    if cfg.model_nnp:
+        return file_model_identity("nnp", cfg.model_nnp, cfg.model_digest)
+    if cfg.model_onnx:
+        return file_model_identity("onnx", cfg.model_onnx, cfg.model_digest)
+    if is_user_model(cfg.model):
+        return user_model_identity(cfg.model, cfg.model_digest)
+    return value(cfg, name)
+
+
+def augment_key(cfg, name: str) -> dict:
+    """As saved before the modes: crop,flip and none as a bool."""
+    return {name: {"crop,flip": True, "none": False}.get(cfg.augment, cfg.augment)}
+
+
+def image_size_key(cfg, name: str) -> dict:
+    """The size rule, left out for the built-in networks' own (as before the rule)."""
+    rule = cfg.image_rule()
+    return {} if rule is None else {name: list(rule) if isinstance(rule, tuple) else rule}
 
 
 # --------------------------------------------------------------------------- networks of one's own
 def is_user_model(model: str) -> bool:
     """``--model FILE.py:FUNCTION`` or ``MODULE:FUNCTION``: the user's own network."""
     return ":" in model
+
+
+def check_model(model: str, known) -> None:
+    """``--model`` names a registered network (``known``) or one of the user's."""
+    if model not in known and not is_user_model(model):
+        raise ValueError(f"--model: expected one of {', '.join(known)} or FILE.py:FUNCTION, got {model!r}")
 
 
 def names_a_file(where: str) -> bool:

@@ -196,15 +196,22 @@ def either(names) -> str:
 def add_arguments(parser: argparse.ArgumentParser, names) -> None:
     """The flags of the named settings; defaults left unset (a preset or a saved run fills them)."""
     for name in names:
-        f = _DECLARED[name]
-        md = f.metadata
-        text = f"{md['help']} (default: {jsonable(f.default)})"
-        kw = dict(dest=name, default=argparse.SUPPRESS, help=text)
-        if isinstance(f.default, bool):
-            kw["action"] = argparse.BooleanOptionalAction if md.get("negatable") else "store_true"
-        else:
-            kw["type"] = type(f.default)
-            for key in ("choices", "nargs", "metavar"):
-                if key in md:
-                    kw[key] = md[key]
-        parser.add_argument(*md["flags"], **kw)
+        add_argument(parser, _DECLARED[name])
+
+
+def add_argument(parser: argparse.ArgumentParser, f: dataclasses.Field) -> None:
+    """The flag of one field made by :func:`setting` (a setting of a method or network, or
+    a field of the configuration), its default left unset; a help text that says its own
+    default keeps it. ``choices`` may be a function (choices known when the flag is made)."""
+    md = f.metadata
+    text = md["help"] if "default:" in md["help"] else f"{md['help']} (default: {jsonable(f.default)})"
+    kw = dict(dest=f.name, default=argparse.SUPPRESS, help=text)
+    if isinstance(f.default, bool):
+        kw["action"] = argparse.BooleanOptionalAction if md.get("negatable") else "store_true"
+    else:
+        default = f.default[0] if isinstance(f.default, tuple) and f.default else f.default
+        kw["type"] = md.get("type") or {type(None): str, tuple: int}.get(type(default), type(default))
+        for key in ("nargs", "metavar", "choices"):
+            if key in md:
+                kw[key] = md[key]() if callable(md[key]) else md[key]
+    parser.add_argument(*md["flags"], **kw)

@@ -11,6 +11,7 @@ from dataclasses import fields
 
 from . import registry, settings
 from .context import CONTEXTS
+from .identities import check_model
 
 AUGMENT_MODES = ("none", "crop", "flip", "crop,flip")
 LR_SCHEDULES = ("constant", "cosine", "linear", "step")
@@ -66,9 +67,7 @@ def check(cfg) -> None:
         raise ValueError("--input-mean: expected one number, or one per channel")
     if not cfg.input_std or not all(s > 0 for s in cfg.input_std):
         raise ValueError(f"--input-std: expected positive numbers, got {list(cfg.input_std)}")
-    if cfg.model not in registry.models and ":" not in cfg.model:
-        raise ValueError(f"--model: expected {settings.either(registry.models.names())} or "
-                         f"FILE.py:FUNCTION, got {cfg.model!r}")
+    check_model(cfg.model, registry.models.names())
     for name, low in (("n_trials", 1), ("n_epochs", 1), ("batch_size", 1)):
         if getattr(cfg, name) < low:
             flag = field_flag(cfg, name)

@@ -11,7 +11,7 @@ from scipy.stats import kendalltau, pearsonr
 from synth import make_dataset, mnist5k_subset
 
 from sgd_influence import config as C
-from sgd_influence import paths, presets
+from sgd_influence import paths, presets, view
 from sgd_influence.engine import Engine, model_spec, prepare
 from sgd_influence.infl import compute_scores
 from sgd_influence.methods import GradientOps, walk
@@ -295,4 +295,4 @@ def test_defaults_and_presets_choose_schedule_and_bn_terms():
     paper = C.Config(**presets.PRESETS["paper"])
     assert (paper.lr_schedule, paper.bn_influence, paper.lr, paper.dataset) == ("constant", "reference", 0.05, "mnist")
     assert C.Config(**presets.PRESETS["demo"]).label_noise == 0.1
-    assert "bn_influence" in cfg.infl_identity() and "lr_schedule" in cfg.train_identity()
+    assert "bn_influence" in view.influence_identity(cfg, "Hara") and "lr_schedule" in cfg.train_identity()

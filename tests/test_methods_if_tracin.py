@@ -363,7 +363,9 @@ def test_pipeline_runs_if_and_tracin(tmp_path):
 # ----------------------------------------------------------------- settings
 def test_if_settings_flags_and_identity(tmp_path):
     cfg = C.Config(if_damping=0.5, if_cg_iters=7)
-    ident = cfg.infl_identity()
+    from sgd_influence import view
+
+    ident = view.influence_identity(cfg, "IF")
     assert (ident["if_damping"], ident["if_cg_iters"]) == (0.5, 7)
     from sgd_influence import methods as M
 

@@ -17,7 +17,7 @@ import pytest
 from synth import write_csv_split
 
 import train_infl_eval
-from sgd_influence import artifacts, cli, data, engine, fileio, noise, paths, ranking
+from sgd_influence import artifacts, cli, data, engine, fileio, noise, paths, ranking, view
 from sgd_influence import config as C
 from sgd_influence import detection as D
 
@@ -202,7 +202,7 @@ def test_identities_with_and_without_label_noise():
     # without label noise the seed is not part of any identity: the same as before
     base = C.Config()
     assert "label_noise_seed" not in base.train_identity()
-    assert C.Config(label_noise_seed=7).eval_identity() == base.eval_identity()
+    assert view.score_identity(C.Config(label_noise_seed=7), "Hara") == view.score_identity(base, "Hara")
     assert set(base.train_identity()) == {
         "dataset", "label_noise", "data_digest", "model", "width", "lr", "lr_schedule", "lr_final",
         "lr_decay_epochs", "batch_size", "n_epochs", "augment", "smooth"}

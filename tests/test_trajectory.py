@@ -96,7 +96,7 @@ def test_another_window_reuses_the_training_run(tmp_path, monkeypatch):
     files = {p: p.stat().st_mtime_ns for p in paths.train_dir(tmp_path, 0).rglob("*")}
     wider = C.replace(cfg, infl_epochs=2, methods=("Hara",))
     assert wider.train_identity() == cfg.train_identity()
-    assert wider.infl_identity() != cfg.infl_identity()
+    assert view.influence_identity(wider, "Hara") != view.influence_identity(cfg, "Hara")
     view.point(wider, ("train", "infl"), [0])  # the same training run
     train_mod.run_training(wider, 0, data)
     assert calls == [1]  # trained once

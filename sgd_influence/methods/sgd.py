@@ -90,6 +90,10 @@ class Hara(_Walk):
     def params_at(self, ctx: Context):
         return hara_params(ctx, progress=ctx.progress("replay"))
 
+    def step_cache(self, cfg) -> bool:
+        """Whether the training keeps the parameters before every step of the window."""
+        return cfg.hara_cache
+
 
 class Ours(_Walk):
     """The last-weight approximation: the final parameters stand for every step's."""

@@ -48,6 +48,7 @@ import nnabla.functions as F
 import nnabla.initializer as I
 import numpy as np
 
+from ..identities import is_user_model
 from . import registry
 from .nnp import NnpModel, NnpSource
 from .registry import ModelError
@@ -98,7 +99,7 @@ class ModelSpec:
     def model(self) -> Model:
         if self.nnp is not None:
             return NnpModel(self.nnp, self.num_classes)
-        if registry.is_user(self.arch):
+        if is_user_model(self.arch):
             return function_model(self.arch, self.num_classes)
         return registry.factory(self.arch)(self)
 

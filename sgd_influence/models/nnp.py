@@ -48,7 +48,6 @@ differentiate twice, a Reshape of the image's data whose first axis is not the b
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 from collections import OrderedDict
@@ -60,6 +59,7 @@ import nnabla as nn
 import nnabla.functions as F
 import numpy as np
 
+from .. import fileio
 from .registry import ModelError
 
 # the project's batch-normalisation layer (models.base.Norm):
@@ -134,7 +134,7 @@ class Layout:
 def file_digest(path) -> str:
     """sha256 of a .nnp file (one line naming --model-nnp when unreadable)."""
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return fileio.file_digest(path)
     except OSError as exc:
         raise ModelError(f"--model-nnp: {path}: file not readable ({exc.strerror or exc})") from exc
 

@@ -7,6 +7,7 @@ path/to/file.py:function`` (or ``module:function``) is a user network (see :mod:
 from __future__ import annotations
 
 from .. import registry as _registry
+from ..identities import check_model
 
 register = _registry.models.register
 
@@ -20,14 +21,8 @@ def names() -> tuple[str, ...]:
     return _registry.models.names()
 
 
-def is_user(arch: str) -> bool:
-    return ":" in arch
-
-
 def check_name(arch: str) -> None:
-    if arch not in _registry.models and not is_user(arch):
-        raise ValueError(f"--model: expected one of {', '.join(names())} or FILE.py:FUNCTION, "
-                         f"got {arch!r}")
+    check_model(arch, names())
 
 
 def factory(arch: str):

@@ -36,6 +36,7 @@ import pandas as pd
 
 from .. import checks, fileio, paths
 from .. import config as C
+from .. import methods as M
 from ..artifacts import not_learned_line
 from ..bars import progress_bar
 from ..engine import Engine, Prepared, model_spec
@@ -46,8 +47,9 @@ logger = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- training
 def cache_epoch(cfg: C.Config) -> int | None:
-    """First epoch of the every-step cache to keep (``--hara-cache`` with Hara), or None."""
-    if not (cfg.hara_cache and "Hara" in cfg.methods):
+    """First epoch of the every-step cache to keep (a method run asks for it: Hara with
+    ``--hara-cache``), or None."""
+    if not any(getattr(M.get(m), "step_cache", lambda cfg: False)(cfg) for m in cfg.methods):
         return None
     return cfg.n_epochs - cfg.window_epochs()
 
