@@ -16,9 +16,13 @@ every method's per-example scores score[k, j], estimates of l_k(without j) - l_k
   from grad l_k(theta_T) instead of the mean validation gradient (the walk is linear in
   its start: one walk per target; Hara at every step's real parameters, by replay; Ours
   at the final ones);
+* IF (influence functions at the final parameters, the project's ``IF`` with its default
+  damping and CG iterations): one conjugate-gradient solve per target,
+  (H + lambda I) v_k = grad l_k, then score[k, j] = (1/N) <v_k, grad l_j>. The solve is
+  linear in its right-hand side, so the scores averaged over the targets are IF's scores
+  of the mean target loss: the script prints how far they are from the method's own;
 * TracIn over every epoch's snapshot: sum_e (eta_e / B) <grad l_k(theta_e), grad l_j(theta_e)>;
-* Random: seeded noise. (Influence functions would need one conjugate-gradient solve
-  per target, 500 solves of ~50 training-set Hessian passes: not run here.)
+* Random: seeded noise.
 
 A model on subset S is predicted to change k's loss by sum_{j not in S} score[k, j].
 Real models, two settings, the same subsets for both:
@@ -57,15 +61,21 @@ from bench_lds import spearman_rows
 from tqdm import tqdm
 
 from sgd_influence import config as C
-from sgd_influence import paths
+from sgd_influence import paths, settings
 from sgd_influence.data import mnist5k_arrays
 from sgd_influence.engine import Engine, model_spec, prepare
 from sgd_influence.methods import GradientOps, walk
+from sgd_influence.methods.influence_function import (
+    DampedHessian,
+    IFSettings,
+    conjugate_gradient,
+    influence_scores,
+)
 from sgd_influence.methods.tracin import epoch_rates
 from sgd_influence.train import run_training
 from sgd_influence.trajectory import Record, load_epoch_state, make_record, replay
 
-METHODS = ("Hara", "Ours", "TracIn", "Random")
+METHODS = ("Hara", "Ours", "IF", "TracIn", "Random")
 
 
 def digits(n_train: int, n_targets: int, seed: int):
@@ -120,6 +130,8 @@ def per_example_scores(cfg: C.Config, data, seed: int, methods) -> tuple[dict, d
                 params_at = kept.__getitem__
             out[m] = np.stack([walk(ops, rec, steps, params_at, start=u)[0]
                                for u in tqdm(starts, desc=f"{m} walks", leave=False, mininterval=1.0)])
+        elif m == "IF":
+            out[m] = if_per_example(ops, cfg, x_k, y_k)
         elif m == "TracIn":
             out[m] = tracin_per_example(ops, rec, steps, cfg, seed, x_k, y_k)
             engine.net.load_state_dict(load_epoch_state(cfg.output, seed, rec.n_epochs))
@@ -134,6 +146,26 @@ def flat_gradients(ops: GradientOps, x, y) -> np.ndarray:
     """(len(y), P) per-sample loss gradients, float64."""
     return np.stack([np.concatenate([a.ravel() for a in g]).astype(np.float64)
                      for g in ops.each_sample_gradient(x, y)])
+
+
+def if_per_example(ops: GradientOps, cfg: C.Config, x_k, y_k, chunk: int = 500) -> np.ndarray:
+    """(1/N) <v_k, grad l_j> with (H + lambda I) v_k = grad l_k, at the final parameters;
+    logs how far the mean over the targets is from IF's scores of the mean target loss."""
+    own = settings.values(IFSettings, cfg.options)
+    hessian = DampedHessian(ops, own.if_damping, cfg.batch_size)
+    g_k = flat_gradients(ops, x_k, y_k)
+    v = np.stack([conjugate_gradient(hessian, g, own.if_cg_iters)[0]
+                  for g in tqdm(g_k, desc="IF solves", leave=False, mininterval=1.0)])
+    n = ops.engine.data.n_train
+    scores = np.zeros((len(y_k), n))
+    for first in range(0, n, chunk):
+        idx = np.arange(first, min(first + chunk, n))
+        scores[:, idx] = (v @ flat_gradients(ops, *ops.engine.train_inputs(idx, None)).T) / n
+    mean_loss, _facts = influence_scores(ops, own.if_damping, own.if_cg_iters, cfg.batch_size)
+    gap = np.abs(scores.mean(axis=0) - mean_loss).max() / np.abs(mean_loss).max()
+    print(f"IF: {hessian.calls} training-set HVPs for {len(y_k)} targets; the targets' mean against "
+          f"IF on their mean loss: max relative difference {gap:.1e}", flush=True)
+    return scores
 
 
 def tracin_per_example(ops, rec, steps, cfg, seed, x_k, y_k, chunk: int = 500) -> np.ndarray:

@@ -225,10 +225,13 @@ def _lds_examples(tmp: Path, request) -> None:
     assert "mnist5k 60 training and 6 target digits, subsets keep 50%, M = 5" in out, out
     assert "2 trial(s)" in out, out
     header = lines_matching(out, r"^setting +Hara ")
-    assert header and header[0].split()[1:9] == ["Hara", "Hara", "T=2", "Ours", "Ours", "T=2", "TracIn",
-                                                  "TracIn"], out
+    assert header and header[0].split()[1:11] == ["Hara", "Hara", "T=2", "Ours", "Ours", "T=2", "IF", "IF",
+                                                   "T=2", "TracIn"], out
     cell = rf"{NUMBER} ± {NUMBER}"
-    rows = lines_matching(out, rf"^(single|fresh) +(?:{cell} +){{8}} *{NUMBER} +\d+ s$")
+    rows = lines_matching(out, rf"^(single|fresh) +(?:{cell} +){{10}} *{NUMBER} +\d+ s$")
+    # the per-target IF solves averaged over the targets are IF on the mean target loss
+    gaps = [float(g) for g in re.findall(r"IF on their mean loss: max relative difference (\S+)$", out, re.M)]
+    assert len(gaps) == 2 and max(gaps) < 1e-3, out
     assert [r.split()[0] for r in rows] == ["single", "fresh"], out
     assert re.search(r"^total \d+ s$", out, re.M), out
 
