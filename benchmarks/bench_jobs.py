@@ -81,11 +81,9 @@ def timed_eval(base: Path, target: Path, jobs: int, root: Path, level: int, chan
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    # the training runs and influence files of the store, and the links to them
+    # the training runs and influence files of the store (the evaluation links, or copies, them)
     for part in ("train", "influence"):
         shutil.copytree(base / "store" / part, target / "store" / part)
-    os.symlink(os.readlink(base / "train"), target / "train")
-    shutil.copytree(base / "influence", target / "influence", symlinks=True)
     code = _TIMED.format(root=str(root), out=str(target), jobs=jobs, level=level, changes=changes)
     res = subprocess.run([sys.executable, "-c", code], cwd=root, stdout=subprocess.PIPE, check=True)
     return float(json.loads(res.stdout.decode().strip().splitlines()[-1]))

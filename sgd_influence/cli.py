@@ -20,10 +20,13 @@ import shutil
 from dataclasses import fields
 from pathlib import Path
 
+from . import analyze, fileio, flags, infl, paths, runlock, settings, store, train, view
 from . import config as C
-from . import fileio, flags, paths, runlock, settings
+from . import eval as ev
+from .engine import check_network
 from .failures import USER_ERRORS, TaskFailed, as_interrupt
 from .identities import resolve_data
+from .pipeline import run_all, run_pipeline, run_title
 
 logger = logging.getLogger("sgd_influence")
 
@@ -143,8 +146,6 @@ def run_cli(parser: argparse.ArgumentParser, argv, body, *, saved_defaults: bool
 
 # --------------------------------------------------------------------------- commands
 def pipeline_main(argv=None, prog: str = "train_infl_eval.py", doc: str | None = None) -> int:
-    from .pipeline import run_all
-
     p = phase_parser(prog, doc, "pipeline")
     return run_cli(p, argv, lambda cfg, ns: run_all(cfg, scheduler=ns.scheduler))
 
@@ -155,11 +156,7 @@ def phase_main(phase: str, argv=None) -> int:
     evaluation phase for every trial, on --jobs workers or a --scheduler. The influence
     and evaluation phases read a training run: their settings default to those the
     folder's last whole run saved."""
-    from . import eval, infl, train
-    from .engine import check_network
-    from .pipeline import run_pipeline
-
-    doc = {"train": train, "infl": infl, "eval": eval}[phase].__doc__
+    doc = {"train": train, "infl": infl, "eval": ev}[phase].__doc__
     if phase == "infl":
         doc += ("\nRuns on a training run's folder (-o); the settings not given are those the "
                 "folder's last whole run saved (OUT/config.json), else the defaults.")
@@ -196,9 +193,6 @@ def eval_main(argv=None) -> int:
 
 
 def analyze_main(argv=None) -> int:
-    from . import analyze
-    from .pipeline import run_title
-
     p = OneLineParser(prog="python -m sgd_influence.analyze", description=analyze.__doc__,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-o", "--output", default=C.Config.output, help="output folder (default: output)")
@@ -222,8 +216,6 @@ def analyze_main(argv=None) -> int:
 
 
 def store_main(argv=None) -> int:
-    from . import store, view
-
     p = OneLineParser(prog="sgd-influence store", description=(
         "What an output folder's store holds. list: every entry (a training run, a method's "
         "influence files or scores under one identity), the view that links it, its trials, "

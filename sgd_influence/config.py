@@ -19,21 +19,11 @@ from dataclasses import dataclass, field, fields
 
 from . import identities, presets, registry, settings, validation
 from .context import CONTEXTS
-from .identities import (
-    augment_key,
-    data_key,
-    image_size_key,
-    is_user_model,
-    model_key,
-    only_with,
-    resolve_data,
-)
+from .identities import is_user_model, only_with, resolve_data
 from .presets import DEFAULT_REMOVE, PRESETS
 from .settings import jsonable, setting
 
 METHODS = ("Hara", "Ours", "Random")  # the default --methods (every registered method is a choice)
-
-
 SECTIONS = ("run", "data", "train", "influence", "eval", "exec")
 
 
@@ -67,7 +57,7 @@ class Config:
         "seed of the --label-noise flips: which rows are flipped and to which class, the same "
         "in every trial", key=only_with("label_noise"))
     # --- model and training
-    model: str = _train("cifarnet", ["--model"], "network: cifarnet (paper), logreg, mlp, or your own as FILE.py:FUNCTION or MODULE:FUNCTION", key=model_key)
+    model: str = _train("cifarnet", ["--model"], "network: cifarnet (paper), logreg, mlp, or your own as FILE.py:FUNCTION or MODULE:FUNCTION", key=identities.model_key)
     model_nnp: str | None = _train(
         None, ["--model-nnp"],
         "your own network as a Neural Network Console .nnp file, instead of --model "
@@ -110,13 +100,13 @@ class Config:
         "the image's size), flip (left-right), crop,flip, or none (also --no-augment); auto: "
         "crop,flip on the built-in data sets, none on your CSV data set (a flip changes the "
         "meaning of digits, text and many medical or satellite images)",
-        choices=validation.AUGMENT_MODES + ("auto",), key=augment_key)
+        choices=validation.AUGMENT_MODES + ("auto",), key=identities.augment_key)
     image_size: tuple[int, ...] = _train(
         (), ["--image-size"],
         "size H W the images are resized to for the network (default: a network of yours, "
         "FILE.py:FUNCTION, sees them at their own size; the built-in networks at a square of "
         "side clamp(short edge, 32, 128); an .nnp network at its file's input size)",
-        nargs=2, metavar=("H", "W"), key=image_size_key)
+        nargs=2, metavar=("H", "W"), key=identities.image_size_key)
     # --- influence
     infl_epochs: int = _infl(
         1, ["--infl-epochs"],
@@ -145,7 +135,7 @@ class Config:
                                  choices=tuple(PRESETS))
     # --- not a flag: the content digests of a CSV data set (train, validation or '', test),
     # filled by resolve_data; the identity of a CSV run uses them instead of the paths
-    data_digest: tuple[str, ...] = _data((), [], "content digests of the CSV data set", key=data_key)
+    data_digest: tuple[str, ...] = _data((), [], "content digests of the CSV data set", key=identities.data_key)
     # --- not a flag: sha256 of a user network's source file or --model-nnp (--model-onnx)
     # file, filled by resolve_data
     model_digest: str = _train("", [], "content digest of a user network's file", key=None)
@@ -201,13 +191,6 @@ class Config:
         smoothing; none for a network of yours or a file's)."""
         name = self.builtin_network()
         return {} if name is None else settings.identity(settings.owner_class("network", name), self.options)
-
-    def method_settings(self) -> dict:
-        """The identity settings of every registered method, by name."""
-        out = {}
-        for cls in settings.owners("method").values():
-            out.update(settings.identity(cls, self.options))
-        return out
 
     def __getattr__(self, name: str):
         """A setting a method or a network owns (``cfg.if_damping``): its value in
@@ -295,8 +278,6 @@ def section_fields(*sections: str) -> tuple[str, ...]:
     """The fields of ``sections``, in their order."""
     return tuple(f.name for f in fields(Config) if f.metadata["section"] in sections)
 
-
-assert sorted(ALL_FIELDS) == sorted(section_fields(*SECTIONS)), "every field has one section"
 
 
 def replace(cfg: Config, **kw) -> Config:

@@ -24,6 +24,9 @@ from pathlib import Path
 from . import checks, fileio, paths, registry, store, view
 from . import config as C
 from .eval import EvalJob, plan_jobs, warn_skipped
+from .infl import image_check, influence_state
+from .train import cache_epoch, train_done
+from .trajectory import Record
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +96,6 @@ class Plan:
 
     # -- state of finished work (read only)
     def train_done(self, seed: int) -> bool:
-        from .train import train_done
-
         return train_done(self.cfg, seed)
 
     def infl_done(self, seed: int, method: str) -> bool:
@@ -102,8 +103,6 @@ class Plan:
 
     def infl_problem(self, seed: int, method: str) -> str | None:
         """None when the influence file is there and whole, else why not."""
-        from .infl import image_check, influence_state
-
         if not paths.record(self.out, seed).exists():
             # checked against the training run once it exists
             return None if paths.influence(self.out, method, seed).exists() else "not found"
@@ -129,8 +128,6 @@ class Plan:
         missing = []
         for s in self.seeds:
             if "train" not in self.phases and paths.record(self.out, s).exists():
-                from .train import cache_epoch
-
                 damaged = checks.training_problem(self.out, s, cache_epoch(self.cfg))
                 if damaged:
                     raise fileio.damaged(*damaged, f"train seed {s} again (the training phase, "
@@ -160,8 +157,6 @@ class Plan:
         return self._after_train(task.seed) if task.kind == "train" else []
 
     def _after_train(self, seed: int) -> list[Step]:
-        from .trajectory import Record
-
         steps: list[Step] = []
         infl: dict[str, Task] = {}
         if "infl" in self.phases:

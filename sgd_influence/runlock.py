@@ -23,7 +23,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from . import fileio, store
+from . import fileio, links
 
 logger = logging.getLogger(__name__)
 
@@ -111,11 +111,11 @@ def hold(out, wait: bool = False):
                          "choose a writable place") from None
     try:
         remove_temporary_files(folder)
-        store.write_back_all(folder)  # what an interrupted run wrote into copy-views
+        links.write_back_all(folder)  # what an interrupted run wrote into copy-views
         yield folder
     finally:
         try:
-            store.write_back_all(folder)
+            links.write_back_all(folder)
         finally:
             lock.release()
 

@@ -24,7 +24,7 @@ import shutil
 from pathlib import Path
 
 from . import config as C
-from . import flags, paths, store
+from . import flags, links, paths, store
 from . import methods as M
 
 logger = logging.getLogger(__name__)
@@ -56,15 +56,15 @@ def point(cfg: C.Config, phases=(), seeds=()) -> None:
     out = Path(cfg.output)
     methods = M.names()
     inf_root, score_root = paths.phase_root(out, "influence"), paths.phase_root(out, "score")
-    store.write_back_all(out)  # a copy-view's new files reach the store before it changes
-    store.move_older(out, store.views(out))
+    links.write_back_all(out)  # a copy-view's new files reach the store before it changes
+    store.move_older(out, links.views(out))
 
     trained = cfg.train_identity()
     train = store.entry_dir(out, "train", None, trained)
     if "train" in phases or train.is_dir():
         train = store.open_entry(out, "train", None, trained)
         _overwrite(cfg, train, "train", "train" in phases, seeds)
-    store.link(paths.phase_root(out, "train"), train)  # dangling until the training runs
+    links.link(paths.phase_root(out, "train"), train)  # dangling until the training runs
 
     wanted: dict[Path, Path] = {}
     for m in methods:
@@ -75,11 +75,11 @@ def point(cfg: C.Config, phases=(), seeds=()) -> None:
         make = "eval" in phases and runs
         _view(cfg, out, "score", _floor_name(m), score_identity(cfg, m), make, seeds, wanted)
     for root in (inf_root, score_root):
-        for p in store.links(root):
+        for p in links.links(root):
             if p not in wanted:
-                store.link(p, None)
+                links.link(p, None)
     for view, target in wanted.items():
-        store.link(view, target)
+        links.link(view, target)
 
 
 def _overwrite(cfg: C.Config, entry: Path, kind: str, runs: bool, seeds) -> None:
@@ -113,7 +113,7 @@ def _view(cfg, out: Path, kind: str, name: str, ident: dict, make: bool, seeds,
 
 def links_now(out) -> dict[Path, str]:
     """Every link of the view and where it points (for :func:`restore`)."""
-    return {v: store.view_target(v) for v in store.views(Path(out)) if store.is_view(v)}
+    return {v: links.view_target(v) for v in links.views(Path(out)) if links.is_view(v)}
 
 
 def restore(out, saved: dict[Path, str], entries: set[Path]) -> None:
@@ -124,9 +124,9 @@ def restore(out, saved: dict[Path, str], entries: set[Path]) -> None:
             shutil.rmtree(e.path)
     for v in links_now(out):
         if v not in saved:
-            store.link(v, None)
+            links.link(v, None)
     for v, target in saved.items():
-        store.link(v, v.parent / target)
+        links.link(v, v.parent / target)
 
 
 # --------------------------------------------------------------------------- messages
@@ -179,8 +179,8 @@ def linked(out) -> dict[Path, str]:
     """The store entries the view links: entry folder -> the view's name for it."""
     out = Path(out)
     found = {}
-    for v in store.views(out):
-        entry = store.view_entry(v)
+    for v in links.views(out):
+        entry = links.view_entry(v)
         if entry is not None:
             found[entry] = str(v.relative_to(out))
     return found
@@ -219,4 +219,4 @@ def _current(out: Path, entry: store.Entry) -> Path | None:
         v = paths.phase_root(out, "train")
     else:
         v = paths.phase_root(out, entry.kind) / entry.name
-    return store.view_entry(v)
+    return links.view_entry(v)

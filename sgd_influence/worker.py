@@ -22,7 +22,12 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from tqdm import tqdm
 
 from . import config as C
+from .context import set_context
+from .engine import load_prepared
+from .eval import run_eval_job
+from .infl import run_influence
 from .plan import Task
+from .train import run_training
 
 
 def device_id(configured: int, environ: Mapping[str, str]) -> int:
@@ -48,16 +53,12 @@ class _Process:
     data: object = None
 
     def set_context(self, cfg: C.Config) -> None:
-        from .context import set_context
-
         key = (cfg.context, device_id(cfg.device_id, os.environ))
         if key != self.context:
             set_context(*key)
             self.context = key
 
     def prepared(self, cfg: C.Config, seed: int):
-        from .engine import load_prepared
-
         key = (json.dumps(cfg.to_dict(), sort_keys=True), seed)
         if key != self.data_key:
             self.data, self.data_key = None, None  # free the previous seed first
@@ -70,17 +71,11 @@ _PROCESS = _Process()
 
 def perform(cfg: C.Config, task: Task, progress: bool) -> None:
     """The body of one task, with this process's prepared data of the task's seed."""
-    from .eval import run_eval_job
-
     _PROCESS.set_context(cfg)
     data = functools.partial(_PROCESS.prepared, cfg, task.seed)  # loaded when a task needs it
     if task.kind == "train":
-        from .train import run_training
-
         run_training(cfg, task.seed, data())
     elif task.kind == "infl":
-        from .infl import run_influence
-
         run_influence(cfg, task.seed, task.method, data(), per_sample=task.per_sample)
     elif task.kind == "eval":
         run_eval_job(cfg, task.job, data, progress=progress)

@@ -14,7 +14,7 @@ import pytest
 from synth import small_run_args, write_csv_dataset
 
 import train_infl_eval
-from sgd_influence import cli, fileio, paths, store, view
+from sgd_influence import cli, fileio, links, paths, store, view
 from sgd_influence import config as C
 
 WINDOWED = ("Hara", "Ours")  # methods whose influence depends on the window
@@ -221,16 +221,16 @@ def test_a_link_is_replaced_atomically_and_only_links_are_removed(tmp_path):
     a.mkdir(parents=True), b.mkdir()
     (a / "f").write_text("a"), (b / "f").write_text("b")
     view_ = tmp_path / "influence" / "Hara"
-    store.link(view_, a)
+    links.link(view_, a)
     assert (view_ / "f").read_text() == "a" and not view_.readlink().is_absolute()
-    store.link(view_, b)
+    links.link(view_, b)
     assert (view_ / "f").read_text() == "b"
     assert [p.name for p in view_.parent.iterdir()] == ["Hara"]  # no temporary link left
-    store.link(view_, None)
+    links.link(view_, None)
     assert not view_.exists() and (b / "f").exists()
     real = tmp_path / "influence" / "Ours"
     real.mkdir()
-    store.link(real, None)  # a real folder is not a link: left alone
+    links.link(real, None)  # a real folder is not a link: left alone
     assert real.is_dir()
 
 
@@ -313,35 +313,35 @@ def test_where_links_cannot_be_made_a_view_is_a_copy_written_back_to_its_entry(t
     (a / "f").write_text("a"), (b / "f").write_text("b")
     view_ = tmp_path / "influence" / "Hara"
     _no_symlinks(monkeypatch)
-    store.link(view_, a)
-    assert store.is_copy(view_) and (view_ / "f").read_text() == "a"
-    assert store.view_entry(view_) == a.resolve() and view.links_now(tmp_path) == {view_: "../store/a"}
+    links.link(view_, a)
+    assert links.is_copy(view_) and (view_ / "f").read_text() == "a"
+    assert links.view_entry(view_) == a.resolve() and view.links_now(tmp_path) == {view_: "../store/a"}
     (view_ / "new.csv").write_text("written by a task")
     fileio.write_text(view_ / "done.csv", "x")  # its temporary name is never written back
     (view_ / ".half.csv.tmp123").write_text("an unfinished write")
-    store.link(view_, b)  # the copy's new files reach its entry before it is replaced
+    links.link(view_, b)  # the copy's new files reach its entry before it is replaced
     assert (a / "new.csv").read_text() == "written by a task" and (a / "done.csv").read_text() == "x"
     assert not (a / ".half.csv.tmp123").exists() and (view_ / "f").read_text() == "b"
     assert sorted(p.name for p in view_.parent.iterdir()) == ["Hara"]  # no temporary copy left
-    store.link(view_, None)
+    links.link(view_, None)
     assert not view_.exists() and (b / "f").exists()
     real = tmp_path / "influence" / "Ours"
     real.mkdir()
-    store.link(real, None)  # a real folder is neither a link nor a copy: left alone
+    links.link(real, None)  # a real folder is neither a link nor a copy: left alone
     assert real.is_dir()
     with pytest.raises(fileio.WriteError, match="Ours: cannot write"):
-        store.link(real, a)  # nor replaced by one
+        links.link(real, a)  # nor replaced by one
 
 
 def test_copies_can_be_asked_for_where_links_work(tmp_path, monkeypatch):
     a = tmp_path / "store" / "a"
     a.mkdir(parents=True)
-    monkeypatch.setenv(store.VIEW_ENV, "copy")
-    store.link(tmp_path / "train", a)
-    assert store.is_copy(tmp_path / "train")
-    monkeypatch.delenv(store.VIEW_ENV)
+    monkeypatch.setenv(links.VIEW_ENV, "copy")
+    links.link(tmp_path / "train", a)
+    assert links.is_copy(tmp_path / "train")
+    monkeypatch.delenv(links.VIEW_ENV)
     (tmp_path / "train" / "record.npz").write_text("r")
-    store.link(tmp_path / "train", a)  # links again: the copy written back, then replaced
+    links.link(tmp_path / "train", a)  # links again: the copy written back, then replaced
     assert (tmp_path / "train").is_symlink() and (a / "record.npz").read_text() == "r"
 
 
@@ -354,10 +354,10 @@ def test_without_symbolic_links_a_folder_works_the_same_on_copies(data, tmp_path
     first = _results(out)
     assert first == _results(linked_out)  # the same bytes as on links
     for v in (out / "train", out / "influence" / "Ours", out / "score" / "Ours"):
-        assert store.is_copy(v), v
-    held = store.view_entry(out / "influence" / "Ours")
+        assert links.is_copy(v), v
+    held = links.view_entry(out / "influence" / "Ours")
     assert (held / "influence_0.csv").read_bytes() == first["influence/Ours/influence_0.csv"]
-    assert (store.view_entry(out / "train") / "seed_0" / "record.npz").is_file()
+    assert (links.view_entry(out / "train") / "seed_0" / "record.npz").is_file()
 
     assert train_infl_eval.main(flags + ["--lr", "0.02"]) == 0  # another setting: the first kept
     assert _results(out) != first and (held / "influence_0.csv").is_file()
