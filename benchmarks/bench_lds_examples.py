@@ -16,9 +16,11 @@ every method's per-example scores score[k, j], estimates of l_k(without j) - l_k
   from grad l_k(theta_T) instead of the mean validation gradient (the walk is linear in
   its start: one walk per target; Hara at every step's real parameters, by replay; Ours
   at the final ones);
-* IF (influence functions at the final parameters, the project's ``IF`` with its default
-  damping and CG iterations): one conjugate-gradient solve per target,
-  (H + lambda I) v_k = grad l_k, then score[k, j] = (1/N) <v_k, grad l_j>. The solve is
+* IF (influence functions at the final parameters, the project's ``IF``; its damping and
+  CG iterations are those of ``--if-damping`` and ``--if-cg-iters``, by default the
+  method's): one conjugate-gradient solve per target, (H + lambda I) v_k = grad l_k, then
+  score[k, j] = (1/N) <v_k, grad l_j>. These networks have no batch norm, so H is the same
+  whatever the batches its passes use: ``--if-batch`` samples a batch. The solve is
   linear in its right-hand side, so the scores averaged over the targets are IF's scores
   of the mean target loss: the script prints how far they are from the method's own;
 * TracIn over every epoch's snapshot: sum_e (eta_e / B) <grad l_k(theta_e), grad l_j(theta_e)>;
@@ -43,7 +45,7 @@ over targets) of every method, and the run times.
     python benchmarks/bench_lds_examples.py [--networks logreg mlp] [--n-train 4500]
         [--targets 500] [--m 50] [--keep 0.5] [--retrains 1] [--trials 1] [--batch 64]
         [--epochs 10] [--lr-logreg 0.01] [--lr-mlp 0.05] [--settings single fresh]
-        [--seed 0] [--smoke]
+        [--methods ...] [--if-damping L] [--if-cg-iters K] [--if-batch 1500] [--seed 0] [--smoke]
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ def target_losses(engine: Engine) -> np.ndarray:
     return engine.sample_losses(engine.data.val_x, engine.data.val_y)
 
 
-def per_example_scores(cfg: C.Config, data, seed: int, methods) -> tuple[dict, dict]:
+def per_example_scores(cfg: C.Config, data, seed: int, methods, if_batch: int = 1500) -> tuple[dict, dict]:
     """score[k, j] of every method on the run of ``seed``, and the seconds each took."""
     rec = Record.load(paths.record(cfg.output, seed))
     steps = rec.window(rec.n_epochs)
@@ -131,7 +133,7 @@ def per_example_scores(cfg: C.Config, data, seed: int, methods) -> tuple[dict, d
             out[m] = np.stack([walk(ops, rec, steps, params_at, start=u)[0]
                                for u in tqdm(starts, desc=f"{m} walks", leave=False, mininterval=1.0)])
         elif m == "IF":
-            out[m] = if_per_example(ops, cfg, x_k, y_k)
+            out[m] = if_per_example(ops, cfg, x_k, y_k, if_batch)
         elif m == "TracIn":
             out[m] = tracin_per_example(ops, rec, steps, cfg, seed, x_k, y_k)
             engine.net.load_state_dict(load_epoch_state(cfg.output, seed, rec.n_epochs))
@@ -148,11 +150,11 @@ def flat_gradients(ops: GradientOps, x, y) -> np.ndarray:
                      for g in ops.each_sample_gradient(x, y)])
 
 
-def if_per_example(ops: GradientOps, cfg: C.Config, x_k, y_k, chunk: int = 500) -> np.ndarray:
+def if_per_example(ops: GradientOps, cfg: C.Config, x_k, y_k, batch: int, chunk: int = 500) -> np.ndarray:
     """(1/N) <v_k, grad l_j> with (H + lambda I) v_k = grad l_k, at the final parameters;
     logs how far the mean over the targets is from IF's scores of the mean target loss."""
     own = settings.values(IFSettings, cfg.options)
-    hessian = DampedHessian(ops, own.if_damping, cfg.batch_size)
+    hessian = DampedHessian(ops, own.if_damping, batch)
     g_k = flat_gradients(ops, x_k, y_k)
     v = np.stack([conjugate_gradient(hessian, g, own.if_cg_iters)[0]
                   for g in tqdm(g_k, desc="IF solves", leave=False, mininterval=1.0)])
@@ -161,9 +163,10 @@ def if_per_example(ops: GradientOps, cfg: C.Config, x_k, y_k, chunk: int = 500) 
     for first in range(0, n, chunk):
         idx = np.arange(first, min(first + chunk, n))
         scores[:, idx] = (v @ flat_gradients(ops, *ops.engine.train_inputs(idx, None)).T) / n
-    mean_loss, _facts = influence_scores(ops, own.if_damping, own.if_cg_iters, cfg.batch_size)
+    mean_loss, _facts = influence_scores(ops, own.if_damping, own.if_cg_iters, batch)
     gap = np.abs(scores.mean(axis=0) - mean_loss).max() / np.abs(mean_loss).max()
-    print(f"IF: {hessian.calls} training-set HVPs for {len(y_k)} targets; the targets' mean against "
+    print(f"IF (damping {own.if_damping:g}): {hessian.calls} training-set HVPs for {len(y_k)} targets; "
+          "the targets' mean against "
           f"IF on their mean loss: max relative difference {gap:.1e}", flush=True)
     return scores
 
@@ -212,15 +215,16 @@ def per_example_lds(pred: np.ndarray, real: np.ndarray) -> tuple[float, float]:
 
 def measure(net: str, a, data) -> dict:
     lr = a.lr_logreg if net == "logreg" else a.lr_mlp
+    own = {k: v for k, v in (("if_damping", a.if_damping), ("if_cg_iters", a.if_cg_iters)) if v is not None}
     cfg = C.Config(output=tempfile.mkdtemp(prefix=f"bench_lds_examples_{net}_"), model=net, n_epochs=a.epochs,
-                   infl_epochs=0, batch_size=a.batch, lr=lr, augment="none", hvp="exact").validate()
+                   infl_epochs=0, batch_size=a.batch, lr=lr, augment="none", hvp="exact", **own).validate()
     t0 = time.perf_counter()
     for t in range(a.trials):
         run_training(cfg, a.seed + t, data)
     t_train = time.perf_counter() - t0
     scores, seconds = {}, {}
     for t in range(a.trials):
-        s, sec = per_example_scores(cfg, data, a.seed + t, a.methods)
+        s, sec = per_example_scores(cfg, data, a.seed + t, a.methods, a.if_batch)
         for m in s:
             scores.setdefault(m, []).append(s[m])
             seconds[m] = seconds.get(m, 0.0) + sec[m]
@@ -260,6 +264,9 @@ def main(argv=None) -> int:
     ap.add_argument("--lr-mlp", type=float, default=0.05)
     ap.add_argument("--settings", nargs="+", default=["single", "fresh"], choices=["single", "fresh"])
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--if-damping", type=float, default=None, help="IF's damping (default: the method's)")
+    ap.add_argument("--if-cg-iters", type=int, default=None, help="IF's most CG iterations (default: the method's)")
+    ap.add_argument("--if-batch", type=int, default=1500, help="samples per batch of IF's Hessian passes")
     ap.add_argument("--seed", type=int, default=0)
     a = parse_with_smoke(ap, {"--n-train": 60, "--targets": 6, "--m": 5, "--epochs": 2, "--batch": 16,
                               "--trials": 2, "--networks": ["logreg"]})
