@@ -1,4 +1,8 @@
-"""Checks of finished files before they are reused.
+"""Checks of finished files before they are reused; whether a result is reused.
+
+Every kind of result is reused by one function here (:func:`training_reusable`,
+:func:`influence_state`, :func:`score_reusable`), asked alike by the plan and by the task
+that would make the result: by its files alone.
 
 A file that exists is reused only when it reads back whole and matches the run: an
 influence CSV has the four columns and one finite row per training sample, a score
@@ -179,3 +183,46 @@ def _h5_datasets(group):
             yield item
         else:
             yield from _h5_datasets(item)
+
+
+# --------------------------------------------------------------------------- reuse
+def training_reusable(out, seed: int, n_epochs: int, cache_from: int | None = None) -> bool:
+    """Trial ``seed``'s training run of ``n_epochs`` epochs (and the every-step cache from
+    epoch ``cache_from``) is on disk and reads back whole (a damaged file is reported, and
+    the run trained again)."""
+    files = [paths.record(out, seed), paths.final_model(out, seed), paths.history(out, seed)]
+    files += [paths.epoch_snapshot(out, seed, e) for e in range(n_epochs + 1)]
+    files += [] if cache_from is None else [paths.step_cache(out, seed, cache_from)]
+    if not all(f.exists() for f in files):
+        return False
+    damaged = training_problem(out, seed, cache_from)
+    if damaged:
+        report_damaged(*damaged, f"training seed {seed} again")
+    return damaged is None
+
+
+def influence_state(out, method: str, seed: int, is_image) -> tuple[str, str | None]:
+    """Whether trial ``seed``'s influence file of ``method`` can be reused: ("done", None),
+    ("missing", None), ("damaged", why) or ("images moved", an x:image that ``is_image``
+    rejects: reusable once its images are named where they are). Checked against the
+    training run's record, which must exist."""
+    target = paths.influence(out, method, seed)
+    if not target.exists():
+        return "missing", None
+    n_train = int(fileio.load_npz(paths.record(out, seed))["n_train"])
+    problem = influence_problem(target, n_train) or facts_problem(target)
+    if problem:
+        return "damaged", problem
+    gone = missing_image(target, is_image)
+    return ("done", None) if gone is None else ("images moved", gone)
+
+
+def score_reusable(path, columns, n_rows: int | None) -> bool:
+    """``path`` exists and is a whole score file (``n_rows`` replayed epochs, when known);
+    a damaged one is reported."""
+    if not Path(path).exists():
+        return False
+    problem = score_problem(path, columns, n_rows) if n_rows else None
+    if problem:
+        report_damaged(path, problem)
+    return problem is None

@@ -34,6 +34,7 @@ from . import fileio, paths, preprocess
 from .bars import progress_bar
 from .engine import Engine
 from .models.cifarnet import pf_name
+from .validation import LR_SCHEDULES
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,6 @@ class Record:
         )
 
 
-LR_SCHEDULES = ("constant", "cosine", "linear", "step")
 
 
 def learning_rates(lr: float, n_epochs: int, steps_per_epoch: int, schedule: str = "constant",
@@ -221,13 +221,6 @@ def load_epoch_state(out, seed: int, epoch: int) -> dict[str, np.ndarray]:
 def load_final_state(out, seed: int, record: Record | None = None) -> dict[str, np.ndarray]:
     record = load_record(out, seed) if record is None else record
     return load_epoch_state(out, seed, record.n_epochs)
-
-
-def training_complete(out, seed: int, n_epochs: int) -> bool:
-    """Record, every epoch snapshot and the final model are on disk."""
-    files = [paths.record(out, seed), paths.final_model(out, seed)]
-    files += [paths.epoch_snapshot(out, seed, e) for e in range(n_epochs + 1)]
-    return all(f.exists() for f in files)
 
 
 # --------------------------------------------------------------------------- nnabla's format

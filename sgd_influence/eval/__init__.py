@@ -102,16 +102,8 @@ class EvalJob:
         return all(self.reusable(p) for p in self.targets(out))
 
     def reusable(self, path) -> bool:
-        """``path`` exists and is a whole score file of this job (a damaged one is reported)."""
-        if not Path(path).exists():
-            return False
-        if self.epochs:
-            problem = checks.score_problem(path, FLOOR_COLUMNS if self.is_floor else SCORE_COLUMNS,
-                                           self.epochs)
-            if problem:
-                checks.report_damaged(path, problem)
-                return False
-        return True
+        """``path`` is a whole score file of this job (a damaged one is reported)."""
+        return checks.score_reusable(path, FLOOR_COLUMNS if self.is_floor else SCORE_COLUMNS, self.epochs)
 
     @property
     def label(self) -> str:

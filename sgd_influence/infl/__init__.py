@@ -31,7 +31,6 @@ from .. import methods as M
 from ..artifacts import read_influence  # noqa: F401  (part of this module's API)
 from ..engine import Prepared
 from ..methods.grads import PER_SAMPLE_MODES  # noqa: F401  (the --per-sample choices)
-from ..trajectory import Record
 
 logger = logging.getLogger(__name__)
 
@@ -84,17 +83,9 @@ def influence_state(cfg: C.Config, seed: int, method: str, is_image=None) -> tup
     """Whether trial ``seed``'s influence file of ``method`` can be reused: ("done", None),
     ("missing", None), ("damaged", why) or ("images moved", an x:image that is no longer
     an image of the data set: reusable once its images are named where they are).
-    Checked against the training run's record, which must exist. The plan and the
-    influence phase both decide by this function."""
-    target = paths.influence(Path(cfg.output), method, seed)
-    if not target.exists():
-        return "missing", None
-    record = paths.record(Path(cfg.output), seed)
-    problem = checks.influence_problem(target, Record.load(record).n_train) or checks.facts_problem(target)
-    if problem:
-        return "damaged", problem
-    gone = checks.missing_image(target, is_image or image_check(cfg))
-    return ("done", None) if gone is None else ("images moved", gone)
+    Checked against the training run's record, which must exist (see
+    :func:`sgd_influence.checks.influence_state`)."""
+    return checks.influence_state(Path(cfg.output), method, seed, is_image or image_check(cfg))
 
 
 def run_influence(cfg: C.Config, seed: int, method: str, data: Prepared | None = None,

@@ -40,7 +40,7 @@ from .. import methods as M
 from ..artifacts import not_learned_line
 from ..bars import progress_bar
 from ..engine import Engine, Prepared, model_spec
-from ..trajectory import TrajectoryWriter, make_record, training_complete, write_step_cache
+from ..trajectory import TrajectoryWriter, make_record, write_step_cache
 
 logger = logging.getLogger(__name__)
 
@@ -73,15 +73,7 @@ def check_divergence(mean_loss: float, epoch: int, first_loss: float, num_classe
 def train_done(cfg: C.Config, seed: int) -> bool:
     """The trial's training run (and the every-step cache, if asked for) is on disk and
     reads back whole (a damaged file is reported and the run trained again)."""
-    out = Path(cfg.output)
-    first = cache_epoch(cfg)
-    if not (training_complete(out, seed, cfg.n_epochs) and paths.history(out, seed).exists()
-            and (first is None or paths.step_cache(out, seed, first).exists())):
-        return False
-    damaged = checks.training_problem(out, seed, first)
-    if damaged:
-        checks.report_damaged(*damaged, f"training seed {seed} again")
-    return damaged is None
+    return checks.training_reusable(Path(cfg.output), seed, cfg.n_epochs, cache_epoch(cfg))
 
 
 def run_training(cfg: C.Config, seed: int, data: Prepared | None = None) -> Path:
