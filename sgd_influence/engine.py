@@ -16,8 +16,9 @@ import nnabla.functions as F
 import nnabla.solvers as S
 import numpy as np
 
-from . import preprocess
-from .models import ModelError, ModelSpec, Network, NnpSource, input_variables
+from . import data, noise, preprocess
+from .identities import is_user_model
+from .models import ModelError, ModelSpec, Network, NnpSource, input_variables, nnp
 
 if TYPE_CHECKING:
     from .data import ImageSource
@@ -68,7 +69,6 @@ def load_prepared(cfg, seed: int) -> Prepared:
 
     An .nnp (or ONNX) network's image input (C, H, W) decides the size the images are
     prepared at; images with another number of channels are refused (one line naming both)."""
-    from . import data
 
     if cfg.is_csv:
         ds = data.load_csv_dataset(cfg.train_csv, cfg.test_csv, cfg.val_csv, seed=seed,
@@ -81,8 +81,6 @@ def load_prepared(cfg, seed: int) -> Prepared:
     if rule == "own":
         size = tuple(int(s) for s in ds.train.images.shape[2:])
     if cfg.model_nnp or cfg.model_onnx:
-        from .models import nnp
-
         layout = nnp.inspect(nnp_source(cfg))
         c, h, w = layout.in_shape
         got = tuple(int(s) for s in ds.train.images.shape[1:])
@@ -101,6 +99,7 @@ def nnp_source(cfg) -> NnpSource:
     or the one nnabla's importer makes of --model-onnx (converted on first use, see
     models.onnx_import) with --input-mean / --input-std."""
     if cfg.model_onnx:
+        # imported here: nnabla's ONNX converter (and the onnx package) load only for an ONNX network
         from .models import onnx_import
 
         path = onnx_import.converted(cfg.model_onnx, cfg.model_digest)
@@ -120,7 +119,6 @@ def prepare(ds, seed: int, label_noise: float = 0.0, images: ImageSource | None 
     every trial. The rows a training split can hold are its own, and the validation
     split's when ``val_from_train`` (a built-in set, a CSV without --val-csv: validation is
     drawn from the same rows by the trial seed)."""
-    from . import data, noise
 
     y = np.asarray(ds.train.labels, np.int64)
     if label_noise > 0:
@@ -157,7 +155,6 @@ def check_network(cfg) -> dict:
     """Build a user network (a Python one, an .nnp or ONNX file's) once on trial 0's data
     before any work starts: a network that cannot be used is one line (ModelError) and nothing
     is written. Returns what the network is fed (:func:`describe_input`, also logged)."""
-    from .identities import is_user_model
 
     data = load_prepared(cfg, 0)
     scale, name = None, cfg.model

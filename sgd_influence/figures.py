@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from . import fileio, paths, registry
+from .detection import CURVE_POINTS, PERCENTS, influence_files, read_flipped
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,6 @@ def plot_result(st: pd.DataFrame, no_removal: float | None, floor_band: float,
 def plot_detection(curves: dict[str, list[tuple[np.ndarray, np.ndarray]]], noise_share: float,
                    path, title: str | None = None) -> None:
     """Fraction of flipped samples found vs fraction inspected, mean over seeds per method."""
-    from .detection import CURVE_POINTS, PERCENTS
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 4.8))
@@ -162,7 +162,6 @@ def worst_samples_figure(out, seed: int = 0, k: int = 16, methods=None) -> Path 
     drawn as an empty tile). Written to ``fig/worst_samples.png``; returns its path
     (None, with a warning, without influence files of that seed).
     """
-    from .detection import influence_files, read_flipped
 
     out = Path(out)
     files = influence_files(out, methods, [seed])

@@ -14,7 +14,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from . import fileio
+from . import data, fileio
 from .settings import jsonable
 
 
@@ -147,7 +147,6 @@ def resolve_data(cfg):
     cfg = _absolute_model(cfg)
     if not cfg.is_csv:
         return dataclasses.replace(cfg, data_digest=())
-    from . import data
 
     csvs = {k: getattr(cfg, k) for k in ("train_csv", "val_csv", "test_csv")}
     absolute = {k: (os.path.abspath(v) if v else v) for k, v in csvs.items()}

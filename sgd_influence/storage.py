@@ -28,7 +28,7 @@ import pandas as pd
 
 from . import paths
 from .models import ModelSpec, state_nbytes
-from .trajectory import segment_length
+from .trajectory import is_running_statistic, load_final_state, load_record, segment_length
 
 # The paper's figures (Suzuki et al. 2021): its storage table and abstract.
 PAPER_THETA_BYTES = 1.236e6  # "1.236 MB", the final parameters of the MNIST model
@@ -151,7 +151,6 @@ def run_files(out, seed: int, first_window_epoch: int) -> dict[str, int]:
 
 def run_setting(out, seed: int, window_epochs: int, name: str | None = None) -> Setting:
     """The storage setting of a finished training run (read from its trajectory)."""
-    from .trajectory import is_running_statistic, load_final_state, load_record
 
     rec = load_record(out, seed)
     state = load_final_state(out, seed, rec)

@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import fileio, paths
+from .. import fileio, paths, storage
 from ..artifacts import (
     FLOOR_METHOD,
     VALUES,
@@ -68,6 +68,11 @@ from ..artifacts import (
     selected,
     shared_by_windows,
 )
+from ..detection import analyze_detection
+from ..detection import format_table as detection_table
+from ..figures import plot_detection, plot_result, worst_samples_figure
+from ..ranking import write_mean_rankings
+from ..storage import format_table as storage_table
 
 logger = logging.getLogger(__name__)
 
@@ -338,7 +343,6 @@ def window_epochs_of(out) -> int:
 def cache_table(out, seeds=None) -> pd.DataFrame:
     """The storage table (:mod:`storage`): the first finished seed's run, with its files'
     sizes, then MNIST and CIFAR-10 at the paper's settings."""
-    from .. import storage
 
     found = sorted(paths.seed_of_train_file(p) for p in Path(out).glob(paths.train_glob("record.npz")))
     found = [s for s in found if seeds is None or s in seeds]
@@ -353,11 +357,9 @@ def cache_table(out, seeds=None) -> pd.DataFrame:
 
 def cache_line(df: pd.DataFrame) -> str:
     """The run's block of the storage table (or MNIST's at the paper's settings) as text."""
-    from ..storage import format_table
-
     first = df["setting"].iloc[0]
     return (f"Storage (disk; memory held by the influence walk; files on disk):\n"
-            f"{format_table(df[df['setting'] == first])}\n"
+            f"{storage_table(df[df['setting'] == first])}\n"
             f"(all rows, MNIST and CIFAR-10 at the paper's settings beside the paper's figures: "
             f"summary/storage.csv)")
 
@@ -372,9 +374,6 @@ def analyze(out, methods=None, ns=None, seeds=None, title: str | None = None,
     noise floor uses every floor retrain of the selected seeds; ``methods`` and ``seeds``
     also choose the influence files averaged.
     """
-    from ..detection import analyze_detection, format_table
-    from ..figures import plot_detection, plot_result, worst_samples_figure
-    from ..ranking import write_mean_rankings
 
     out = Path(out)
     seeds = None if seeds is None else [int(s) for s in seeds]
@@ -421,5 +420,5 @@ def analyze(out, methods=None, ns=None, seeds=None, title: str | None = None,
             print(growth_text)
         print(cache_line(cache))
         if detection is not None:
-            print(format_table(detection.table, "Flipped labels found in the first k % of each ranking"))
+            print(detection_table(detection.table, "Flipped labels found in the first k % of each ranking"))
     return summary

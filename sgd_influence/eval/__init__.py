@@ -53,6 +53,8 @@ from ..artifacts import (  # noqa: F401  (the score files' layout, part of this 
     read_scores,
     read_u_growth,
 )
+from ..engine import Engine, load_prepared, model_spec
+from ..trajectory import load_epoch_state, load_record, replay
 
 logger = logging.getLogger(__name__)
 
@@ -178,8 +180,6 @@ def floor_mask(seed: int, k: int, draw: int, n_train: int) -> np.ndarray:
 def retrain_scores(cfg: C.Config, seed: int, data, removed: np.ndarray | None,
                    progress: str | None = None) -> pd.DataFrame:
     """Replay the window (or every epoch) without ``removed``; one row per replayed epoch."""
-    from ..engine import Engine, model_spec
-    from ..trajectory import load_epoch_state, load_record, replay
 
     out = Path(cfg.output)
     record = load_record(out, seed)
@@ -215,7 +215,6 @@ def run_eval_job(cfg: C.Config, job: EvalJob, data=None, progress: bool = False)
     """Write (or reuse) the score file(s) of ``job``; returns their paths. ``data``: the
     prepared data of the job's seed, or a function returning it (called only when a
     model is retrained: a reused or copied No Removal needs none)."""
-    from ..engine import load_prepared
 
     out = Path(cfg.output)
     targets = job.targets(out)

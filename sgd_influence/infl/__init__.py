@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from .. import checks, fileio, paths
+from .. import checks, data, fileio, paths
 from .. import config as C
 from .. import methods as M
 from ..artifacts import read_influence  # noqa: F401  (part of this module's API)
-from ..engine import Prepared
+from ..engine import Prepared, load_prepared
 from ..methods.grads import PER_SAMPLE_MODES  # noqa: F401  (the --per-sample choices)
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,6 @@ def influence_frame(data: Prepared, scores: np.ndarray) -> pd.DataFrame:
 
 def image_check(cfg: C.Config):
     """Whether a path is an image file of the configured data set where it is now."""
-    from .. import data
 
     return data.image_file_check(cfg.dataset, cfg.data_dir, cfg.train_csv)
 
@@ -91,7 +90,6 @@ def influence_state(cfg: C.Config, seed: int, method: str, is_image=None) -> tup
 def run_influence(cfg: C.Config, seed: int, method: str, data: Prepared | None = None,
                   per_sample: str = "auto") -> Path:
     """Write (or reuse) ``influence/{method}/influence_{seed}.csv``."""
-    from ..engine import load_prepared
 
     if method not in C.method_names():
         raise ValueError(f"--methods: unknown method {method!r}")

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .. import registry, settings, trajectory
+from ..context import resolve_context_name
 from ..engine import Engine, Prepared, model_spec
 from .grads import GradientOps, hvp_mode
 
@@ -108,8 +109,6 @@ class Context:
     def ops(self) -> GradientOps:
         """The gradient operations on the final engine's network."""
         if "ops" not in self._cache:
-            from ..context import resolve_context_name
-
             self._cache["ops"] = GradientOps(self.final_engine(), self.per_sample,
                                              resolve_context_name(self.cfg.context), hvp_mode(self.cfg))
         return self._cache["ops"]

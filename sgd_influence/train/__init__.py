@@ -39,7 +39,7 @@ from .. import config as C
 from .. import methods as M
 from ..artifacts import not_learned_line
 from ..bars import progress_bar
-from ..engine import Engine, Prepared, model_spec
+from ..engine import Engine, Prepared, load_prepared, model_spec
 from ..trajectory import TrajectoryWriter, make_record, write_step_cache
 
 logger = logging.getLogger(__name__)
@@ -79,7 +79,6 @@ def train_done(cfg: C.Config, seed: int) -> bool:
 def run_training(cfg: C.Config, seed: int, data: Prepared | None = None) -> Path:
     """Train trial ``seed`` (or reuse a finished run). The folder must hold this
     configuration's entry of the store (linked by the plan, see :mod:`sgd_influence.view`)."""
-    from ..engine import load_prepared
 
     out = Path(cfg.output)
     first = cache_epoch(cfg)
