@@ -36,8 +36,9 @@ Real models, two settings, the same subsets for both:
   batch order, ``--epochs`` epochs over S), ``--retrains`` per subset, their losses averaged
   (dattri's and TRAK's setting).
 
-With ``--trials T`` > 1 the scores of T training runs (seeds seed..seed+T-1) are also
-averaged per (k, j) ("Hara T=3"), the console's answer to seed noise.
+With ``--trials T`` > 1 the scores of the first t training runs (seeds seed..seed+t-1)
+are also averaged per (k, j) for every t up to T ("Hara T=2", "Hara T=3"), the console's
+answer to seed noise.
 
 Prints, per network and setting, the LDS (mean over targets, with the standard error
 over targets) of every method, and the run times.
@@ -240,7 +241,7 @@ def measure(net: str, a, data) -> dict:
                          for i in tqdm(range(a.m), desc=f"{net} {setting} retrains", leave=False)], axis=1)
         rows = {}
         for m, runs in scores.items():
-            for t in sorted({1, a.trials}):
+            for t in range(1, a.trials + 1):  # every T up to --trials
                 mean = np.mean(runs[:t], axis=0)  # (targets, train)
                 pred = mean @ (~kept).T.astype(np.float64)  # (targets, subsets): the removed samples' sum
                 rows[m if t == 1 else f"{m} T={t}"] = per_example_lds(pred, real)
