@@ -21,7 +21,7 @@ from . import identities, presets, registry, settings, validation
 from .context import CONTEXTS
 from .identities import is_user_model, only_with, resolve_data
 from .presets import DEFAULT_REMOVE, PRESETS
-from .settings import jsonable, setting
+from .settings import at_least, jsonable, positive, setting
 
 METHODS = ("Hara", "Ours", "Random")  # the default --methods (every registered method is a choice)
 SECTIONS = ("run", "data", "train", "influence", "eval", "exec")
@@ -39,7 +39,7 @@ _run, _data, _train, _infl, _eval, _exec = map(_in, SECTIONS)
 class Config:
     # --- output and trials
     output: str = _run("output", ["-o", "--output"], "output folder (everything is written under it)")
-    n_trials: int = _run(6, ["-nt", "--n_trials"], "number of trials; trial s uses seed s")
+    n_trials: int = _run(6, ["-nt", "--n_trials"], "number of trials; trial s uses seed s", check=at_least(1))
     # --- data
     dataset: str = _data(
         "mnist5k", ["-ds", "--dataset"],
@@ -51,11 +51,12 @@ class Config:
     label_noise: float = _data(
         0.0, ["--label-noise"],
         "flip the labels of this fraction of the data set's training rows, each to another class; "
-        "the same rows in every trial (seeded by --label-noise-seed)")
+        "the same rows in every trial (seeded by --label-noise-seed)",
+        check=lambda v: None if 0 <= v < 1 else "expected a fraction in [0, 1)")
     label_noise_seed: int = _data(
         0, ["--label-noise-seed"],
         "seed of the --label-noise flips: which rows are flipped and to which class, the same "
-        "in every trial", key=only_with("label_noise"))
+        "in every trial", check=at_least(0, "a non-negative integer"), key=only_with("label_noise"))
     # --- model and training
     model: str = _train("cifarnet", ["--model"], "network: cifarnet (paper), logreg, mlp, or your own as FILE.py:FUNCTION or MODULE:FUNCTION", key=identities.model_key)
     model_nnp: str | None = _train(
@@ -80,7 +81,7 @@ class Config:
         (1.0,), ["--input-std"],
         "--model-onnx: see --input-mean (e.g. ImageNet models: --input-std 0.229 0.224 0.225)",
         nargs="+", key=only_with("model_onnx"))
-    lr: float = _train(0.05, ["--lr"], "SGD learning rate (no momentum, no weight decay)")
+    lr: float = _train(0.05, ["--lr"], "SGD learning rate (no momentum, no weight decay)", check=positive)
     lr_schedule: str = _train(
         "cosine", ["--lr-schedule"],
         "learning rate over the last --lr-decay-epochs epochs: constant (the paper: --lr "
@@ -92,8 +93,8 @@ class Config:
         2, ["--lr-decay-epochs"],
         "how many last epochs the --lr-schedule decays over (at most all; one more than the "
         "influence window keeps the whole window at a small rate)")
-    batch_size: int = _train(64, ["--batch-size"], "SGD batch size")
-    n_epochs: int = _train(20, ["-e", "--n_epochs"], "training epochs")
+    batch_size: int = _train(64, ["--batch-size"], "SGD batch size", check=at_least(1))
+    n_epochs: int = _train(20, ["-e", "--n_epochs"], "training epochs", check=at_least(1))
     augment: str = _train(
         "auto", ["--augment"],
         "augmentation of the training images: crop (4-pixel zero padding, then a crop back to "
@@ -121,13 +122,15 @@ class Config:
         (1, 2, 4), ["--noise-floor-k"],
         "noise floor: numbers k of random samples left out by the extra retrains", nargs="+", key=None)
     noise_floor_draws: int = _eval(
-        2, ["--noise-floor-draws"], "noise floor: seeded draws per k and seed (0 = no noise floor)", key=None)
+        2, ["--noise-floor-draws"], "noise floor: seeded draws per k and seed (0 = no noise floor)",
+        check=at_least(0, "0 (no noise floor) or a positive integer"), key=None)
     retrain_all: bool = _eval(False, ["-ra", "--retrain_all"], "retrain every epoch from the initial parameters")
     # --- execution
     context: str = _exec("auto", ["--context"], "nnabla context: auto (cudnn when installed), cpu, cudnn",
                           choices=CONTEXTS)
     device_id: int = _exec(0, ["-di", "--device-id"], "GPU device id for the cudnn context")
-    jobs: int = _exec(0, ["--jobs"], "worker processes (0 = number of cores)")
+    jobs: int = _exec(0, ["--jobs"], "worker processes (0 = number of cores)",
+                      check=at_least(0, "0 (all cores) or a positive integer"))
     overwrite: bool = _exec(False, ["--overwrite"], "compute this configuration's results of the phases "
                          "run again (results of other settings in -o are kept anyway)")
     wait: bool = _exec(False, ["--wait"], "when another run is writing in -o, wait for it instead of stopping")

@@ -57,8 +57,9 @@ def positive(value) -> str | None:
     return None if value > 0 and math.isfinite(value) else "expected a positive finite number"
 
 
-def at_least(low: int):
-    return lambda value: None if value >= low else f"expected an integer >= {low}"
+def at_least(low: int, words: str | None = None):
+    """A check that a number is ``low`` or more (``words``: how the error names what is expected)."""
+    return lambda value: None if value >= low else f"expected {words or f'an integer >= {low}'}"
 
 
 def declare(kind: str, owner: str, cls: type | None) -> None:

@@ -5,12 +5,10 @@ Also the choices of the flags that take one of a few words.
 
 from __future__ import annotations
 
-import math
 import numbers
 from dataclasses import fields
 
 from . import registry, settings
-from .context import CONTEXTS
 from .identities import check_model
 
 AUGMENT_MODES = ("none", "crop", "flip", "crop,flip")
@@ -30,6 +28,14 @@ def check(cfg) -> None:
     """Check the values of the configuration ``cfg``; raise ValueError with one line
     naming the flag."""
     _check_types(cfg)
+    for f in fields(cfg):  # each field's own choices and check, declared with it (config.py)
+        value, md = getattr(cfg, f.name), f.metadata
+        choices = md.get("choices")
+        if isinstance(choices, tuple) and value is not None and value not in choices and f.name != "augment":
+            raise ValueError(f"{field_flag(cfg, f.name)}: expected one of {', '.join(choices)}, got {value!r}")
+        problem = md["check"](value) if "check" in md else None
+        if problem:
+            raise ValueError(f"{field_flag(cfg, f.name)}: {problem}, got {value!r}")
     for name in ("val_csv", "test_csv"):
         if getattr(cfg, name) and not cfg.train_csv:
             raise ValueError(f"{field_flag(cfg, name)}: given without --train-csv; expected --train-csv "
@@ -68,14 +74,6 @@ def check(cfg) -> None:
     if not cfg.input_std or not all(s > 0 for s in cfg.input_std):
         raise ValueError(f"--input-std: expected positive numbers, got {list(cfg.input_std)}")
     check_model(cfg.model, registry.models.names())
-    for name, low in (("n_trials", 1), ("n_epochs", 1), ("batch_size", 1)):
-        if getattr(cfg, name) < low:
-            flag = field_flag(cfg, name)
-            raise ValueError(f"{flag}: expected an integer >= {low}, got {getattr(cfg, name)}")
-    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
-        raise ValueError(f"--lr: expected a positive finite number, got {cfg.lr}")
-    if cfg.lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"--lr-schedule: expected one of {', '.join(LR_SCHEDULES)}, got {cfg.lr_schedule!r}")
     if cfg.lr_schedule != "constant":
         if not (0 < cfg.final_lr() <= cfg.lr):
             raise ValueError(f"--lr-final: expected a rate in (0, --lr = {cfg.lr}], got {cfg.lr_final}")
@@ -90,11 +88,6 @@ def check(cfg) -> None:
         raise ValueError(
             f"--infl-epochs: expected 0 (all) to --n_epochs ({cfg.n_epochs}), got {cfg.infl_epochs}"
         )
-    if not 0 <= cfg.label_noise < 1:
-        raise ValueError(f"--label-noise: expected a fraction in [0, 1), got {cfg.label_noise}")
-    seed = cfg.label_noise_seed
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"--label-noise-seed: expected a non-negative integer, got {seed!r}")
     bad = [m for m in cfg.methods if m not in registry.methods]
     if bad or not cfg.methods:
         raise ValueError(f"--methods: expected some of {' '.join(registry.methods.names())}, "
@@ -103,13 +96,6 @@ def check(cfg) -> None:
         raise ValueError("-r/--remove_n_list: expected non-negative integers")
     if any(k < 1 for k in cfg.noise_floor_k):
         raise ValueError(f"--noise-floor-k: expected positive integers, got {list(cfg.noise_floor_k)}")
-    if cfg.noise_floor_draws < 0:
-        raise ValueError(f"--noise-floor-draws: expected 0 (no noise floor) or a positive integer, "
-                         f"got {cfg.noise_floor_draws}")
-    if cfg.context not in CONTEXTS:
-        raise ValueError(f"--context: expected {', '.join(CONTEXTS)}, got {cfg.context!r}")
-    if cfg.jobs < 0:
-        raise ValueError(f"--jobs: expected 0 (all cores) or a positive integer, got {cfg.jobs}")
 
 
 def _type_ok(value, typ: str) -> bool:
