@@ -282,6 +282,5 @@ def section_fields(*sections: str) -> tuple[str, ...]:
     return tuple(f.name for f in fields(Config) if f.metadata["section"] in sections)
 
 
-
 def replace(cfg: Config, **kw) -> Config:
     return dataclasses.replace(cfg, **kw).validate()

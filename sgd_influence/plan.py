@@ -81,6 +81,7 @@ class Plan:
         self.per_sample = per_sample
         self._warned: set = set()
         self._is_image = None
+        self._trained: dict[int, bool] = {}
 
     # -- the view (before anything is planned)
     def point_view(self) -> None:
@@ -96,7 +97,12 @@ class Plan:
 
     # -- state of finished work (read only)
     def train_done(self, seed: int) -> bool:
-        return train_done(self.cfg, seed)
+        """Whether the seed's training run is reused, asked of its files once: the plan asks
+        before any task runs (checking the inputs, then listing the first tasks), and reading
+        back a run checks every snapshot's checksum."""
+        if seed not in self._trained:
+            self._trained[seed] = train_done(self.cfg, seed)
+        return self._trained[seed]
 
     def infl_done(self, seed: int, method: str) -> bool:
         return self.infl_problem(seed, method) is None

@@ -96,8 +96,6 @@ class Record:
         )
 
 
-
-
 def learning_rates(lr: float, n_epochs: int, steps_per_epoch: int, schedule: str = "constant",
                    lr_final: float = 0.0, decay_epochs: int = 1) -> np.ndarray:
     """The learning rate of every step (float64).
