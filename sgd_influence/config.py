@@ -113,7 +113,7 @@ class Config:
         1, ["--infl-epochs"],
         "influence window: the last K epochs (0 = all epochs); another K reuses the training run")
     methods: tuple[str, ...] = _infl(METHODS, ["--methods"],
-                                  "methods to run, among the registered ones: Hara Ours IF TracIn TracInSelf CL Random",
+                                  "methods to run, among the registered ones: Hara Ours IF TracIn TracInSelf IFSelf CL Random",
                                   nargs="+", choices=registry.methods.names, key=None)
     # --- evaluation
     remove_n_list: tuple[int, ...] = _eval(

@@ -26,12 +26,13 @@ from sgd_influence.train import run_training
 from sgd_influence.trajectory import Record, load_epoch_state, load_final_state
 
 
-def _train(tmp_path, model, n=(48, 30, 10), classes=3, **kw):
+def _train(tmp_path, model, n=(48, 30, 10), classes=3, side=None, **kw):
+    """``side``: images of side x side pixels seen at that size (default: 32 x 32)."""
     # the oracle tests check the double backward (--hvp diff is checked against it in test_hvp_diff)
-    kw = {"hvp": "exact", **kw}
-    cfg = C.Config(output=str(tmp_path), model=model, width=4, n_epochs=2, infl_epochs=0,
-                   batch_size=16, lr=0.01, lr_schedule="constant", **kw)
-    data = prepare(make_dataset(*n, seed=0, num_classes=classes), 0)
+    kw = {"hvp": "exact", "width": 4, "batch_size": 16, "n_epochs": 2, "lr": 0.01, **kw}
+    cfg = C.Config(output=str(tmp_path), model=model, infl_epochs=0, lr_schedule="constant", **kw)
+    data = prepare(make_dataset(*n, seed=0, num_classes=classes, side=side or 32), 0,
+                   size=(side, side) if side else None)
     run_training(cfg, 0, data)
     return cfg, data
 
@@ -115,6 +116,77 @@ def test_if_matches_closed_form_damped_solve(tmp_path, record_property):
         assert 0 < facts["cg_iters"] < cfg.if_cg_iters and facts["cg_residual"] < 1e-4
     # the solve is needed: without the Hessian the scores are far off
     assert _rel(G @ g_val / data.n_train / 0.1, want) > 0.5
+
+
+# ----------------------------------------------------------------- IFSelf
+def test_ifself_matches_closed_form_self_influence(tmp_path, record_property):
+    """IFSelf on a trained softmax regression against (1/N) g_j^T (H + lambda I)^-1 g_j
+    with the closed-form Hessian, solved densely in float64. H has rank at most
+    N (K - 1) = 96, so 110 Lanczos steps span its range (and every g_j lies in it): the
+    low-rank formula is then exact. With 10 steps it is not, and says so by its error.
+    (8 x 8 images: 195 parameters.)"""
+    cfg, data = _train(tmp_path, "logreg", side=8)
+    eng = Engine(model_spec(cfg, data), 0, data, augment=cfg.augment)
+    eng.net.load_state_dict(load_final_state(cfg.output, 0))
+    Wa = _weights(eng)
+    Xa = _train_rows(eng, data)
+    H = _dense_hessian(Xa, Wa)
+    G = _sample_grads(Xa, data.train_y, Wa)
+    errors = {}
+    for damping, rank in ((0.01, 110), (0.1, 110), (0.1, 10)):
+        facts: dict = {}
+        got = compute_scores(C.replace(cfg, if_damping=damping, ifself_rank=rank), 0, "IFSelf", data,
+                             facts=facts)
+        want = -np.einsum("nd,nd->n", G, np.linalg.solve(H + damping * np.eye(len(H)), G.T).T) / data.n_train
+        errors[(damping, rank)] = _rel(got, want)
+        assert facts["hvps"] == rank and facts["left_out"] == 0
+        assert facts["top_curvature"] == pytest.approx(np.linalg.eigvalsh(H)[-1], rel=1e-4)
+    record_property("ifself_rel_errors", {str(k): v for k, v in errors.items()})
+    print(f"IFSelf relative errors: {errors}")
+    assert errors[(0.01, 110)] <= 1e-3 and errors[(0.1, 110)] <= 1e-3
+    assert errors[(0.1, 10)] > 10 * errors[(0.1, 110)]  # the rank matters
+    # the same seed, the same scores; another seed starts Lanczos elsewhere
+    again = compute_scores(C.replace(cfg, if_damping=0.1, ifself_rank=10), 0, "IFSelf", data)
+    np.testing.assert_array_equal(again, compute_scores(C.replace(cfg, if_damping=0.1, ifself_rank=10), 0,
+                                                        "IFSelf", data))
+
+
+def test_ifself_on_a_bn_network_matches_the_dense_hessian(tmp_path, record_property):
+    """The smooth BN cifarnet (width 1 on 8 x 8 images: 331 parameters): with as many
+    Lanczos steps as parameters IFSelf equals the self-influence computed from the dense
+    Hessian (H e_i for every unit vector: the mini-batch HVP with BN batch statistics) by
+    eigendecomposition, with the method's rule for curvature below -lambda (left out,
+    damped by lambda alone)."""
+    from sgd_influence.methods.influence_function import DampedHessian, flat
+
+    cfg, data = _train(tmp_path, "cifarnet", n=(24, 20, 10), side=8, width=1, smooth=True, batch_size=24,
+                       n_epochs=4, lr=0.1)
+    eng = Engine(model_spec(cfg, data), 0, data, augment=cfg.augment)
+    eng.net.load_state_dict(load_final_state(cfg.output, 0))
+    ops = GradientOps(eng, "loop", "cpu", "exact")
+    apply = DampedHessian(ops, 0.0, cfg.batch_size)
+    dim = sum(int(p.size) for p in ops.params)
+    H = np.stack([apply(e) for e in np.eye(dim)])
+    H = (H + H.T) / 2
+    x, y = eng.train_inputs(np.arange(data.n_train), None)
+    G = np.stack([flat(g) for g in ops.each_sample_gradient(x, y)])
+    lam, V = np.linalg.eigh(H)
+    assert lam[0] < -1e-3  # the trained BN network's Hessian is indefinite
+    damping = 0.5 * -lam[0]
+    keep = lam + damping > 0
+    proj = G @ V[:, keep]
+    want = -(np.sum(proj**2 / (lam[keep] + damping), axis=1)
+             + (np.sum(G**2, axis=1) - np.sum(proj**2, axis=1)) / damping) / data.n_train
+    facts: dict = {}
+    got = compute_scores(C.replace(cfg, if_damping=float(damping), ifself_rank=dim), 0, "IFSelf",
+                         data, facts=facts)
+    err = _rel(got, want)
+    record_property("ifself_bn_rel_error", err)
+    print(f"damping {damping:.3g}: relative error {err:.3g}, left out {facts['left_out']} "
+          f"(dense: {np.count_nonzero(~keep)}), curvature {lam[0]:.3g} to {lam[-1]:.3g}")
+    assert 1 <= np.count_nonzero(~keep) == facts["left_out"]
+    assert facts["top_curvature"] == pytest.approx(lam[-1], rel=1e-4)
+    assert err <= 1e-3
 
 
 # ----------------------------------------------------------------- IF: leave-one-out
@@ -369,7 +441,7 @@ def test_if_settings_flags_and_identity(tmp_path):
     assert (ident["if_damping"], ident["if_cg_iters"]) == (0.5, 7)
     from sgd_influence import methods as M
 
-    assert M.names() == ("Hara", "Ours", "IF", "TracIn", "TracInSelf", "CL", "Random")
+    assert M.names() == ("Hara", "Ours", "IF", "TracIn", "TracInSelf", "IFSelf", "CL", "Random")
     assert M.get("IF").settings(cfg) == {"if_damping": 0.5, "if_cg_iters": 7, "hvp": "diff"}  # auto
     assert M.get("TracIn").settings(cfg) == {"tracin_checkpoints": "all"}
     for bad, flag in (({"if_damping": 0.0}, "--if-damping"), ({"if_cg_iters": 0}, "--if-cg-iters")):
@@ -389,8 +461,8 @@ def test_if_settings_flags_and_identity(tmp_path):
 
 
 def test_pipeline_detects_with_self_influence_and_cl(tmp_path):
-    """TracInSelf and CL run through the pipeline with label noise and appear in the
-    detection table; CL's and TracIn's settings are flags of the influence phase alone."""
+    """TracInSelf, IFSelf and CL run through the pipeline with label noise and appear in the
+    detection table (IFSelf's rank a flag); CL's and TracIn's settings are flags of the influence phase alone."""
     from sgd_influence import cli
 
     csv = write_csv_dataset(tmp_path / "data", sizes=(60, 20, 20), seed=4)
@@ -398,10 +470,14 @@ def test_pipeline_detects_with_self_influence_and_cl(tmp_path):
     argv = ["-o", str(out), "--train-csv", str(csv["train"]), "--val-csv", str(csv["val"]),
             "--test-csv", str(csv["test"]), "--model", "logreg", "-e", "2", "--batch-size", "10",
             "--lr", "0.01", "-nt", "1", "-r", "0", "6", "--noise-floor-draws", "0", "--label-noise", "0.2",
-            "--methods", "TracInSelf", "CL", "Random", "--cl-folds", "3", "--jobs", "2"]  # Dask workers: daemonic
+            "--methods", "TracInSelf", "IFSelf", "CL", "Random", "--cl-folds", "3", "--ifself-rank", "4",
+            "--jobs", "2"]  # Dask workers: daemonic
     assert train_infl_eval.main(argv) == 0
     table = pd.read_csv(paths.detection(out))
-    assert {"TracInSelf", "CL", "Random"} <= set(table["method"])
+    assert {"TracInSelf", "IFSelf", "CL", "Random"} <= set(table["method"])
+    ifself = fileio.read_json(paths.influence_stats(out, "IFSelf", 0))
+    assert ifself["hvps"] == 4 and ifself["top_curvature"] > 0
+    assert (pd.read_csv(paths.influence(out, "IFSelf", 0))["influence"] < 0).all()
     facts = fileio.read_json(paths.influence_stats(out, "CL", 0))
     assert facts["folds"] == 3 and facts["method"] == "CL"
     assert fileio.read_json(paths.influence_stats(out, "TracInSelf", 0))["checkpoints"] == 2

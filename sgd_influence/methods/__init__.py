@@ -1,12 +1,13 @@
 """Influence methods behind one seam (see :mod:`.base`): Hara and Ours (:mod:`.sgd`),
 IF (:mod:`.influence_function`), TracIn and its self-influence TracInSelf
-(:mod:`.tracin`), the controls CL (confident learning, :mod:`.confident`) and Random
+(:mod:`.tracin`), IF's self-influence IFSelf (:mod:`.if_self`), the controls CL (confident learning, :mod:`.confident`) and Random
 (:mod:`.control`).
 A method is one module that registers its object."""
 
 from . import sgd  # noqa: F401,I001  (registers Hara and Ours, in this order)
 from . import influence_function  # noqa: F401,E402  (registers IF)
 from . import tracin  # noqa: F401,E402  (registers TracIn and TracInSelf)
+from . import if_self  # noqa: F401,E402  (registers IFSelf)
 from . import confident  # noqa: F401,E402  (registers CL)
 from . import control  # noqa: F401,E402  (registers Random after them)
 from .base import Context, Method, get, names, register

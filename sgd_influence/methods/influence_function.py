@@ -59,14 +59,14 @@ logger = logging.getLogger(__name__)
 CG_TOL = 1e-6  # relative residual at which CG stops
 
 
-def _flat(arrays) -> np.ndarray:
+def flat(arrays) -> np.ndarray:
     return np.concatenate([np.asarray(a, np.float64).ravel() for a in arrays])
 
 
-def _unflat(flat: np.ndarray, like) -> list[np.ndarray]:
+def _unflat(vec: np.ndarray, like) -> list[np.ndarray]:
     out, off = [], 0
     for p in like:
-        out.append(flat[off : off + p.size].reshape(p.shape).astype(np.float32))
+        out.append(vec[off : off + p.size].reshape(p.shape).astype(np.float32))
         off += p.size
     return out
 
@@ -92,7 +92,7 @@ class DampedHessian:
         out = self.damping * u
         for idx in self.batches:
             x, y = self.ops.engine.train_inputs(idx, None)
-            out += (len(idx) / self.n) * _flat(self.ops.hvp(x, y, uu))
+            out += (len(idx) / self.n) * flat(self.ops.hvp(x, y, uu))
         return out
 
 
@@ -136,7 +136,7 @@ def influence_scores(ops: GradientOps, damping: float, max_iters: int, batch_siz
     """IF scores of every training sample at the network's current parameters."""
     data = ops.engine.data
     n = data.n_train
-    g = _flat(ops.val_gradient())
+    g = flat(ops.val_gradient())
     a = DampedHessian(ops, damping, batch_size)
     v, iters, converged = conjugate_gradient(a, g, max_iters, tol, progress)
     g_norm = float(np.linalg.norm(g))
@@ -153,14 +153,19 @@ def influence_scores(ops: GradientOps, damping: float, max_iters: int, batch_siz
     return scores, {"hvps": a.calls, "cg_residual": residual, "cg_iters": iters}
 
 
+def damping_setting():
+    """``--if-damping``, a setting of IF and IFSelf."""
+    return setting(
+        10.0, ["--if-damping"],
+        "IF, IFSelf: damping lambda of the Hessian, (H + lambda I) v = grad L_val (a positive "
+        "number; measured: smaller ones leave conjugate gradient at negative curvature on "
+        "cifarnet and predict the mean validation loss of logreg worse, yet each test "
+        "example's loss far better, 0.1 against 10: docs/results.md)", check=positive)
+
+
 @dataclass(frozen=True)
 class IFSettings:
-    if_damping: float = setting(
-        10.0, ["--if-damping"],
-        "IF: damping lambda of the Hessian, (H + lambda I) v = grad L_val (a positive number; "
-        "measured: smaller ones leave conjugate gradient at negative curvature on cifarnet and "
-        "predict the mean validation loss of logreg worse, yet each test example's loss far "
-        "better, 0.1 against 10: docs/results.md)", check=positive)
+    if_damping: float = damping_setting()
     if_cg_iters: int = setting(100, ["--if-cg-iters"], "IF: most conjugate-gradient iterations of the solve",
                                check=at_least(1))
     hvp: str = hvp_setting()
