@@ -32,19 +32,13 @@ logger = logging.getLogger("sgd_influence")
 
 DATASETS = ("mnist5k", "mnist", "cifar10", "stl10", "csv")
 
-_DATA = ("output", "dataset", "train_csv", "val_csv", "test_csv", "data_dir", "label_noise",
-         "label_noise_seed")
-_TRAIN = ("model", "model_nnp", "nnp_network", "init_from_nnp", "model_onnx", "input_mean", "input_std",
-          "lr", "lr_schedule", "lr_final", "lr_decay_epochs", "batch_size", "n_epochs",
-          "augment", "infl_epochs", "methods")
-_DEVICE = ("context", "device_id")
-# the configuration fields each command takes; the settings of methods and networks are
-# added by phase_parser (phase_settings)
+_RUN = ("output", *C.section_fields("data", "train", "influence"))
+# the configuration fields each command takes (those of their sections); the settings of
+# methods and networks are added by phase_parser (phase_settings)
 PHASE_FLAGS: dict[str, tuple[str, ...]] = {
-    "train": (*_DATA, *_TRAIN, *_DEVICE, "overwrite", "wait", "preset"),
-    "infl": (*_DATA, *_TRAIN, *_DEVICE, "overwrite", "wait", "preset"),
-    "eval": ("n_trials", *_DATA, *_TRAIN, "remove_n_list", "noise_floor_k",
-             "noise_floor_draws", "retrain_all", *_DEVICE, "jobs", "overwrite", "wait", "preset"),
+    "train": (*_RUN, "context", "device_id", "overwrite", "wait", "preset"),
+    "infl": (*_RUN, "context", "device_id", "overwrite", "wait", "preset"),
+    "eval": ("n_trials", *_RUN, *C.section_fields("eval"), *C.section_fields("exec")),
     "pipeline": tuple(k for k in C.ALL_FIELDS if k != "options"),
 }
 

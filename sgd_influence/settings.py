@@ -177,15 +177,22 @@ def _type_ok(value, default) -> bool:
 def check(name: str, value) -> None:
     """One line naming the flag when ``value`` does not fit setting ``name``."""
     f = declared()[name]
-    md = f.metadata
     if not _type_ok(value, f.default):
         want = TYPE_WORDS.get(type(f.default).__name__, type(f.default).__name__)
         raise ValueError(f"{flag(name)}: expected {want}, got {value!r}")
-    if "choices" in md and value not in md["choices"]:
-        raise ValueError(f"{flag(name)}: expected {either(md['choices'])}, got {value!r}")
-    problem = md["check"](value) if "check" in md else None
+    check_value(f, value, flag(name))
+
+
+def check_value(f: dataclasses.Field, value, name: str) -> None:
+    """The declared ``choices`` (a tuple of them) and ``check`` of the field ``f`` made by
+    :func:`setting`, applied to ``value`` (None passes the choices): one line naming the
+    flag ``name``."""
+    choices = f.metadata.get("choices")
+    if isinstance(choices, tuple) and value is not None and value not in choices:
+        raise ValueError(f"{name}: expected {either(choices)}, got {value!r}")
+    problem = f.metadata["check"](value) if "check" in f.metadata else None
     if problem:
-        raise ValueError(f"{flag(name)}: {problem}, got {value!r}")
+        raise ValueError(f"{name}: {problem}, got {value!r}")
 
 
 def either(names) -> str:

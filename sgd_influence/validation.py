@@ -29,13 +29,8 @@ def check(cfg) -> None:
     naming the flag."""
     _check_types(cfg)
     for f in fields(cfg):  # each field's own choices and check, declared with it (config.py)
-        value, md = getattr(cfg, f.name), f.metadata
-        choices = md.get("choices")
-        if isinstance(choices, tuple) and value is not None and value not in choices and f.name != "augment":
-            raise ValueError(f"{field_flag(cfg, f.name)}: expected one of {', '.join(choices)}, got {value!r}")
-        problem = md["check"](value) if "check" in md else None
-        if problem:
-            raise ValueError(f"{field_flag(cfg, f.name)}: {problem}, got {value!r}")
+        if f.name != "augment":  # its choices include "auto", which the configuration resolves
+            settings.check_value(f, getattr(cfg, f.name), field_flag(cfg, f.name))
     for name in ("val_csv", "test_csv"):
         if getattr(cfg, name) and not cfg.train_csv:
             raise ValueError(f"{field_flag(cfg, name)}: given without --train-csv; expected --train-csv "

@@ -92,6 +92,24 @@ def test_a_network_of_yours_sees_the_images_at_their_own_size(tmp_path, net, log
     assert fileio.read_json(paths.train_identity(out))["image_size"] == "own"
 
 
+def test_each_phase_alone_takes_the_image_size(tmp_path, net):
+    """--image-size is a flag of the training, influence and evaluation phases run alone
+    (its value is part of the training run's identity, so each phase is given it)."""
+    from sgd_influence import cli
+
+    data = _data(tmp_path / "data", 8, 8)
+    argv = _argv(data, tmp_path / "out", "--model", f"{net}:pooled", "--image-size", "12", "16")
+    cut = argv.index("-nt")  # the flags of the evaluation alone: -nt -r --noise-floor-draws --jobs
+    phase = argv[:cut] + argv[cut + 9:]
+    assert phase[cut:cut + 2] == ["--methods", "Hara"]
+    assert cli.train_main(phase) == 0
+    saved = fileio.read_json(paths.train_identity(tmp_path / "out"))
+    assert saved["image_size"] == [12, 16]
+    assert cli.infl_main(phase) == 0
+    assert cli.eval_main(argv) == 0
+    assert paths.score(tmp_path / "out", "Hara", 5, 0).exists()
+
+
 def test_image_size_is_chosen_for_any_network_and_refused_for_an_nnp(tmp_path, net):
     data = _data(tmp_path / "data", 8, 8)
     out = tmp_path / "out"
