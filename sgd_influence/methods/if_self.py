@@ -46,12 +46,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import settings
 from ..bars import progress_bar
 from ..settings import at_least, setting
 from .base import Context, register
-from .grads import GradientOps, hvp_mode, hvp_setting, one_blas_thread
-from .influence_function import DampedHessian, damping_setting, flat, training_batches
+from .grads import GradientOps, hvp_setting, one_blas_thread
+from .influence_function import (
+    DampedHessian,
+    FinalHessianMethod,
+    damping_setting,
+    flat,
+    training_batches,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -120,17 +125,14 @@ class IFSelfSettings:
     hvp: str = hvp_setting()
 
 
-class IFSelf:
+class IFSelf(FinalHessianMethod):
     """Influence functions' self-influence (negated: the largest first), a mislabel detector."""
 
-    name, color, needs = "IFSelf", "tab:pink", "final"
+    name, color = "IFSelf", "tab:pink"
     Settings = IFSelfSettings
 
-    def settings(self, cfg) -> dict:
-        return {**settings.identity(IFSelfSettings, cfg.options), "hvp": hvp_mode(cfg)}
-
     def scores(self, ctx: Context):
-        own = settings.values(IFSelfSettings, ctx.cfg.options)
+        own = self.own(ctx.cfg)
         scores, facts = self_influence(ctx.ops(), own.if_damping, own.ifself_rank, ctx.cfg.batch_size,
                                        np.random.default_rng(ctx.seed), progress=ctx.progress("influence IFSelf"))
         return -scores, facts

@@ -171,17 +171,29 @@ class IFSettings:
     hvp: str = hvp_setting()
 
 
-class InfluenceFunction:
-    """Koh & Liang's influence function at the final parameters (damped, solved by CG)."""
+class FinalHessianMethod:
+    """A method on the Hessian at the final parameters: its ``Settings`` key its results,
+    with ``--hvp`` as it applies (``auto`` resolved by network)."""
 
-    name, color, needs = "IF", "tab:orange", "final"
-    Settings = IFSettings
+    needs = "final"
+    Settings: type
 
     def settings(self, cfg) -> dict:
-        return {**settings.identity(IFSettings, cfg.options), "hvp": hvp_mode(cfg)}
+        return {**settings.identity(self.Settings, cfg.options), "hvp": hvp_mode(cfg)}
+
+    def own(self, cfg):
+        """This method's settings of the run ``cfg``."""
+        return settings.values(self.Settings, cfg.options)
+
+
+class InfluenceFunction(FinalHessianMethod):
+    """Koh & Liang's influence function at the final parameters (damped, solved by CG)."""
+
+    name, color = "IF", "tab:orange"
+    Settings = IFSettings
 
     def scores(self, ctx: Context):
-        own = settings.values(IFSettings, ctx.cfg.options)
+        own = self.own(ctx.cfg)
         return influence_scores(ctx.ops(), own.if_damping, own.if_cg_iters, ctx.cfg.batch_size,
                                 progress=ctx.progress("influence IF"))
 
