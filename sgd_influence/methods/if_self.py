@@ -69,24 +69,26 @@ def lanczos(apply, dim: int, rank: int, rng: np.random.Generator,
     """Ritz pairs of the symmetric operator ``apply`` on R^dim after ``rank`` Lanczos
     steps (fewer when the Krylov space is exhausted): (values ascending, vectors as the
     columns of a dim x m array)."""
+    steps = min(rank, dim)
+    Q = np.zeros((steps, dim))  # the Lanczos vectors, one a row
     q = rng.standard_normal(dim)
-    basis = [q / np.linalg.norm(q)]
+    Q[0] = q / np.linalg.norm(q)
     alphas, betas = [], []
-    for _ in progress_bar(range(min(rank, dim)), desc=progress, shown=progress is not None, mininterval=1.0):
-        w = apply(basis[-1])
+    for i in progress_bar(range(steps), desc=progress, shown=progress is not None, mininterval=1.0):
+        w = apply(Q[i])
         scale = np.linalg.norm(w)
-        alphas.append(float(basis[-1] @ w))
-        Q = np.asarray(basis)
+        alphas.append(float(Q[i] @ w))
         for _ in range(2):  # full reorthogonalisation (covers the three-term recursion too)
-            w = w - Q.T @ (Q @ w)
+            w -= Q[: i + 1].T @ (Q[: i + 1] @ w)
         beta = float(np.linalg.norm(w))
-        if len(alphas) == min(rank, dim) or beta <= BREAKDOWN * max(scale, 1e-300):
+        if i + 1 == steps or beta <= BREAKDOWN * max(scale, 1e-300):
             break
         betas.append(beta)
-        basis.append(w / beta)
-    T = np.diag(alphas) + np.diag(betas[: len(alphas) - 1], 1) + np.diag(betas[: len(alphas) - 1], -1)
+        Q[i + 1] = w / beta
+    m = len(alphas)
+    T = np.diag(alphas) + np.diag(betas[: m - 1], 1) + np.diag(betas[: m - 1], -1)
     theta, S = np.linalg.eigh(T)
-    return theta, np.asarray(basis[: len(alphas)]).T @ S
+    return theta, Q[:m].T @ S
 
 
 @one_blas_thread
