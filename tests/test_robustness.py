@@ -688,12 +688,13 @@ def test_a_network_module_that_cannot_be_imported_is_one_line(tmp_path, logs, mo
 def test_ctrl_c_in_the_influence_walk_in_this_process_is_exit_130(tmp_path):
     """Ctrl-C that lands in nnabla's C++ code comes out of it as a SystemError whose context
     is the KeyboardInterrupt: it is an interruption all the same (--jobs 1: in this process)."""
-    for delay in (0.15, 0.3, 0.45):  # the walk takes about a second: each lands in it
+    for delay in (0.15, 0.3, 0.45):  # the walk takes about two seconds: each lands in it
         out = tmp_path / f"out{delay}"  # trained in the same process, as a first run is
-        # the double backward keeps the walk about a second long (--hvp auto takes logreg's
-        # by differences, a few times shorter: a signal could come after it ended)
+        # the double backward and batches of 4 keep the walk about 1.8 s long on an idle
+        # machine (at the preset's batch 32 it took 0.4 s there, so a signal came after it
+        # ended; --hvp auto takes logreg's by differences, shorter still)
         argv = [sys.executable, str(ROOT / "train_infl_eval.py"), "--preset", "tiny", "-e", "1",
-                "-o", str(out), "--methods", "Hara", "--jobs", "1", "--hvp", "exact"]
+                "-o", str(out), "--methods", "Hara", "--jobs", "1", "--hvp", "exact", "--batch-size", "4"]
         proc = subprocess.Popen(argv, cwd=tmp_path, stderr=subprocess.PIPE, text=True,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         text = ""
