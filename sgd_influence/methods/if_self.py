@@ -97,8 +97,7 @@ def self_influence(ops: GradientOps, damping: float, rank: int, batch_size: int,
     """(1/N) <g_j, (Q T Q^T + lambda I)^-1 g_j> of every training sample j (not negated)."""
     n = ops.engine.data.n_train
     hessian = DampedHessian(ops, 0.0, batch_size)
-    dim = sum(int(p.size) for p in ops.params)
-    theta, V = lanczos(hessian, dim, rank, rng, progress=progress and f"{progress} (Lanczos)")
+    theta, V = lanczos(hessian, ops.net.num_trainable(), rank, rng, progress=progress and f"{progress} (Lanczos)")
     keep = theta + damping > 0
     theta, V = theta[keep], V[:, keep]
     out = np.zeros(n, np.float64)
@@ -110,8 +109,8 @@ def self_influence(ops: GradientOps, damping: float, rank: int, batch_size: int,
             out[j] = (np.sum(c * c / (theta + damping)) + (g @ g - c @ c) / damping) / n
     facts = {"hvps": hessian.calls, "top_curvature": float(theta.max()) if len(theta) else 0.0,
              "left_out": int(np.count_nonzero(~keep))}
-    logger.info("%sLanczos: rank %d (%d HVPs over the training set), largest curvature %.4g%s",
-                f"{progress}: " if progress else "", hessian.calls, hessian.calls, facts["top_curvature"],
+    logger.info("%sLanczos: %d steps (HVPs over the training set), largest curvature %.4g%s",
+                f"{progress}: " if progress else "", hessian.calls, facts["top_curvature"],
                 f", {facts['left_out']} direction(s) of curvature below -damping left out" if facts["left_out"] else "")
     return out, facts
 
