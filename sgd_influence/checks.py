@@ -1,6 +1,6 @@
 """Checks of finished files before they are reused; whether a result is reused.
 
-Every kind of result is reused by one function here (:func:`training_reusable`,
+Every kind of result is reused by one function here (:func:`training_state`,
 :func:`influence_state`, :func:`score_reusable`), asked alike by the plan and by the task
 that would make the result: by its files alone.
 
@@ -113,9 +113,8 @@ def score_problem(path, columns, n_rows: int | None = None) -> str | None:
     return fileio.verify(path) if finite else "a value that is missing or not a number"
 
 
-def training_problem(out, seed: int, cache_from: int | None = None) -> tuple[Path, str] | None:
-    """The first damaged file of the finished training run of ``seed``, with the reason
-    (``cache_from``: first epoch of the every-step cache to check, None for none)."""
+def training_problem(out, seed: int) -> tuple[Path, str] | None:
+    """The first damaged file of the finished training run of ``seed``, with the reason."""
     rec_path = paths.record(out, seed)
     try:
         z = fileio.load_npz(rec_path)
@@ -151,30 +150,31 @@ def training_problem(out, seed: int, cache_from: int | None = None) -> tuple[Pat
         return model, f"unreadable HDF5: {' '.join(str(exc).split())}"
     if n_arrays != len(shapes):
         return model, f"{n_arrays} arrays, expected {len(shapes)}"
-    if cache_from is not None:
-        steps = paths.step_cache(out, seed, cache_from)
-        try:
-            shape = fileio.npy_shape(steps)
-        except fileio.DamagedFile as exc:
-            return steps, exc.reason
-        window = int(np.count_nonzero(z["epoch"] >= cache_from))
-        n_values = sum(int(np.prod(s)) for s in shapes.values())
-        if len(shape) != 2 or shape[0] != window or not 0 < shape[1] <= n_values:
-            return steps, f"shape {shape}, expected {window} rows (one per step from epoch {cache_from})"
     hist = paths.history(out, seed)
     df, problem = _read_csv(hist)
     if problem or len(df) != n_epochs:
         return hist, problem or f"{len(df)} rows, expected {n_epochs} (one per epoch)"
     # the content read back whole; its bytes must also be those written
-    files = [rec_path, model, hist]
-    files += [paths.epoch_snapshot(out, seed, e) for e in range(n_epochs + 1)]
-    if cache_from is not None:
-        files.append(paths.step_cache(out, seed, cache_from))
-    for f in files:
-        changed = fileio.verify(f)
-        if changed:
-            return f, changed
-    return None
+    files = [rec_path, model, hist, *(paths.epoch_snapshot(out, seed, e) for e in range(n_epochs + 1))]
+    return next(((f, why) for f in files if (why := fileio.verify(f))), None)
+
+
+def cache_problem(out, seed: int, cache_from: int) -> tuple[Path, str] | None:
+    """Why the every-step cache from epoch ``cache_from`` of a whole training run cannot
+    be reused (absent, or not one row of the parameters per step of its window), else None."""
+    steps = paths.step_cache(out, seed, cache_from)
+    if not steps.exists():
+        return steps, "not found"
+    try:
+        shape = fileio.npy_shape(steps)
+    except fileio.DamagedFile as exc:
+        return steps, exc.reason
+    epochs = fileio.load_npz(paths.record(out, seed))["epoch"]
+    window = int(np.count_nonzero(epochs >= cache_from))
+    n_values = sum(v.size for v in fileio.load_npz(paths.epoch_snapshot(out, seed, 0)).values())
+    if len(shape) != 2 or shape[0] != window or not 0 < shape[1] <= n_values:
+        return steps, f"shape {shape}, expected {window} rows (one per step from epoch {cache_from})"
+    return (steps, why) if (why := fileio.verify(steps)) else None
 
 
 def _h5_datasets(group):
@@ -186,19 +186,21 @@ def _h5_datasets(group):
 
 
 # --------------------------------------------------------------------------- reuse
-def training_reusable(out, seed: int, n_epochs: int, cache_from: int | None = None) -> bool:
-    """Trial ``seed``'s training run of ``n_epochs`` epochs (and the every-step cache from
-    epoch ``cache_from``) is on disk and reads back whole (a damaged file is reported, and
-    the run trained again)."""
+def training_state(out, seed: int, n_epochs: int, cache_from: int | None = None
+                   ) -> tuple[str, tuple[Path, str] | None]:
+    """Whether trial ``seed``'s training run of ``n_epochs`` epochs is reused, read back
+    once: ("done", None); ("missing", None) when a file of the run is absent; ("damaged",
+    (file, why)) for its first file that does not read back whole; ("no cache", (file,
+    why)) for a whole run without the every-step cache from epoch ``cache_from`` that was
+    asked for (None: none), which a replay of the run writes."""
     files = [paths.record(out, seed), paths.final_model(out, seed), paths.history(out, seed)]
-    files += [paths.epoch_snapshot(out, seed, e) for e in range(n_epochs + 1)]
-    files += [] if cache_from is None else [paths.step_cache(out, seed, cache_from)]
-    if not all(f.exists() for f in files):
-        return False
-    damaged = training_problem(out, seed, cache_from)
+    if not all(f.exists() for f in files + [paths.epoch_snapshot(out, seed, e) for e in range(n_epochs + 1)]):
+        return "missing", None
+    damaged = training_problem(out, seed)
     if damaged:
-        report_damaged(*damaged, f"training seed {seed} again")
-    return damaged is None
+        return "damaged", damaged
+    no_cache = None if cache_from is None else cache_problem(out, seed, cache_from)
+    return ("no cache", no_cache) if no_cache else ("done", None)
 
 
 def influence_state(out, method: str, seed: int, is_image) -> tuple[str, str | None]:

@@ -20,7 +20,7 @@ import shutil
 from dataclasses import fields
 from pathlib import Path
 
-from . import analyze, fileio, flags, infl, paths, runlock, settings, store, train, view
+from . import analyze, data, fileio, flags, infl, paths, runlock, settings, store, train, view
 from . import config as C
 from . import eval as ev
 from .engine import check_network
@@ -30,7 +30,7 @@ from .pipeline import run_all, run_pipeline, run_title
 
 logger = logging.getLogger("sgd_influence")
 
-DATASETS = ("mnist5k", "mnist", "cifar10", "stl10", "csv")
+DATASETS = (*data.BUILTIN, "csv")
 
 _RUN = ("output", *C.section_fields("data", "train", "influence"))
 # the configuration fields each command takes (those of their sections); the settings of

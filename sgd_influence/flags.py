@@ -14,14 +14,8 @@ from dataclasses import fields
 from . import fileio, paths, settings
 from .config import ALL_FIELDS, Config, section_fields
 from .presets import PRESETS
-from .validation import field_flag
 
 logger = logging.getLogger("sgd_influence")  # the logger of the command line (cli.py)
-
-
-def flag(name: str) -> str:
-    """The command-line flag(s) of a configuration field, as help texts name them."""
-    return field_flag(Config, name)
 
 
 def add_arguments(parser: argparse.ArgumentParser, names=None) -> None:

@@ -21,11 +21,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import checks, fileio, paths, registry, store, view
 from . import config as C
+from . import fileio, paths, registry, store, view
 from .eval import EvalJob, plan_jobs, warn_skipped
 from .infl import image_check, influence_state
-from .train import cache_epoch, train_done
+from .train import training_state
 from .trajectory import Record
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class Plan:
         self.per_sample = per_sample
         self._warned: set = set()
         self._is_image = None
-        self._trained: dict[int, bool] = {}
+        self._trained: dict[int, tuple] = {}
 
     # -- the view (before anything is planned)
     def point_view(self) -> None:
@@ -96,12 +96,11 @@ class Plan:
             raise
 
     # -- state of finished work (read only)
-    def train_done(self, seed: int) -> bool:
-        """Whether the seed's training run is reused, asked of its files once: the plan asks
-        before any task runs (checking the inputs, then listing the first tasks), and reading
-        back a run checks every snapshot's checksum."""
+    def train_state(self, seed: int) -> tuple[str, tuple[Path, str] | None]:
+        """Whether the seed's training run is reused (train.training_state), asked of its
+        files once: reading back a run checks every snapshot's checksum."""
         if seed not in self._trained:
-            self._trained[seed] = train_done(self.cfg, seed)
+            self._trained[seed] = training_state(self.cfg, seed, report="train" in self.phases)
         return self._trained[seed]
 
     def infl_done(self, seed: int, method: str) -> bool:
@@ -123,7 +122,7 @@ class Plan:
         """The tasks known before anything runs (the inputs checked by :meth:`point_view`)."""
         steps: list[Step] = []
         for s in self.seeds:
-            if self.train_done(s):
+            if self.train_state(s)[0] == "done":
                 steps += self._after_train(s)
             else:
                 steps.append(Step(Task("train", s)))
@@ -133,12 +132,14 @@ class Plan:
         """Refuse a phase whose inputs (an earlier phase's results) are missing."""
         missing = []
         for s in self.seeds:
-            if "train" not in self.phases and paths.record(self.out, s).exists():
-                damaged = checks.training_problem(self.out, s, cache_epoch(self.cfg))
-                if damaged:
-                    raise fileio.damaged(*damaged, f"train seed {s} again (the training phase, "
-                                         "or the whole pipeline)")
-            if "train" not in self.phases and not self.train_done(s):
+            state, problem = ("done", None) if "train" in self.phases else self.train_state(s)
+            if problem and problem[1] != "not found":
+                raise fileio.damaged(*problem, f"train seed {s} again (the training phase, "
+                                     "or the whole pipeline)")
+            if state == "no cache":
+                missing.append(f"{problem[0]}: not found (write it with the training phase and "
+                               "--hara-cache, or leave --hara-cache out)")
+            elif state != "done":
                 elsewhere = view.other_settings(
                     self.out, "train", None, self.cfg.train_identity(),
                     lambda p, s=s: (p / f"seed_{s}" / paths.record(".", s).name).exists())

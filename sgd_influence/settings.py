@@ -27,6 +27,7 @@ import dataclasses
 import importlib
 import importlib.util
 import math
+import numbers
 import os
 import sys
 from collections.abc import Mapping
@@ -166,31 +167,39 @@ def flag(name: str) -> str | None:
 TYPE_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "True or False"}
 
 
-def _type_ok(value, default) -> bool:
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(value, bool) and isinstance(default, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float))
-    return isinstance(value, type(default))
+def _is(value, typ: str) -> bool:
+    if typ == "bool":
+        return isinstance(value, bool)
+    if typ in ("int", "float"):
+        kind = numbers.Integral if typ == "int" else numbers.Real
+        return isinstance(value, kind) and not isinstance(value, bool)
+    return isinstance(value, str)
 
 
-def check(name: str, value) -> None:
-    """One line naming the flag when ``value`` does not fit setting ``name``."""
-    f = declared()[name]
-    if not _type_ok(value, f.default):
-        want = TYPE_WORDS.get(type(f.default).__name__, type(f.default).__name__)
-        raise ValueError(f"{flag(name)}: expected {want}, got {value!r}")
-    check_value(f, value, flag(name))
+def _type_problem(f: dataclasses.Field, value) -> str | None:
+    """Why ``value`` is not of the type the annotation of ``f`` names (bool, int, float or
+    str, optional or a tuple of one; other annotations are not checked), else None."""
+    typ = (f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")).replace(" ", "")
+    optional, typ = typ.endswith("|None"), typ.removesuffix("|None")
+    inner = typ[len("tuple["):].split(",")[0] if typ.startswith("tuple[") else None
+    if (value is None and optional) or (inner or typ) not in TYPE_WORDS:
+        return None
+    if inner:
+        ok = isinstance(value, tuple) and all(_is(v, inner) for v in value)
+        return None if ok else f"expected a list of {TYPE_WORDS[inner].split(' ', 1)[1]}s"
+    return None if _is(value, typ) else f"expected {TYPE_WORDS[typ]}{' or None' if optional else ''}"
 
 
 def check_value(f: dataclasses.Field, value, name: str) -> None:
-    """The declared ``choices`` (a tuple of them) and ``check`` of the field ``f`` made by
-    :func:`setting`, applied to ``value`` (None passes the choices): one line naming the
-    flag ``name``."""
+    """The type (by annotation), declared ``choices`` (a tuple of them) and ``check`` of the
+    field ``f`` made by :func:`setting`, applied to ``value`` (None passes the choices): one
+    line naming the flag ``name``."""
     choices = f.metadata.get("choices")
-    if isinstance(choices, tuple) and value is not None and value not in choices:
-        raise ValueError(f"{name}: expected {either(choices)}, got {value!r}")
-    problem = f.metadata["check"](value) if "check" in f.metadata else None
+    problem = _type_problem(f, value)
+    if not problem and isinstance(choices, tuple) and value is not None and value not in choices:
+        problem = f"expected {either(choices)}"
+    if not problem and "check" in f.metadata:
+        problem = f.metadata["check"](value)
     if problem:
         raise ValueError(f"{name}: {problem}, got {value!r}")
 

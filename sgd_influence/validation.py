@@ -5,7 +5,6 @@ Also the choices of the flags that take one of a few words.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import fields
 
 from . import registry, settings
@@ -27,9 +26,8 @@ def field_flag(cfg, name: str) -> str:
 def check(cfg) -> None:
     """Check the values of the configuration ``cfg``; raise ValueError with one line
     naming the flag."""
-    _check_types(cfg)
-    for f in fields(cfg):  # each field's own choices and check, declared with it (config.py)
-        if f.name != "augment":  # its choices include "auto", which the configuration resolves
+    for f in fields(cfg):  # each field's type, choices and check, declared with it (config.py)
+        if f.name != "options":  # checked setting by setting below
             settings.check_value(f, getattr(cfg, f.name), field_flag(cfg, f.name))
     for name in ("val_csv", "test_csv"):
         if getattr(cfg, name) and not cfg.train_csv:
@@ -48,8 +46,6 @@ def check(cfg) -> None:
     if cfg.model_nnp is not None and not str(cfg.model_nnp).lower().endswith(".nnp"):
         raise ValueError(f"--model-nnp: expected a .nnp file (Neural Network Console's export), "
                          f"got {cfg.model_nnp!r}")
-    if cfg.augment not in AUGMENT_MODES:
-        raise ValueError(f"--augment: expected one of {', '.join(AUGMENT_MODES)}, got {cfg.augment!r}")
     if cfg.image_size:
         if len(cfg.image_size) != 2 or min(cfg.image_size) < 1:
             raise ValueError(f"--image-size: expected two positive integers H W, got "
@@ -78,7 +74,7 @@ def check(cfg) -> None:
     for name, value in cfg.options.items():
         if name not in known:
             raise ValueError(f"{name}: no method or network has this setting (known: {', '.join(known)})")
-        settings.check(name, value)
+        settings.check_value(known[name], value, settings.flag(name))
     if not 0 <= cfg.infl_epochs <= cfg.n_epochs:
         raise ValueError(
             f"--infl-epochs: expected 0 (all) to --n_epochs ({cfg.n_epochs}), got {cfg.infl_epochs}"
@@ -91,35 +87,3 @@ def check(cfg) -> None:
         raise ValueError("-r/--remove_n_list: expected non-negative integers")
     if any(k < 1 for k in cfg.noise_floor_k):
         raise ValueError(f"--noise-floor-k: expected positive integers, got {list(cfg.noise_floor_k)}")
-
-
-def _type_ok(value, typ: str) -> bool:
-    if typ == "bool":
-        return isinstance(value, bool)
-    if typ == "int":
-        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if typ == "float":
-        return isinstance(value, numbers.Real) and not isinstance(value, bool)
-    return isinstance(value, str)
-
-
-def _check_types(cfg) -> None:
-    """Each field of the type its annotation names (a configuration built in Python gets
-    the command line's checks): one line naming the flag."""
-    for f in fields(cfg):
-        if f.name == "options":  # checked setting by setting (settings.check)
-            continue
-        value, typ = getattr(cfg, f.name), str(f.type).replace(" ", "")
-        optional = typ.endswith("|None")
-        typ = typ.removesuffix("|None")
-        if value is None and optional:
-            continue
-        if typ.startswith("tuple["):
-            inner = typ[len("tuple["):].split(",")[0]
-            ok = isinstance(value, tuple) and all(_type_ok(v, inner) for v in value)
-            want = f"a list of {settings.TYPE_WORDS[inner].removeprefix('an ').removeprefix('a ')}s"
-        else:
-            ok = _type_ok(value, typ)
-            want = settings.TYPE_WORDS[typ] + (" or None" if optional else "")
-        if not ok:
-            raise ValueError(f"{field_flag(cfg, f.name)}: expected {want}, got {value!r}")

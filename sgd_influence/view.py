@@ -24,8 +24,9 @@ import shutil
 from pathlib import Path
 
 from . import config as C
-from . import flags, links, paths, store
+from . import links, paths, store
 from . import methods as M
+from .validation import field_flag
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ def describe_diff(old: dict, new: dict) -> str:
         if k == "data_digest":
             parts.append("data_digest: the content of the CSV data set changed")
         else:
-            parts.append(f"{flags.flag(k)}: {old.get(k)!r} -> {new.get(k)!r}")
+            parts.append(f"{field_flag(C.Config, k)}: {old.get(k)!r} -> {new.get(k)!r}")
     return ", ".join(parts)
 
 
@@ -170,7 +171,7 @@ def other_settings(out, kind: str, name: str | None, identity: dict, has) -> str
             parts.append("a CSV data set of other content")
             continue
         held = sorted({_show(saved.get(k)) for _, saved in closest}, key=str)
-        parts.append(f"{flags.flag(k)} {' or '.join(held)} (given: {_show(identity.get(k))})")
+        parts.append(f"{field_flag(C.Config, k)} {' or '.join(held)} (given: {_show(identity.get(k))})")
     return f"; {out} holds them for other settings: {'; '.join(parts)}"
 
 

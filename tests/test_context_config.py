@@ -126,7 +126,7 @@ def test_a_configs_preset_is_applied_wherever_it_is_given():
     (dict(lr="0.1"), "--lr: expected a number"),
     (dict(methods=("Hara", 3)), "--methods: expected a list of strings"),
     (dict(remove_n_list=(0, 1.5)), "-r/--remove_n_list: expected a list of integers"),
-    (dict(augment="no"), "--augment: expected one of none, crop, flip, crop,flip"),
+    (dict(augment="no"), "--augment: expected none, crop, flip, crop,flip or auto"),
     (dict(smooth="no"), "--smooth: expected True or False"),
     (dict(image_size=(8,)), "--image-size: expected two positive integers"),
     (dict(lr=float("inf")), "--lr: expected a positive finite number"),

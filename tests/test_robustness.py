@@ -300,6 +300,29 @@ def test_truncated_training_files_named_then_recomputed(run, logs, which):
     assert _results(out) == before
 
 
+def test_influence_phase_with_a_step_cache_the_run_lacks(run, logs):
+    """--hara-cache on the influence phase alone: the every-step cache the training run
+    lacks is named (with what writes it), and a damaged one is named as damaged; once
+    written by the training phase (by replay, not by training again) it is used."""
+    data, out = run
+    phase = ["-o", str(out), "--train-csv", str(data["train"]), "--val-csv", str(data["val"]),
+             "--test-csv", str(data["test"]), "--model", "logreg", "--lr", "0.005", "-e", "2",
+             "--batch-size", "8", "--methods", "Hara", "--hara-cache", "--overwrite"]
+    cache = paths.step_cache(out, 0, 1)
+    assert cli.infl_main(phase) == 2
+    _one_error(logs, str(cache), "not found", "--hara-cache")
+    snapshots = {p: p.read_bytes() for p in paths.train_dir(out, 0).rglob("epoch_*.npz")}
+    assert cli.train_main(phase[:-1]) == 0
+    assert any("by replay" in m for m in logs.at(logging.INFO))
+    assert {p: p.read_bytes() for p in snapshots} == snapshots
+    logs.clear()
+    assert cli.infl_main(phase) == 0
+    assert logs.at(logging.ERROR) == []
+    cache.write_bytes(cache.read_bytes()[:-8])
+    assert cli.infl_main(phase) == 2
+    _one_error(logs, str(cache), "damaged or truncated")
+
+
 # --------------------------------------------------------------- a full disk
 def test_full_disk_is_one_line_and_leaves_no_temporary_file(run, logs, monkeypatch):
     data, out = run

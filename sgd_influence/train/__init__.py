@@ -70,10 +70,16 @@ def check_divergence(mean_loss: float, epoch: int, first_loss: float, num_classe
             f"and log({num_classes} classes) = {uniform:.3g}); lower --lr (now {lr:g})")
 
 
-def train_done(cfg: C.Config, seed: int) -> bool:
-    """The trial's training run (and the every-step cache, if asked for) is on disk and
-    reads back whole (a damaged file is reported and the run trained again)."""
-    return checks.training_reusable(Path(cfg.output), seed, cfg.n_epochs, cache_epoch(cfg))
+def training_state(cfg: C.Config, seed: int, report: bool = True) -> tuple[str, tuple[Path, str] | None]:
+    """Whether the trial's training run is reused: "done", "missing", "damaged" (the run is
+    trained again) or "no cache" (a whole run without the every-step cache asked for:
+    written by replay), with the file and why (:func:`sgd_influence.checks.training_state`);
+    ``report``: warn of a damaged file and what is done about it."""
+    state, problem = checks.training_state(Path(cfg.output), seed, cfg.n_epochs, cache_epoch(cfg))
+    if report and problem and problem[1] != "not found":
+        redo = f"training seed {seed} again" if state == "damaged" else f"writing it again by replay of seed {seed}"
+        checks.report_damaged(*problem, redo)
+    return state, problem
 
 
 def run_training(cfg: C.Config, seed: int, data: Prepared | None = None) -> Path:
@@ -81,20 +87,17 @@ def run_training(cfg: C.Config, seed: int, data: Prepared | None = None) -> Path
     configuration's entry of the store (linked by the plan, see :mod:`sgd_influence.view`)."""
 
     out = Path(cfg.output)
-    first = cache_epoch(cfg)
-    if train_done(C.replace(cfg, hara_cache=False), seed):
-        if first is not None and not train_done(cfg, seed):
-            # --hara-cache for a window the run did not cache: replay it, do not retrain
-            data = load_prepared(cfg, seed) if data is None else data
-            engine = Engine(model_spec(cfg, data), seed, data, augment=cfg.augment)
-            logger.info("seed %d: writing the every-step cache from epoch %d by replay", seed, first)
-            write_step_cache(engine, out, seed, first, progress=f"replay seed {seed}")
-        else:
-            logger.info("seed %d: training already finished, reused", seed)
+    state = training_state(cfg, seed)[0]
+    if state == "done":
+        logger.info("seed %d: training already finished, reused", seed)
         return paths.train_dir(out, seed)
-    if data is None:
-        data = load_prepared(cfg, seed)
-    train(cfg, seed, data)
+    data = load_prepared(cfg, seed) if data is None else data
+    if state == "no cache":  # --hara-cache for a window the run did not cache: replay it
+        engine = Engine(model_spec(cfg, data), seed, data, augment=cfg.augment)
+        logger.info("seed %d: writing the every-step cache from epoch %d by replay", seed, cache_epoch(cfg))
+        write_step_cache(engine, out, seed, cache_epoch(cfg), progress=f"replay seed {seed}")
+    else:
+        train(cfg, seed, data)
     return paths.train_dir(out, seed)
 
 
