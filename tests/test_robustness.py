@@ -321,6 +321,10 @@ def test_influence_phase_with_a_step_cache_the_run_lacks(run, logs):
     cache.write_bytes(cache.read_bytes()[:-8])
     assert cli.infl_main(phase) == 2
     _one_error(logs, str(cache), "damaged or truncated")
+    logs.clear()
+    assert cli.train_main(phase[:-1]) == 0  # named, and written again by replay
+    assert any(str(cache) in m and "by replay" in m for m in logs.at(logging.WARNING))
+    assert cli.infl_main(phase) == 0
 
 
 # --------------------------------------------------------------- a full disk
