@@ -113,8 +113,10 @@ def score_problem(path, columns, n_rows: int | None = None) -> str | None:
     return fileio.verify(path) if finite else "a value that is missing or not a number"
 
 
-def training_problem(out, seed: int) -> tuple[Path, str] | None:
-    """The first damaged file of the finished training run of ``seed``, with the reason."""
+def training_problem(out, seed: int, cache_from: int | None = None) -> tuple[Path, str] | None:
+    """The first damaged file of the finished training run of ``seed``, with the reason;
+    then (``cache_from``: first epoch of the every-step cache asked for, None for none)
+    the cache, absent ("not found") or not one row of the parameters per step of its window."""
     rec_path = paths.record(out, seed)
     try:
         z = fileio.load_npz(rec_path)
@@ -156,12 +158,9 @@ def training_problem(out, seed: int) -> tuple[Path, str] | None:
         return hist, problem or f"{len(df)} rows, expected {n_epochs} (one per epoch)"
     # the content read back whole; its bytes must also be those written
     files = [rec_path, model, hist, *(paths.epoch_snapshot(out, seed, e) for e in range(n_epochs + 1))]
-    return next(((f, why) for f in files if (why := fileio.verify(f))), None)
-
-
-def cache_problem(out, seed: int, cache_from: int) -> tuple[Path, str] | None:
-    """Why the every-step cache from epoch ``cache_from`` of a whole training run cannot
-    be reused (absent, or not one row of the parameters per step of its window), else None."""
+    changed = next(((f, why) for f in files if (why := fileio.verify(f))), None)
+    if changed or cache_from is None:
+        return changed
     steps = paths.step_cache(out, seed, cache_from)
     if not steps.exists():
         return steps, "not found"
@@ -169,12 +168,12 @@ def cache_problem(out, seed: int, cache_from: int) -> tuple[Path, str] | None:
         shape = fileio.npy_shape(steps)
     except fileio.DamagedFile as exc:
         return steps, exc.reason
-    epochs = fileio.load_npz(paths.record(out, seed))["epoch"]
-    window = int(np.count_nonzero(epochs >= cache_from))
-    n_values = sum(v.size for v in fileio.load_npz(paths.epoch_snapshot(out, seed, 0)).values())
+    window = int(np.count_nonzero(z["epoch"] >= cache_from))
+    n_values = sum(int(np.prod(s)) for s in shapes.values())
     if len(shape) != 2 or shape[0] != window or not 0 < shape[1] <= n_values:
         return steps, f"shape {shape}, expected {window} rows (one per step from epoch {cache_from})"
     return (steps, why) if (why := fileio.verify(steps)) else None
+
 
 
 def _h5_datasets(group):
@@ -190,17 +189,18 @@ def training_state(out, seed: int, n_epochs: int, cache_from: int | None = None
                    ) -> tuple[str, tuple[Path, str] | None]:
     """Whether trial ``seed``'s training run of ``n_epochs`` epochs is reused, read back
     once: ("done", None); ("missing", None) when a file of the run is absent; ("damaged",
-    (file, why)) for its first file that does not read back whole; ("no cache", (file,
-    why)) for a whole run without the every-step cache from epoch ``cache_from`` that was
-    asked for (None: none), which a replay of the run writes."""
+    (file, why)) for its first file that does not read back whole; for a whole run, the
+    every-step cache from epoch ``cache_from`` asked for (None: none), which a replay of
+    the run writes: ("no cache", (file, "not found")) or ("damaged cache", (file, why))."""
     files = [paths.record(out, seed), paths.final_model(out, seed), paths.history(out, seed)]
     if not all(f.exists() for f in files + [paths.epoch_snapshot(out, seed, e) for e in range(n_epochs + 1)]):
         return "missing", None
-    damaged = training_problem(out, seed)
-    if damaged:
-        return "damaged", damaged
-    no_cache = None if cache_from is None else cache_problem(out, seed, cache_from)
-    return ("no cache", no_cache) if no_cache else ("done", None)
+    problem = training_problem(out, seed, cache_from)
+    if problem is None:
+        return "done", None
+    if cache_from is None or problem[0] != paths.step_cache(out, seed, cache_from):
+        return "damaged", problem
+    return ("no cache" if problem[1] == "not found" else "damaged cache"), problem
 
 
 def influence_state(out, method: str, seed: int, is_image) -> tuple[str, str | None]:

@@ -133,7 +133,7 @@ class Plan:
         missing = []
         for s in self.seeds:
             state, problem = ("done", None) if "train" in self.phases else self.train_state(s)
-            if problem and problem[1] != "not found":
+            if state in ("damaged", "damaged cache"):
                 raise fileio.damaged(*problem, f"train seed {s} again (the training phase, "
                                      "or the whole pipeline)")
             if state == "no cache":

@@ -72,11 +72,12 @@ def check_divergence(mean_loss: float, epoch: int, first_loss: float, num_classe
 
 def training_state(cfg: C.Config, seed: int, report: bool = True) -> tuple[str, tuple[Path, str] | None]:
     """Whether the trial's training run is reused: "done", "missing", "damaged" (the run is
-    trained again) or "no cache" (a whole run without the every-step cache asked for:
-    written by replay), with the file and why (:func:`sgd_influence.checks.training_state`);
-    ``report``: warn of a damaged file and what is done about it."""
+    trained again), "no cache" or "damaged cache" (a whole run without a sound every-step
+    cache asked for: written by replay), with the file and why
+    (:func:`sgd_influence.checks.training_state`); ``report``: warn of a damaged file and
+    what is done about it."""
     state, problem = checks.training_state(Path(cfg.output), seed, cfg.n_epochs, cache_epoch(cfg))
-    if report and problem and problem[1] != "not found":
+    if report and state in ("damaged", "damaged cache"):
         redo = f"training seed {seed} again" if state == "damaged" else f"writing it again by replay of seed {seed}"
         checks.report_damaged(*problem, redo)
     return state, problem
@@ -92,7 +93,7 @@ def run_training(cfg: C.Config, seed: int, data: Prepared | None = None) -> Path
         logger.info("seed %d: training already finished, reused", seed)
         return paths.train_dir(out, seed)
     data = load_prepared(cfg, seed) if data is None else data
-    if state == "no cache":  # --hara-cache for a window the run did not cache: replay it
+    if state in ("no cache", "damaged cache"):  # --hara-cache for a window not cached: replay it
         engine = Engine(model_spec(cfg, data), seed, data, augment=cfg.augment)
         logger.info("seed %d: writing the every-step cache from epoch %d by replay", seed, cache_epoch(cfg))
         write_step_cache(engine, out, seed, cache_epoch(cfg), progress=f"replay seed {seed}")
